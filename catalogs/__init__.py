@@ -1,0 +1,1 @@
+"""Catalogs shipped with intake-clms (mapped from the top-level catalogs/ folder)."""

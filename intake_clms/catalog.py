@@ -1,0 +1,172 @@
+"""Write :class:`Product` records as an intake V1 YAML catalog.
+
+The YAML is written by hand (``yaml.safe_dump``), not with ``Catalog.save()``,
+which does not round-trip in intake 2.  The output is deterministic: entries
+sorted by name, keys in a fixed order, no timestamps, so a regenerated catalog
+diffs cleanly against the committed one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .params import SERVICES
+from .products import NOT_MIGRATED, Product, coverage_bbox
+
+DRIVER = "clms"
+
+
+def _unique_names(products: Iterable[Product]) -> dict[str, Product]:
+    """Entry name -> product; on a clash the later key (in sorted order) gets a short hash suffix."""
+    out: dict[str, Product] = {}
+    for product in sorted(products, key=lambda p: p.key):
+        name = product.name
+        if name in out:
+            name = f"{name}_{hashlib.sha1(product.key.encode()).hexdigest()[:6]}"
+        out[name] = product
+    return out
+
+
+def describe(product: Product) -> str:
+    """One readable paragraph: what, where, how fine, how often, when, and how it is served."""
+    what = (product.product_type or "CLMS product").replace("_", " ")
+    parts = [
+        f"{what} ({product.dataset_identifier or product.key})",
+        f"coverage: {product.spatial_coverage or 'unknown'}",
+        f"resolution: {product.resolution or 'unknown'}",
+        f"frequency: {product.frequency or 'unknown'}",
+        f"time: {product.time_coverage.describe()}",
+    ]
+    text = "; ".join(parts) + "."
+    if product.migration_status == NOT_MIGRATED:
+        text += " Not migrated yet: served by its old WEkEO ID."
+    elif product.old_ids:
+        state = "still active" if product.old_source_active else "no longer active"
+        text += f" Replaces {', '.join(product.old_ids)} (old source {state})."
+    return text
+
+
+def parameters(product: Product) -> dict[str, dict[str, Any]]:
+    """The user parameters of an entry, with defaults drawn from the product's coverage."""
+    tc = product.time_coverage
+    start = tc.start.isoformat() if tc.start else ""
+    end = "present" if tc.ongoing else (tc.end.isoformat() if tc.end else "")
+    return {
+        "bbox": {
+            "description": "Area of interest [west, south, east, north] in degrees (EPSG:4326).",
+            "type": "list",
+            "default": coverage_bbox(product.spatial_coverage),
+        },
+        "start": {
+            "description": "First day wanted, ISO date (YYYY-MM-DD); empty for no lower bound.",
+            "type": "str",
+            "default": start,
+        },
+        "end": {
+            "description": "Last day wanted, ISO date (YYYY-MM-DD) or 'present'; empty for no upper bound.",
+            "type": "str",
+            "default": end,
+        },
+        "service": {
+            "description": "Where to fetch from: auto (by migration status and the credentials at hand), "
+            "wekeo, clms or cdse.",
+            "type": "str",
+            "default": "auto",
+            "allowed": list(SERVICES),
+        },
+    }
+
+
+def metadata(product: Product) -> dict[str, Any]:
+    tc = product.time_coverage
+    return {
+        "identifier": product.key,
+        "dataset_id": product.dataset_id,
+        "dataset_identifier": product.dataset_identifier,
+        "old_ids": list(product.old_ids),
+        "old_product_types": list(product.old_product_types),
+        "product_type": product.product_type,
+        "spatial_coverage": product.spatial_coverage,
+        "coverage_bbox": coverage_bbox(product.spatial_coverage),
+        "resolution": product.resolution,
+        "frequency": product.frequency,
+        "time_coverage": tc.text,
+        "time_start": tc.start.isoformat() if tc.start else None,
+        "time_end": tc.end.isoformat() if tc.end else None,
+        "time_ongoing": tc.ongoing,
+        "old_source_active": product.old_source_active,
+        "migration_status": product.migration_status,
+        "is_vector": product.is_vector,
+        "notes": list(product.notes),
+    }
+
+
+def entry(product: Product) -> dict[str, Any]:
+    return {
+        "description": describe(product),
+        "driver": DRIVER,
+        "args": {
+            "dataset_id": product.dataset_id,
+            "dataset_identifier": product.dataset_identifier,
+            "bbox": "{{ bbox }}",
+            "start": "{{ start }}",
+            "end": "{{ end }}",
+            "service": "{{ service }}",
+        },
+        "parameters": parameters(product),
+        "metadata": metadata(product),
+    }
+
+
+def build_catalog(products: Iterable[Product], *, source: str | None = None, title: str | None = None) -> dict[str, Any]:
+    """The catalog as a plain dict, ready for ``yaml.safe_dump``."""
+    named = _unique_names(products)
+    meta: dict[str, Any] = {
+        "version": 1,
+        "title": title or "Copernicus Land Monitoring Service products (intake-clms)",
+        "description": "One entry per CLMS datasetIdentifier, and one per old WEkEO dataset ID not migrated yet. "
+        "Generated by `intake-clms generate`; edit the table, not this file.",
+    }
+    if source:
+        meta["generated_from"] = source
+    return {"metadata": meta, "sources": {name: entry(p) for name, p in sorted(named.items())}}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, except short lists of scalars (bboxes, old IDs) which read better inline."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = 0 < len(data) <= 6 and all(isinstance(v, (int, float, str)) and len(str(v)) < 60 for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dump_catalog(catalog: dict[str, Any]) -> str:
+    return yaml.dump(catalog, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110, default_flow_style=False)
+
+
+def write_catalog(catalog: dict[str, Any], path: str | PathLike[str]) -> Path:
+    """Write atomically: a temporary file beside the target, renamed into place (never a partial file)."""
+    path = Path(path)
+    text = dump_catalog(catalog)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

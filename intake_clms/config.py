@@ -1,0 +1,74 @@
+"""Where the services are and where the cache lives, read from the environment at call time.
+
+Every URL can be overridden by an environment variable (the official clients'
+names where they exist), so the same code runs against the real services, the
+sandbox, or any other server.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+DEFAULTS = {
+    "HDA_URL": "https://gateway.prod.wekeo2.eu/hda-broker",
+    "CLMS_API_URL": "https://land.copernicus.eu/api",
+    "CDSE_TOKEN_URL": "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token",
+    "CDSE_ODATA_URL": "https://catalogue.dataspace.copernicus.eu/odata/v1",
+    "CDSE_DOWNLOAD_URL": "https://download.dataspace.copernicus.eu/odata/v1",
+}
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    hda: str
+    clms_api: str
+    cdse_token: str
+    cdse_odata: str
+    cdse_download: str
+
+
+def endpoints(env: dict[str, str] | None = None) -> Endpoints:
+    """Service base URLs: environment first, then the public defaults."""
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str:
+        return (env.get(name) or DEFAULTS[name]).rstrip("/")
+
+    return Endpoints(
+        hda=get("HDA_URL"),
+        clms_api=get("CLMS_API_URL"),
+        cdse_token=get("CDSE_TOKEN_URL"),
+        cdse_odata=get("CDSE_ODATA_URL"),
+        cdse_download=get("CDSE_DOWNLOAD_URL"),
+    )
+
+
+def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The download cache: explicit argument, else ``INTAKE_CLMS_CACHE``, else the platform user cache dir."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get("INTAKE_CLMS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("intake-clms", appauthor=False))
+
+
+def hdarc_path() -> Path:
+    return Path(os.environ.get("HDA_RC") or Path.home() / ".hdarc").expanduser()
+
+
+def available_services(env: dict[str, str] | None = None) -> set[str]:
+    """Services for which credentials appear to be at hand (presence only: nothing is read or checked)."""
+    env = os.environ if env is None else env
+    found = set()
+    if (env.get("HDA_USER") and env.get("HDA_PASSWORD")) or hdarc_path().is_file():
+        found.add("wekeo")
+    if env.get("CLMS_SERVICE_KEY"):
+        found.add("clms")
+    if env.get("CDSE_USERNAME") and env.get("CDSE_PASSWORD"):
+        found.add("cdse")
+    return found

@@ -1,0 +1,64 @@
+"""The package's exception hierarchy.
+
+Every error raised on purpose derives from :class:`ClmsError`, so callers can
+catch one class.  Errors that come from a service carry the HTTP status and the
+server's own message, because that is what a user needs to act on.
+"""
+
+from __future__ import annotations
+
+
+class ClmsError(Exception):
+    """Root of every error intake-clms raises on purpose."""
+
+
+class TableError(ClmsError):
+    """The transition table cannot be read or lacks an essential column."""
+
+
+class ColumnNotFoundError(TableError):
+    """An essential column is missing from a sheet of the transition table."""
+
+    def __init__(self, sheet: str, column: str, found: list[str], given: str | None = None):
+        self.sheet, self.column, self.found = sheet, column, list(found)
+        shown = ", ".join(repr(h) for h in self.found) or "(none)"
+        if given is not None:
+            super().__init__(f"sheet {sheet!r}: no header {given!r} for column {column!r}; headers found: {shown}")
+        else:
+            super().__init__(
+                f"sheet {sheet!r}: no column for {column!r}; headers found: {shown}. "
+                f"Pass an explicit mapping, e.g. --columns '{column}=<header>'."
+            )
+
+
+class ParameterError(ClmsError, ValueError):
+    """A user parameter (bbox, dates, service, ...) has an invalid value."""
+
+    def __init__(self, name: str, message: str):
+        self.name = name
+        super().__init__(f"{name}: {message}")
+
+
+class UnknownIdentifierError(ClmsError, KeyError):
+    """An ID resolves to no catalog entry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ServiceNotImplementedError(ClmsError, NotImplementedError):
+    """Reading through this service is not implemented yet."""
+
+
+class CredentialsError(ClmsError):
+    """Credentials for a service are missing or unusable."""
+
+
+class ServiceError(ClmsError):
+    """A service answered with an error: carries the HTTP status and its message."""
+
+    def __init__(self, service: str, status: int | None, message: str):
+        # No URL on purpose: download links can be credentials (capability URLs).
+        self.service, self.status, self.message = service, status, message
+        code = f"HTTP {status}" if status is not None else "no HTTP status"
+        super().__init__(f"{service}: {code}: {message}")

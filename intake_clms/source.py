@@ -1,0 +1,73 @@
+"""The intake driver behind every catalog entry (``driver: clms``).
+
+Creating a source only validates its parameters: no network, no file system
+beyond what intake itself does, because intake's GUI instantiates every entry
+of a catalog when it shows it.  Reading hands the validated request to the
+backend of the chosen service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from intake.source.base import DataSource, Schema
+
+from . import __version__
+from .config import available_services
+from .params import Request
+from .services import choose_service, get_backend
+
+
+class ClmsSource(DataSource):
+    """A CLMS product, read through WEkEO HDA, the CLMS download API or CDSE into xarray."""
+
+    name = "clms"
+    container = "xarray"
+    version = __version__
+    partition_access = True
+
+    def __init__(
+        self,
+        dataset_id: str,
+        dataset_identifier: str | None = None,
+        bbox: Any = None,
+        start: Any = None,
+        end: Any = None,
+        service: str = "auto",
+        cache_dir: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        self.request = Request.build(dataset_id, dataset_identifier, bbox, start, end, service)
+        self.cache_dir = cache_dir
+        self.options = kwargs
+        self._ds = None
+        super().__init__(metadata=metadata)
+
+    @property
+    def service(self) -> str:
+        """The concrete service a read would use now (``auto`` resolved against the credentials at hand)."""
+        return choose_service(self.request.service, (self.metadata or {}).get("migration_status"), available_services())
+
+    def _get_schema(self) -> Schema:
+        # Offline on purpose: the real shape is only known after the product is fetched.
+        return Schema(datashape=None, dtype=None, shape=None, npartitions=1, extra_metadata={})
+
+    def to_dask(self):
+        """Run the preload lifecycle (blocking) and return a lazy, dask-backed ``xarray.Dataset``."""
+        if self._ds is None:
+            backend = get_backend(self.service)
+            self._ds = backend(self).to_dask()
+        return self._ds
+
+    def read(self):
+        """Load the whole product into memory."""
+        return self.to_dask().load()
+
+    def _get_partition(self, i: int):
+        return self.to_dask()
+
+    def _close(self) -> None:
+        if self._ds is not None:
+            self._ds.close()
+        self._ds = None
