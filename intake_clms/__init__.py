@@ -6,15 +6,23 @@ import warnings
 
 __version__ = "0.1.0"
 
-# intake 2.0.9 warns "Shell command not executed due to getshell=False" twice per
-# string user parameter of every entry it instantiates, though no entry of ours
-# uses shell(). Silence that one message from that one module, nothing else.
-warnings.filterwarnings(
-    "ignore",
-    message=r"Shell command not executed due to getshell=False\Z",
-    category=UserWarning,
-    module=r"intake\.catalog\.utils",
-)
+
+
+def filter_intake_warnings() -> None:
+    """Silence intake 2.0.9's "Shell command not executed due to getshell=False", and nothing else.
+
+    intake warns it twice per string user parameter of every entry it
+    instantiates, though no entry of ours uses shell().  Installed on import.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Shell command not executed due to getshell=False\Z",
+        category=UserWarning,
+        module=r"intake\.catalog\.utils",
+    )
+
+
+filter_intake_warnings()
 
 from .errors import (  # noqa: E402
     ClmsError,
@@ -40,6 +48,7 @@ __all__ = [
     "UnknownIdentifierError",
     "__version__",
     "default_catalog_path",
+    "filter_intake_warnings",
     "read_transition_table",
     "resolve",
 ]

@@ -204,12 +204,15 @@ def _read_sheet(
     """``explicit`` headers must exist on this sheet; ``optional`` ones (unscoped --columns) are used if present."""
     essential = ESSENTIAL[kind]
     present = {normalise_header(c) for r in rows[:30] for c in r if c is not None}
+    # What the most header-like row held, so an error can show the user what to map.
+    candidates = [r for r in rows[:30] if sum(isinstance(c, str) for c in r) >= 2]
+    found = [str(c).strip() for c in (candidates[0] if candidates else []) if c is not None]
+    for fld, wanted in explicit.items():
+        if normalise_header(wanted) not in present:
+            raise ColumnNotFoundError(name, fld, found, given=wanted)
     explicit = {**{f: h for f, h in optional.items() if normalise_header(h) in present}, **explicit}
     idx = _locate_header(rows, essential, explicit)
     if idx is None:
-        # Report what the most header-like row held, so the user can write --columns.
-        candidates = [r for r in rows[:30] if sum(isinstance(c, str) for c in r) >= 2]
-        found = [str(c).strip() for c in (candidates[0] if candidates else []) if c is not None]
         raise ColumnNotFoundError(name, essential[0], found)
     header = rows[idx]
     headers = [str(c).strip() if c is not None else "" for c in header]

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +90,16 @@ def service_urls(base: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- store
 
 
+#: Store methods that may write files.  netCDF4/HDF5 is not thread-safe: two
+#: NetCDF files written at once from two threads can crash the process, so every
+#: call that may generate goes through one process-wide lock (streaming does not).
+_GENERATING = frozenset({"materialize", "product_zip", "result_zip", "tiles", "downloadable_file_members"})
+_GENERATE_LOCK = threading.RLock()
+
+
 class _LazyStore:
-    """Stands for the ProductStore until first use, so a slow or broken generator never stops the server starting."""
+    """Stands for the ProductStore: built on first use (a slow or broken generator never stops
+    the server starting), with file-generating calls serialised across threads."""
 
     def __init__(self, data_dir: Path, seed: int, size: str):
         self._args = (data_dir, seed, size)
@@ -108,7 +117,16 @@ class _LazyStore:
         return self._store
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._get(), name)
+        value = getattr(self._get(), name)
+        if name in _GENERATING and callable(value):
+            method = value
+
+            def serialised(*args: Any, **kwargs: Any) -> Any:
+                with _GENERATE_LOCK:
+                    return method(*args, **kwargs)
+
+            return serialised
+        return value
 
 
 # --------------------------------------------------------------------------- app
@@ -485,6 +503,14 @@ class SandboxProcess:
     urls: dict[str, str]
     env: dict[str, str] = field(default_factory=dict)
     data_dir: str = ""
+    stderr: Any = None  # a temporary file holding the child's stderr
+
+    def errors(self) -> str:
+        """What the child wrote to stderr so far."""
+        if self.stderr is None or self.stderr.closed:
+            return ""
+        self.stderr.seek(0)
+        return self.stderr.read()
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGINT the child and wait: returns its exit code."""
@@ -495,9 +521,8 @@ class SandboxProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.process.returncode
 
     def __enter__(self) -> "SandboxProcess":
@@ -507,6 +532,7 @@ class SandboxProcess:
         self.stop()
 
 
+_CHILD = "import sys; from intake_clms.sandbox.server import main; sys.exit(main(sys.argv[1:]))"
 _URL_LINE = re.compile(r"^\s{2}(\w+)\s+(http\S+)$")
 _EXPORT_LINE = re.compile(r"^export (\w+)=(.*)$")
 
@@ -541,10 +567,11 @@ def run_in_process(*cli_args: str, timeout: float = 60.0) -> SandboxProcess:
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    errors = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty child must never block
     proc = subprocess.Popen(
-        [sys.executable, "-m", "intake_clms.sandbox.server", *args],
+        [sys.executable, "-c", _CHILD, *args],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errors,
         text=True,
         env=env,
     )
@@ -563,11 +590,13 @@ def run_in_process(*cli_args: str, timeout: float = 60.0) -> SandboxProcess:
     threading.Thread(target=_read, daemon=True).start()
     if not done.wait(timeout) or proc.poll() is not None:
         proc.kill()
-        err = proc.stderr.read() if proc.stderr is not None else ""
         proc.wait()
+        errors.seek(0)
+        err = errors.read()
+        errors.close()
         raise RuntimeError(f"the sandbox process did not start: {err.strip()[-2000:]}")
     urls, env_vars, data_dir = parse_cli_output(lines)
-    return SandboxProcess(proc, urls, env_vars, data_dir)
+    return SandboxProcess(proc, urls, env_vars, data_dir, errors)
 
 
 if __name__ == "__main__":
