@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the local sandbox server; `intake-clms sandbox --help` lists its options.")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_sandbox)
+
+    from .lifecycle.cli import add_preload_parser
+
+    add_preload_parser(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from .errors import ServiceNotImplementedError
 from .products import NOT_MIGRATED
 
 #: service name -> "module:attribute" of its backend; a service missing here is not implemented yet.
-BACKENDS: dict[str, str] = {}
+BACKENDS: dict[str, str] = {"wekeo": "intake_clms.backends.hda:HdaBackend"}
 
 #: Preference order for ``service="auto"`` on products that have a new identifier.
 AUTO_ORDER = ("wekeo", "cdse", "clms")

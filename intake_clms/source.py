@@ -60,6 +60,19 @@ class ClmsSource(DataSource):
             self._ds = backend(self).to_dask()
         return self._ds
 
+    def preload(self, blocking: bool = True, progress_bar: bool | None = None, **options):
+        """Fetch the product into the cache now (or in the background) and return a PreloadHandle.
+
+        ``blocking=False`` returns at once; ``handle.wait()``, ``handle.cancel()``,
+        ``handle.status`` and ``handle.progress`` follow the run.  Options
+        (``workers``, ``poll_deadline``, ...) override the entry's.
+        """
+        backend = get_backend(self.service)
+        handle = backend(self).preload(blocking=blocking, progress_bar=progress_bar, **options)
+        if blocking:
+            self._ds = handle.result()
+        return handle
+
     def read(self):
         """Load the whole product into memory."""
         return self.to_dask().load()

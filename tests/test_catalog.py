@@ -6,7 +6,7 @@ import keyword
 import random
 
 import yaml
-from conftest import CATALOG, TABLE, write_workbook
+from workbooks import CATALOG, TABLE, write_workbook
 
 from intake_clms.catalog import build_catalog, dump_catalog
 from intake_clms.products import MIGRATION_STATUSES, entry_name

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import CATALOG, NEW_HEADERS, TABLE, write_workbook
+from workbooks import CATALOG, NEW_HEADERS, TABLE, write_workbook
 
 from intake_clms.cli import main
 

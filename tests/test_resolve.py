@@ -35,12 +35,12 @@ def test_shared_new_dataset_id_and_unknown_ids_fail_clearly():
 
 
 def test_resolve_against_another_catalog(tmp_path):
-    from conftest import write_workbook
+    from workbooks import write_workbook
 
     from intake_clms.catalog import build_catalog, write_catalog
     from intake_clms.table import read_transition_table
 
-    from conftest import CURRENT_HEADERS, NEW_HEADERS
+    from workbooks import CURRENT_HEADERS, NEW_HEADERS
 
     table = write_workbook(tmp_path / "t.xlsx", {
         "Current": [CURRENT_HEADERS, ["EO:X:DAT:OLD", None, "EO:JRC:DAT:CLMS", "thing_v2", None, None, None, None,

@@ -8,7 +8,7 @@ import textwrap
 
 import intake
 import pytest
-from conftest import CATALOG
+from workbooks import CATALOG
 
 from intake_clms.errors import ClmsError, ParameterError, ServiceNotImplementedError
 from intake_clms.source import ClmsSource

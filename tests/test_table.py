@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import CURRENT_HEADERS, NEW_HEADERS, SHARED_TABLE, TABLE, write_workbook
+from workbooks import CURRENT_HEADERS, NEW_HEADERS, SHARED_TABLE, TABLE, write_workbook
 
 from intake_clms.errors import ColumnNotFoundError, TableError
 from intake_clms.products import MIGRATED, NEW, NOT_MIGRATED, TRANSITION, parse_time_coverage

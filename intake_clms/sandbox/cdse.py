@@ -27,9 +27,17 @@ CDSETool does, works the same.  The S3 URL needs no header: its query string is
 the credential.
 
 Products are the store's items (``ctx.store``) of datasets that have a
-``datasetIdentifier`` and whose format is ``nc`` or ``cog``.  A product is a
-folder named ``<file stem>_<format>`` holding the one file; ``$value`` serves
-that file itself (the sandbox does not zip a one-file product).
+``datasetIdentifier``, in format ``nc`` or ``cog``; Id, Name, S3Path and the
+attributes come from the store (``Item.uuid``, ``Item.product_name``,
+``s3_path()``, ``cdse_attributes()``).  A product is a folder named
+``<file stem>_<format>`` holding the one file; ``$value`` serves that file
+itself (the sandbox does not zip a one-file product).  ContentLength and MD5 are
+exact: the files of a listed page are generated (a few at a time) before it is
+answered.  The store lists tens of millions of items, so a query is answered
+lazily: dataset, format, time window and area are pushed down to the store, one
+time series per dataset and format is walked (backwards for ``desc``) and the
+series are merged; a request that would look at more than :data:`MAX_SCAN`
+items is refused with 400.
 
 Route names (service ``cdse``; the endpoint is the second part): ``cdse.token``,
 ``cdse.products``, ``cdse.product``, ``cdse.nodes[.*]`` (Nodes listings on both
@@ -93,6 +101,7 @@ MAX_SCAN = 300_000
 #: Files generated at once to fill in ContentLength and MD5 of a page.
 GENERATOR_THREADS = 4
 _REMEMBERED = 200_000  # products kept by Id
+_NETCDF_LOCK = threading.Lock()
 #: Used when the server gives no CDSE credentials (``ctx.state["cdse"]["users"]``).
 DEFAULT_USERS: dict[str, str] = {"sandbox-user@example.org": "sandbox-password"}
 SCOPE = "AUDIENCE_PUBLIC openid email profile ondemand_processing user-context"
@@ -195,7 +204,7 @@ class _Product:
     """
 
     __slots__ = ("item", "spec", "store", "id", "name", "file_name", "fmt", "start", "end", "bbox",
-                 "size", "md5", "path", "_s3_dir", "_attributes")
+                 "size", "md5", "path", "rank", "_s3_dir", "_attributes")
 
     def __init__(self, store: Any, spec: Any, item: Any):
         self.store, self.spec, self.item = store, spec, item
@@ -208,6 +217,7 @@ class _Product:
         self.size: int | None = None
         self.md5: str | None = None
         self.path: Path | None = None
+        self.rank: tuple[int, int] = (0, 0)  # (stream, position): the tie-break of a listing
         self._s3_dir: str | None = None
         self._attributes: list[tuple[str, str, Any]] | None = None
 
@@ -794,6 +804,8 @@ class CdseState:
             self.secret, algorithm="HS256", headers={"kid": "sandbox-refresh"},
         )
         with self.lock:
+            if len(self.grants) > 10_000:  # forget tokens nobody can use any more
+                self.grants = {t: g for t, g in self.grants.items() if g.expires > now and g.seq >= self.min_valid_seq}
             self.grants[access] = _Grant("access", user, session, seq, access_exp)
             self.grants[refresh] = _Grant("refresh", user, session, seq, refresh_exp)
         return {
@@ -912,13 +924,16 @@ class CdseState:
             found = self.by_id.get(item.uuid)
         if found is not None:
             return found
-        product = _Product(self.ctx.store, spec or self.ctx.store.dataset(item.dataset), item)
+        return self.remember(_Product(self.ctx.store, spec or self.ctx.store.dataset(item.dataset), item))
+
+    def remember(self, product: _Product) -> _Product:
+        """Keep a listed product by Id (with its size and MD5), or return the one kept already."""
         with self.lock:
-            product = self.by_id.setdefault(product.id, product)
+            kept = self.by_id.setdefault(product.id, product)
             if len(self.by_id) > _REMEMBERED:  # forget the oldest; the store can rebuild them
                 for old in list(self.by_id)[: _REMEMBERED // 10]:
                     del self.by_id[old]
-        return product
+        return kept
 
     def find(self, product_id: str) -> _Product | None:
         """A product by Id: one this sandbox has listed or built (Ids cannot be inverted)."""
@@ -971,9 +986,13 @@ class CdseState:
             await asyncio.gather(*(loop.run_in_executor(self.generator, self.ensure_content, p) for p in todo))
 
     def path(self, product: _Product) -> Path:
-        """The product's file, generated on first use (the store does that atomically and thread-safely)."""
+        """The product's file, generated on first use (the store does that atomically)."""
         if product.path is None or not product.path.exists():
-            product.path = Path(self.ctx.store.materialize(product.item))
+            if product.fmt == "nc":
+                with _NETCDF_LOCK:  # the netCDF4/HDF5 library fails when two threads write at once
+                    product.path = Path(self.ctx.store.materialize(product.item))
+            else:
+                product.path = Path(self.ctx.store.materialize(product.item))
         return product.path
 
 
@@ -1004,17 +1023,20 @@ class _Desc:
 
 #: Order keys that grow with ContentDate/Start inside one dataset and format (a time series).
 _TIME_ORDER = {"ContentDate/Start", "ContentDate/End", "PublicationDate", "ModificationDate", "OriginDate"}
-#: Initial sandbox-time span of one backward chunk, by frequency.
-_CHUNK = {"hourly": dt.timedelta(days=2), "daily": dt.timedelta(days=31), "10daily": dt.timedelta(days=120),
-          "monthly": dt.timedelta(days=366)}
+#: Time steps per day, by frequency (to size the first backward chunk).
+_STEPS_PER_DAY = {"hourly": 24.0, "daily": 1.0, "10daily": 0.1, "monthly": 1 / 30, "yearly": 1 / 365,
+                  "3yearly": 1 / 1095, "6yearly": 1 / 2190}
+_FIRST_CHUNK = 64  # items the first backward chunk of a stream aims at
 
 
 @dataclass
 class _Stream:
+    index: int
     spec: Any
     fmt: str
     bbox: tuple[float, float, float, float] | None  # pushed down to the store (tiled datasets only)
     residual: list[Predicate]  # tested on every product
+    tiles: tuple[int, int] | None = None  # (tiles hit, tiles in all) when a tiled dataset is cut by area
 
 
 @dataclass
@@ -1066,71 +1088,89 @@ class Query:
         for spec in st.specs():
             if self.identifiers is not None and spec.dataset_identifier not in self.identifiers:
                 continue
-            tiled = bool(getattr(spec, "tiled", False))
             residual = list(self.residual)
-            bbox = None
-            if self.space:
-                if tiled:
-                    residual += self.space
-                    bbox = _pad(_rings_bbox(self.space[0].value))
-                elif not all(intersects_bbox(p.value, tuple(spec.bbox)) for p in self.space):
-                    continue  # every item of an untiled dataset has the dataset's footprint
+            bbox, tiles = None, None
+            if self.space and spec.tiled:
+                # items are tiles: find the tiles the area touches and ask the store for their extent
+                every = st.ctx.store.spec_tiles(spec.key)
+                hit = [t for t in every if all(intersects_bbox(p.value, tuple(t.bbox)) for p in self.space)]
+                if not hit:
+                    continue
+                residual += self.space
+                bbox = _pad(_union([tuple(t.bbox) for t in hit]))
+                tiles = (len(hit), len(every))
+            elif self.space and not all(intersects_bbox(p.value, tuple(spec.bbox)) for p in self.space):
+                continue  # every item of an untiled dataset has the dataset's footprint
             for fmt in spec.formats:
                 if fmt in self.formats:
-                    out.append(_Stream(spec, fmt, bbox, residual))
+                    out.append(_Stream(len(out), spec, fmt, bbox, residual, tiles))
         return out
 
     def _forward(self, st: CdseState, s: _Stream, budget: list[int]) -> Iterator[_Product]:
         items = st.ctx.store.iter_items(s.spec.key, bbox=s.bbox, start=self.lo, end=self.hi, format=s.fmt)
-        for item in items:
+        for position, item in enumerate(items):
             budget[0] -= 1
             if budget[0] < 0:
                 raise QueryTooBroad()
             p = _Product(st.ctx.store, s.spec, item)
             if all(pred.test(p) for pred in s.residual):
+                p.rank = (s.index, position)
                 yield p
 
     def _backward(self, st: CdseState, s: _Stream, budget: list[int]) -> Iterator[_Product]:
-        """Newest first, fetching ever larger windows back from the end (the store lists forward only)."""
+        """Newest first, fetching ever larger windows back from the end (the store lists forward only).
+
+        The store lists whole time steps overlapping a window, so each window is
+        cut where its earliest step begins, and the next window ends just before.
+        """
         first = _aware(s.spec.start) - dt.timedelta(days=1)
         lower = max(self.lo, first) if self.lo is not None else first
         top = self.hi if self.hi is not None else _aware(s.spec.end) + dt.timedelta(days=1)
-        span = _CHUNK.get(s.spec.frequency, dt.timedelta(days=3660))
+        tiles = s.tiles[1] if s.tiles else (len(st.ctx.store.spec_tiles(s.spec.key)) if s.spec.tiled else 1)
+        per_day = _STEPS_PER_DAY.get(s.spec.frequency, 1 / 3650) * max(1, tiles)
+        span = dt.timedelta(days=max(1.0, _FIRST_CHUNK / per_day))
         upper: dt.datetime | None = None  # items starting at or after this were yielded already
+        position = 0
         chunk_end = top
-        while True:
+        tick = dt.timedelta(microseconds=1)
+        while chunk_end >= lower:
             chunk_start = max(lower, chunk_end - span)
-            last = chunk_start <= lower
-            # the store lists items overlapping [chunk_start, chunk_end]; each is kept in the chunk it starts in
             items = st.ctx.store.iter_items(s.spec.key, bbox=s.bbox, start=chunk_start, end=chunk_end, format=s.fmt)
             chunk = []
             for item in items:
                 budget[0] -= 1
                 if budget[0] < 0:
                     raise QueryTooBroad()
-                start = _aware(item.start)
-                if (last or start >= chunk_start) and (upper is None or start < upper):
+                if upper is None or _aware(item.start) < upper:
                     chunk.append(item)
             for item in reversed(chunk):
                 p = _Product(st.ctx.store, s.spec, item)
                 if all(pred.test(p) for pred in s.residual):
+                    position += 1
+                    p.rank = (s.index, position)
                     yield p
-            if last:
+            if chunk_start <= lower:
                 return
-            upper, chunk_end, span = chunk_start, chunk_start, span * 2
+            earliest = min((_aware(i.start) for i in chunk), default=chunk_start)
+            upper = min(earliest, chunk_start) if upper is None else min(earliest, chunk_start, upper)
+            chunk_end, span = upper - tick, span * 2
 
     def sort_key(self, p: _Product) -> tuple:
+        """The $orderby keys, then the product's place in the store's listing (deterministic ties)."""
         parts: list[Any] = []
         for key, descending in self.order:
             value = _ORDER_KEYS[key](p)
             parts.append(_Desc(value) if descending else value)
-        return (*parts, p.name, p.id)
+        return (*parts, p.rank)
 
     def _sorted_stream(self, st: CdseState, s: _Stream, budget: list[int]) -> Iterator[_Product]:
-        """A stream ordered by the full sort key: time series order, ties sorted among themselves."""
+        """A stream in sort-key order, lazily: a time series is in order already, ties by position."""
         primary, descending = self.order[0]
         source = self._backward(st, s, budget) if descending else self._forward(st, s, budget)
-        group: list[_Product] = []
+        if len(self.order) == 1:
+            yield from source
+            return
+        group: list[_Product] = []  # several keys: sort each run of equal primary values
         for p in source:
             if group and _ORDER_KEYS[primary](p) != _ORDER_KEYS[primary](group[0]):
                 yield from sorted(group, key=self.sort_key)
@@ -1162,8 +1202,12 @@ class Query:
         budget = [MAX_SCAN]
         total = 0
         for s in self.streams(st):
+            spatial_only = all(p.kind == "space" for p in s.residual)
             if not s.residual and s.bbox is None:
                 total += st.ctx.store.count(s.spec.key, format=s.fmt)
+            elif spatial_only and s.tiles is not None:  # the store lists every tile at every step
+                hit, every = s.tiles
+                total += st.ctx.store.count(s.spec.key, format=s.fmt) // every * hit
             else:
                 total += sum(1 for _ in self._forward(st, s, budget))
         return total
@@ -1177,6 +1221,10 @@ def _rings_bbox(rings: list[list[tuple[float, float]]]) -> tuple[float, float, f
     xs = [x for ring in rings for x, _ in ring]
     ys = [y for ring in rings for _, y in ring]
     return min(xs), min(ys), max(xs), max(ys)
+
+
+def _union(boxes: list[tuple[float, ...]]) -> tuple[float, float, float, float]:
+    return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
 
 
 def _pad(bbox: tuple[float, float, float, float], eps: float = 1e-6) -> tuple[float, float, float, float]:
@@ -1327,6 +1375,7 @@ async def _products(request: web.Request) -> web.Response:
     except QueryTooBroad:
         return _odata_error(400, "BadRequest", f"the sandbox looks at no more than {MAX_SCAN} products per request; "
                             "narrow the $filter (datasetIdentifier, ContentDate, Intersects)", "$filter")
+    page = [st.remember(p) for p in page]
     await st.ensure_contents(page)
     body: dict[str, Any] = {"@odata.context": "$metadata#Products"}
     if total is not None:

@@ -15,6 +15,11 @@ when a task is created, endpoint ``datarequest_post``), ``corrupt_zip`` and
 ``hostile_zip`` (taken when a result zip is built, endpoint ``fme``),
 ``expired_link`` (on the download, endpoint ``fme``).  Blocking a cancel is a
 generic ``status`` fault on ``clms.datarequest_delete``.
+
+Tunables (sandbox seconds / requests per second): ``state(ctx).link_lifetime``
+(default 72 h; how long a DownloadURL works) and ``state(ctx).files_rate``
+(default 10/s per client on ``/files/``; 0 disables); a ``SandboxContext`` may
+preset them as ``clms_link_lifetime`` / ``clms_files_rate`` attributes.
 """
 
 from __future__ import annotations
@@ -278,8 +283,8 @@ class ApiDataset:
             },
             "downloadable_files": {"items": [dict(f) for f in self.files]},
             "coordinateReferenceSystemList": list(self.crs),
-            "temporalExtentStart": self.start.isoformat(),
-            "temporalExtentEnd": self.end.isoformat(),
+            "temporalExtentStart": f"{self.start.isoformat()}T00:00:00",
+            "temporalExtentEnd": f"{self.end.isoformat()}T00:00:00",
             "geographicBoundingBox": {
                 "items": [{"west": f"{w:.4f}", "south": f"{s:.4f}", "east": f"{e:.4f}", "north": f"{n:.4f}"}]
             },

@@ -1,0 +1,250 @@
+"""WEkEO Harmonised Data Access (HDA): credentials, tokens, terms, search, order, poll, fetch.
+
+Conventions follow the official ``hda`` client: ``HDA_URL`` is the broker base
+(``.../hda-broker/``), the token comes from ``<host>/identity/gettoken`` (the
+pre-July-2026 ``<broker>/gettoken`` as a fallback), credentials from explicit
+arguments, then ``HDA_USER``/``HDA_PASSWORD``, then ``~/.hdarc`` (or ``HDA_RC``).
+Tokens are fetched when first needed and renewed on 401/403 or expiry, so a
+queue wait longer than a token's life goes through.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import threading
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from ..config import endpoints, hdarc_path
+from ..errors import CredentialsError, ServiceError
+from ..lifecycle.backend import Product, Ready
+from ..lifecycle.errors import OrderExpiredError
+from ..lifecycle.http import HttpClient, server_message
+from ..lifecycle.reader import LifecycleReader
+from ..params import Request
+
+log = logging.getLogger(__name__)
+
+SERVICE = "wekeo"
+NEW_DATASET_ID = "EO:JRC:DAT:CLMS"
+PAGE = 100
+_ORIGINS = (None, "eumetsat", "cmems")
+
+
+def read_credentials(user: str | None = None, password: str | None = None) -> tuple[str, str]:
+    """(user, password): explicit arguments, then HDA_USER/HDA_PASSWORD, then the .hdarc file."""
+    if user and password:
+        return user, password
+    env_user, env_password = os.environ.get("HDA_USER"), os.environ.get("HDA_PASSWORD")
+    if env_user and env_password:
+        return env_user, env_password
+    path = hdarc_path()
+    if path.is_file():
+        found: dict[str, str] = {}
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                found[key.strip().lower()] = value.strip()
+        if found.get("user") and found.get("password"):
+            return found["user"], found["password"]
+    raise CredentialsError(
+        "no WEkEO HDA credentials found; give them (1) as arguments (username=..., password=...), "
+        "(2) in the environment variables HDA_USER and HDA_PASSWORD, or "
+        f"(3) in {path} (or the file named by HDA_RC) as lines 'user: ...' and 'password: ...'"
+    )
+
+
+def _token_urls(broker: str) -> list[str]:
+    parts = urlsplit(broker)
+    return [f"{parts.scheme}://{parts.netloc}/identity/gettoken", f"{broker}/gettoken"]
+
+
+class HdaAuth:
+    """Bearer tokens obtained at request time, renewed by refresh token or a new login (thread-safe)."""
+
+    def __init__(self, http: HttpClient, broker: str, user: str, password: str):
+        self.http, self.broker = http, broker
+        self._user, self._password = user, password
+        self._access: str | None = None
+        self._refresh: str | None = None
+        self._expires = 0.0
+        self._origin: str | None = None
+        self._lock = threading.Lock()
+
+    def headers(self) -> dict[str, str]:
+        with self._lock:
+            if self._access is None or time.time() > self._expires - 60:
+                self._renew_locked()
+            return {"Authorization": f"Bearer {self._access}"}
+
+    def renew(self) -> None:
+        with self._lock:
+            self._renew_locked()
+
+    def _store(self, body: dict[str, Any]) -> None:
+        self._access = body["access_token"]
+        self._refresh = body.get("refresh_token")
+        self._expires = time.time() + float(body.get("expires_in") or 3600)
+
+    def _renew_locked(self) -> None:
+        if self._refresh:
+            r = self.http.request(
+                "POST", f"{self.broker}/refreshtoken", data={"refresh_token": self._refresh}, ok=(200, 400, 401, 403), what="token refresh"
+            )
+            if r.status_code == 200:
+                self._store(r.json())
+                return
+            self._refresh = None
+        self._login()
+
+    def _login(self) -> None:
+        last: ServiceError | None = None
+        for url in _token_urls(self.broker):
+            origins = (self._origin,) + tuple(o for o in _ORIGINS if o != self._origin)
+            for origin in origins:
+                body = {"username": self._user, "password": self._password}
+                if origin:
+                    body["origin"] = origin
+                r = self.http.request("POST", url, json=body, ok=(200, 400, 401, 403, 404), what="login")
+                if r.status_code == 200:
+                    self._origin = origin
+                    self._store(r.json())
+                    return
+                last = ServiceError(SERVICE, r.status_code, f"login: {server_message(r) or 'refused'}")
+                if r.status_code == 404:
+                    break  # this token endpoint does not exist here: try the other one
+        if last is not None and last.status in (400, 401, 403):
+            raise CredentialsError(f"WEkEO HDA refused the credentials of user {self._user!r}: {last.message}")
+        raise last or ServiceError(SERVICE, None, "login failed")
+
+
+def _filename(response: requests.Response) -> str | None:
+    m = re.search(r'filename\*?=(?:UTF-8\'\')?"?([^";]+)"?', response.headers.get("Content-Disposition", ""))
+    return os.path.basename(m.group(1)) if m else None
+
+
+def _iso(day: dt.date | None, end: bool) -> str | None:
+    if day is None:
+        return None
+    return f"{day.isoformat()}T23:59:59.999Z" if end else f"{day.isoformat()}T00:00:00.000Z"
+
+
+class HdaClient:
+    """The HDA protocol as a lifecycle :class:`~intake_clms.lifecycle.backend.Backend`."""
+
+    service = SERVICE
+
+    def __init__(self, http: HttpClient, user: str, password: str, broker: str | None = None):
+        self.http = http
+        self.broker = (broker or endpoints().hda).rstrip("/")
+        self.api = f"{self.broker}/api/v1"
+        self.auth = HdaAuth(http, self.broker, user, password)
+        self._terms_done: set[str] = set()
+
+    def _call(self, method: str, path: str, what: str, ok: tuple[int, ...] = (200,), **kw: Any) -> requests.Response:
+        return self.http.request(method, f"{self.api}/{path}", auth=self.auth, ok=ok, what=what, **kw)
+
+    def accept_terms(self, dataset_id: str) -> None:
+        """Accept the dataset's terms once per session (a missing acceptance looks like a 403 later)."""
+        if dataset_id in self._terms_done:
+            return
+        doc = self._call("GET", f"datasets/{quote(dataset_id, safe='')}", "dataset description").json()
+        for term in doc.get("terms") or []:
+            self._call("PUT", f"termsaccepted/{quote(str(term), safe='')}", "terms acceptance", json={"accepted": True})
+        self._terms_done.add(dataset_id)
+
+    def search(self, request: Request) -> list[Product]:
+        dataset_id = request.dataset_id
+        self.accept_terms(dataset_id)
+        query: dict[str, Any] = {"dataset_id": dataset_id, "bbox": list(request.bbox), "itemsPerPage": PAGE}
+        new = dataset_id == NEW_DATASET_ID
+        if new:
+            if not request.dataset_identifier:
+                raise ServiceError(SERVICE, None, f"{NEW_DATASET_ID} needs a datasetIdentifier")
+            query["datasetIdentifier"] = request.dataset_identifier
+        names = ("startdate", "enddate") if new else ("start", "end")
+        for name, value in zip(names, (_iso(request.start, False), _iso(request.end, True))):
+            if value:
+                query[name] = value
+        products: list[Product] = []
+        index = 0
+        while True:
+            body = self._call("POST", "dataaccess/search", "search", json={**query, "startIndex": index}).json()
+            features = body.get("features") or []
+            for f in features:
+                props = f.get("properties") or {}
+                size = props.get("size")
+                products.append(
+                    Product(
+                        id=str(f["id"]),
+                        name=str(props.get("title") or f["id"]),
+                        size=int(size) if isinstance(size, (int, float)) and size > 0 else None,
+                        start=props.get("startdate"),
+                        end=props.get("enddate"),
+                        extra={"dataset_id": dataset_id, "location": props.get("location")},
+                    )
+                )
+            paging = body.get("properties") or {}
+            if paging.get("nextIndex") is not None:  # CDSE-backed EO:JRC:DAT:CLMS
+                nxt = int(paging["nextIndex"])
+            elif paging.get("totalResults") is not None:
+                nxt = int(paging.get("startIndex", index)) + len(features)
+                if nxt >= int(paging["totalResults"]):
+                    break
+            else:
+                break
+            if not features or nxt <= index:
+                break
+            index = nxt
+        return products
+
+    def order(self, product: Product) -> str:
+        body = {"dataset_id": product.extra["dataset_id"], "product_id": product.id, "location": product.extra["location"]}
+        answer = self._call("POST", "dataaccess/download", "order", ok=(200, 201, 202), json=body).json()
+        return str(answer["download_id"])
+
+    def poll(self, order_id: str) -> tuple[str, Ready | None]:
+        try:
+            r = self._call("HEAD", f"dataaccess/download/{quote(order_id, safe='')}", "order status", ok=(200, 202))
+        except ServiceError as exc:
+            if exc.status == 404:
+                raise OrderExpiredError(SERVICE, 404, "the order is unknown to the server (expired)") from None
+            if exc.status is None or exc.status >= 500:
+                raise
+            raise ServiceError(SERVICE, exc.status, f"order failed: {self._order_message(order_id) or exc.message}") from None
+        r.close()
+        if r.status_code == 202:
+            return "running", None
+        length = r.headers.get("Content-Length")
+        return "done", Ready(size=int(length) if length and length.isdigit() else None, name=_filename(r))
+
+    def _order_message(self, order_id: str) -> str | None:
+        """A HEAD answer has no body: the failure's message comes from the downloads listing."""
+        try:
+            body = self._call("GET", "dataaccess/downloads", "order listing", params={"download_id": order_id}).json()
+            features = body.get("features") or []
+            return features[0].get("message") if features else None
+        except (ServiceError, ValueError):
+            return None
+
+    def fetch(self, order_id: str, offset: int) -> requests.Response:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        return self._call("GET", f"dataaccess/download/{quote(order_id, safe='')}", "download", ok=(200, 206), stream=True, headers=headers)
+
+
+class HdaBackend(LifecycleReader):
+    """What ``services.BACKENDS["wekeo"]`` names: reads a ClmsSource through WEkEO HDA."""
+
+    service = SERVICE
+
+    def make_backend(self, cancel: threading.Event) -> HdaClient:
+        user, password = read_credentials(self.settings.get("username"), self.settings.get("password"))
+        http = HttpClient(SERVICE, cancel=cancel, attempts=int(self.settings.get("attempts", 5)),
+                          backoff=float(self.settings.get("backoff", 0.5)))
+        return HdaClient(http, user, password)

@@ -1,0 +1,34 @@
+"""Errors raised by the lifecycle, all under :class:`intake_clms.errors.ClmsError`."""
+
+from __future__ import annotations
+
+from ..errors import ClmsError, ServiceError
+
+
+class CancelledError(ClmsError):
+    """The preload was cancelled by the user."""
+
+
+class QuotaError(ServiceError):
+    """The service's download quota is used up and does not free soon; says when it does."""
+
+
+class IntegrityError(ClmsError):
+    """A downloaded file is not what it should be (wrong size, corrupt archive)."""
+
+
+class UnsafeArchiveError(IntegrityError):
+    """An archive tries to write outside its folder, holds links, or exceeds the extraction limits."""
+
+
+class PreloadError(ClmsError):
+    """One or more products failed; ``failures`` maps product id -> the error, none swallowed."""
+
+    def __init__(self, failures: dict[str, BaseException]):
+        self.failures = dict(failures)
+        lines = [f"{pid}: {exc}" for pid, exc in self.failures.items()]
+        super().__init__(f"{len(lines)} product(s) failed:\n  " + "\n  ".join(lines))
+
+
+class OrderExpiredError(ServiceError):
+    """The server no longer knows an order (expired link, restarted service): order again."""

@@ -1,0 +1,22 @@
+"""The ``preload`` command, wired into a throw-away parser (the lead wires it into intake_clms/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from intake_clms.lifecycle.cache import CacheEntry
+from intake_clms.lifecycle.cli import add_preload_parser, source_for
+
+
+def test_preload_command_fills_the_cache(hda_env, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_preload_parser(parser.add_subparsers(dest="command"))
+    cache = tmp_path / "cli-cache"
+    args = parser.parse_args(
+        ["preload", "ndvi_global_300m_10daily_v2", "--bbox", "5,45,10,50", "--start", "2024-01-01",
+         "--end", "2024-01-05", "--service", "wekeo", "--cache-dir", str(cache), "-q"]
+    )
+    assert args.func(args) == 0
+    src = source_for(args.entry, args)
+    assert CacheEntry(src.request, cache).published() is not None
+    assert hda_env.log.count("hda", "order") == 1
