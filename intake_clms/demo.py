@@ -1,39 +1,79 @@
-"""`make demo`: generate the catalog from the bundled transition table and show what it holds."""
+"""`make demo`: the whole lifecycle of one catalog entry, against the local sandbox or the real WEkEO.
+
+With no WEkEO credentials in the environment (HDA_USER/HDA_PASSWORD or ~/.hdarc)
+the demo starts the sandbox and points the client at it; with credentials it
+talks to the real service.  Either way: open the catalog, preload one entry with
+progress, print the Dataset, save a quicklook PNG, then reopen it from the cache.
+"""
 
 from __future__ import annotations
 
-import collections
+import contextlib
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import intake
 
-from .catalog import build_catalog, write_catalog
+from .config import available_services
 from .resolve import default_catalog_path, resolve
-from .table import read_transition_table
+
+ENTRY = "ndvi_global_300m_10daily_v2"
+QUERY = {"bbox": [5, 45, 10, 50], "start": "2024-01-01", "end": "2024-01-31", "service": "wekeo"}
+
+
+def _quicklook(ds, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    var = next(v for v in ds.data_vars if ds[v].ndim >= 2 and {"x", "y", "lat", "lon"} & set(ds[v].dims))
+    field = ds[var].isel(time=0) if "time" in ds[var].dims else ds[var]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    field.plot(ax=ax)
+    ax.set_title(f"{ENTRY}: {var}")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def main() -> int:
-    table = default_catalog_path().parent / "clms_transition_table.xlsx"
-    out = Path(tempfile.mkdtemp(prefix="intake-clms-demo-")) / "clms.yaml"
-    products = read_transition_table(table)
-    write_catalog(build_catalog(products, source=table.name), out)
-    print(f"Generated {out} from {table.name}: {len(products)} entries")
-    cat = intake.open_catalog(str(out))
-    by_status = collections.Counter(cat[name].describe()["metadata"]["migration_status"] for name in cat)
-    print("Migration status:", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())))
-    by_type = collections.Counter(cat[name].describe()["metadata"]["product_type"] or "?" for name in cat)
-    print("\nProduct types:")
-    for kind, n in sorted(by_type.items()):
-        print(f"  {kind:<55} {n:>3}")
-    old = "EO:CLMS:DAT:CLMS_GLOBAL_NDVI_300M_V1_10DAILY_NETCDF"
-    print(f"\nresolve({old!r}) -> {resolve(old, out)}")
-    entry = cat.ndvi_global_300m_10daily_v2
-    print("\ncat.ndvi_global_300m_10daily_v2:")
-    print("  ", entry.description)
-    for p in entry.describe()["user_parameters"]:
-        print(f"   {p['name']:<8} default={p['default']!r:<32} {p['description']}")
+    work = Path(tempfile.mkdtemp(prefix="intake-clms-demo-"))
+    os.environ.setdefault("INTAKE_CLMS_CACHE", str(work / "cache"))
+    with contextlib.ExitStack() as stack:
+        sandbox = None
+        if "wekeo" not in available_services():
+            from .sandbox import Sandbox
+
+            sandbox = stack.enter_context(Sandbox(data_dir=work / "sandbox", speed=30.0, queue_delay=60.0, size="small"))
+            os.environ.update(sandbox.env())
+            print(f"No WEkEO credentials found: using the local sandbox at {sandbox.urls['base']}")
+        else:
+            print(f"Using WEkEO at {os.environ.get('HDA_URL', 'the default URL')}")
+
+        cat = intake.open_catalog(str(default_catalog_path()))
+        print(f"Catalog: {len(list(cat))} entries; "
+              f"EO:CLMS:DAT:CLMS_GLOBAL_NDVI_300M_V2_10DAILY_NETCDF -> "
+              f"{resolve('EO:CLMS:DAT:CLMS_GLOBAL_NDVI_300M_V2_10DAILY_NETCDF')}")
+        src = getattr(cat, ENTRY)(**QUERY)
+        print(f"\n{ENTRY}: {src.description}\nrequest: {QUERY}\n")
+        t0 = time.perf_counter()
+        src.preload(blocking=True, progress_bar=True)
+        ds = src.to_dask()
+        print(f"\nPreloaded in {time.perf_counter() - t0:.1f} s; cache: {os.environ['INTAKE_CLMS_CACHE']}\n")
+        print(ds)
+        png = _quicklook(ds, work / f"{ENTRY}.quicklook.png")
+        print(f"\nQuicklook saved to {png}")
+
+        calls = sandbox.log.count() if sandbox else None
+        t0 = time.perf_counter()
+        again = getattr(intake.open_catalog(str(default_catalog_path())), ENTRY)(**QUERY).to_dask()
+        took = time.perf_counter() - t0
+        extra = f", {sandbox.log.count() - calls} HTTP calls" if sandbox else ""
+        print(f"Reopened from the cache in {took:.2f} s{extra}; same data: {bool(again.identical(ds))}")
     return 0
 
 

@@ -102,6 +102,7 @@ MAX_SCAN = 300_000
 GENERATOR_THREADS = 4
 _REMEMBERED = 200_000  # products kept by Id
 _NETCDF_LOCK = threading.Lock()
+_SLOT_GRACE_STEPS = 10  # x 10 ms (real time) waited for a download slot before answering 429
 #: Used when the server gives no CDSE credentials (``ctx.state["cdse"]["users"]``).
 DEFAULT_USERS: dict[str, str] = {"sandbox-user@example.org": "sandbox-password"}
 SCOPE = "AUDIENCE_PUBLIC openid email profile ondemand_processing user-context"
@@ -1478,7 +1479,11 @@ async def _s3(request: web.Request) -> web.StreamResponse:
     product = st.by_s3_key(resource)
     if product is None:
         return _s3_error(404, "NoSuchKey", "The specified key does not exist.", resource)
-    if not st.acquire(user):
+    for _ in range(_SLOT_GRACE_STEPS):  # a transfer that just ended may not have handed its slot back yet
+        if st.acquire(user):
+            break
+        await asyncio.sleep(0.01)
+    else:
         return json_error(429, {"detail": f"Too Many Requests: at most {st.max_concurrent} concurrent "
                                           "download connections per user are allowed"})
     released = False

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import math
 import os
@@ -240,6 +239,19 @@ def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+_FALLBACK_NC_LOCK = threading.Lock()
+
+
+def _netcdf_lock() -> Any:
+    """The lock xarray holds around netCDF4/HDF5 calls (HDF5 is not thread-safe); ours if xarray lacks it."""
+    try:
+        from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK
+
+        return NETCDF4_PYTHON_LOCK
+    except (ImportError, AttributeError):  # pragma: no cover - depends on the xarray version
+        return _FALLBACK_NC_LOCK
+
+
 def _year_start(year: int) -> dt.datetime:
     return dt.datetime(year, 1, 1, tzinfo=UTC)
 
@@ -420,7 +432,8 @@ class _Var:
 _NC_VARS: dict[str, _Var] = {
     "ndvi": _Var("NDVI", "u1", 0.004, -0.08, 255, 0, 250, "-", "Normalized Difference Vegetation Index"),
     "lai": _Var("LAI", "u1", 1 / 30, 0.0, 255, 0, 210, "m2/m2", "Leaf Area Index"),
-    "fapar": _Var("FAPAR", "u1", 0.004, 0.0, 255, 0, 235, "-", "Fraction of Absorbed Photosynthetically Active Radiation"),
+    "fapar": _Var("FAPAR", "u1", 0.004, 0.0, 255, 0, 235, "-",
+                  "Fraction of Absorbed Photosynthetically Active Radiation"),
     "fcover": _Var("FCOVER", "u1", 0.004, 0.0, 255, 0, 250, "-", "Fraction of green Vegetation Cover"),
     "dmp": _Var("DMP", "i2", 0.01, 0.0, -1, 0, 32767, "kg / ha / day", "Dry Matter Productivity"),
     "gdmp": _Var("GDMP", "i2", 0.01, 0.0, -1, 0, 32767, "kg / ha / day", "Gross Dry Matter Productivity"),
@@ -515,8 +528,12 @@ class _Field:
         py = np.outer(ys, self.ky) + (self.phase + self.speed * t)  # rows x waves
         rows = np.concatenate([np.cos(py), np.sin(py)], axis=1) * np.concatenate([self.amp, self.amp])
         cols = np.concatenate([np.sin(px), np.cos(px)], axis=1)
-        out = (rows.astype(np.float32) @ cols.T.astype(np.float32)) / np.float32(math.sqrt(float(np.sum(self.amp**2)) / 2))
-        return (0.5 + 0.5 * np.tanh(out)).astype(np.float32)
+        out = rows.astype(np.float32) @ cols.T.astype(np.float32)
+        out *= np.float32(1.0 / math.sqrt(float(np.sum(self.amp**2)) / 2))
+        np.tanh(out, out=out)
+        out *= np.float32(0.5)
+        out += np.float32(0.5)
+        return out
 
 
 def _encode(var: _Var, value: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -599,10 +616,13 @@ _FREQ_WORDS = {
 _AREA_TOKENS = {"global": "GLOBE", "europe": "EURO", "northern hemisphere": "NHEMI", "northernhemisphere": "NHEMI",
                 "pan-tropical": "PANTROPICAL", "pantropical": "PANTROPICAL", "baltic": "BALTIC"}
 _NEW_ID = re.compile(
-    r"^(?:clms_(?P<prog>[a-z]+)_)?(?P<family>[a-z0-9.-]+?)(?:_(?P<area>global|europe|northernhemisphere|pantropical|baltic)"
+    r"^(?:clms_(?P<prog>[a-z]+)_)?(?P<family>[a-z0-9.-]+?)"
+    r"(?:_(?P<area>global|europe|northernhemisphere|pantropical|baltic)"
     r"(?:_utm)?_(?P<res>[^_]+)_(?P<freq>[^_]+)_v(?P<ver>\d+))?$"
 )
-_OLD_GLOBAL = re.compile(r"^EO:CLMS:DAT:CLMS_GLOBAL_(?P<family>[A-Z0-9]+)_(?P<res>[0-9.]+[KM]+)_V(?P<ver>\d+)_(?P<freq>[A-Z0-9-]+)_")
+_OLD_GLOBAL = re.compile(
+    r"^EO:CLMS:DAT:CLMS_GLOBAL_(?P<family>[A-Z0-9]+)_(?P<res>[0-9.]+[KM]+)_V(?P<ver>\d+)_(?P<freq>[A-Z0-9-]+)_"
+)
 _VECTOR_OLD = ("EU-HYDRO", "N2K", "RIPARIANZONES", "COASTALZONES", "URBAN-ATLAS", "HRSI_ARLIE")
 
 
@@ -726,8 +746,9 @@ def _spec_from_entry(name: str, meta: Mapping[str, Any], present: dt.date) -> Da
     if end < start:
         end = start
     if not coverage:
-        coverage = {"global": "Global", "europe": "Europe", "northernhemisphere": "Northern Hemisphere",
-                    "pantropical": "Pan-tropical", "baltic": "Baltic"}.get(area_word or "", "Global" if kind == "cgls" else "Europe")
+        words = {"global": "Global", "europe": "Europe", "northernhemisphere": "Northern Hemisphere",
+                 "pantropical": "Pan-tropical", "baltic": "Baltic"}
+        coverage = words.get(area_word or "", "Global" if kind == "cgls" else "Europe")
     cov_key = str(coverage).strip().lower().replace("pantropical", "pan-tropical")
     if not bbox:
         bbox = COVERAGE_BBOX.get(cov_key, COVERAGE_BBOX["europe" if kind == "eea" else "global"])
@@ -778,7 +799,8 @@ def _spec_from_entry(name: str, meta: Mapping[str, Any], present: dt.date) -> Da
         native = "cog" if migrated else "tif"
         formats = ("tif", "cog")
     variable = _nc_var(family).name if pattern == "global_nc" else ("band1" if pattern != "vector" else "")
-    component = "bio-geophysical" if pattern == "global_nc" and not family.startswith(("lc", "tcd")) else "landcover_landuse"
+    biophysical = pattern == "global_nc" and not family.startswith(("lc", "tcd"))
+    component = "bio-geophysical" if biophysical else "landcover_landuse"
     return DatasetSpec(
         key=key, dataset_id=dataset_id, dataset_identifier=ident, old_ids=old_ids, pattern=pattern, bbox=bbox,
         start=start, end=end, frequency=freq, product_type=meta.get("product_type"), entry=name,
@@ -1190,7 +1212,11 @@ class ProductStore:
         var = _nc_var(family)
         lat, lon, raw = self._global_raster(spec, start, var)
         stem = _stem(spec, start, None)
-        ds = netCDF4.Dataset(str(path), "w", format="NETCDF4")
+        with _netcdf_lock():
+            self._nc_file(netCDF4.Dataset(str(path), "w", format="NETCDF4"), spec, stem, start, end, var, lat, lon, raw)
+
+    def _nc_file(self, ds: Any, spec: DatasetSpec, stem: str, start: dt.datetime, end: dt.datetime, var: _Var,
+                 lat: np.ndarray, lon: np.ndarray, raw: np.ndarray) -> None:
         try:
             ds.createDimension("time", 1)
             ds.createDimension("lat", len(lat))
@@ -1260,7 +1286,8 @@ class ProductStore:
             "date_created": produced.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
-    def _global_raster(self, spec: DatasetSpec, start: dt.datetime, var: _Var) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _global_raster(self, spec: DatasetSpec, start: dt.datetime,
+                       var: _Var) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """lat (descending), lon and raw values of one time step on the size class's lat/lon grid."""
         res = self.size_class.global_res
         w, s, e, n = _snap(spec.bbox, res)
@@ -1268,13 +1295,17 @@ class ProductStore:
         lon = w + res * (np.arange(nx) + 0.5)
         lat = n - res * (np.arange(ny) + 0.5)
         t = _years(start)
-        value = 0.7 * _Field(self._field_seed(spec, "value"), 90.0)(lon, lat, t) + \
-            0.3 * _Field(self._field_seed(spec, "detail"), 15.0)(lon, lat, t)
+        value = _Field(self._field_seed(spec, "value"), 90.0)(lon, lat, t)
+        value *= np.float32(0.7)
+        value += np.float32(0.3) * _Field(self._field_seed(spec, "detail"), 15.0)(lon, lat, t)
         if not var.classes:  # a seasonal cycle, opposite in the two hemispheres
-            season = 0.2 * math.cos(2 * math.pi * (t % 1.0)) * np.sin(np.radians(lat))[:, None]
-            value = np.clip(value * (1.0 - 0.5 * np.abs(lat)[:, None] / 90.0) + season, 0, 1)
-        land = (0.75 * _Field(_hash_int(self.seed, "land"), 140.0)(lon, lat) +
-                0.25 * _Field(_hash_int(self.seed, "coast"), 20.0)(lon, lat)) > 0.45
+            value *= (1.0 - 0.5 * np.abs(lat) / 90.0).astype(np.float32)[:, None]
+            value += (0.2 * math.cos(2 * math.pi * (t % 1.0)) * np.sin(np.radians(lat))).astype(np.float32)[:, None]
+            np.clip(value, 0, 1, out=value)
+        land = _Field(_hash_int(self.seed, "land"), 140.0)(lon, lat)
+        land *= np.float32(0.75)
+        land += np.float32(0.25) * _Field(_hash_int(self.seed, "coast"), 20.0)(lon, lat)
+        land = land > 0.45
         rng = np.random.default_rng(_hash_int(self.seed, spec.key, start.isoformat()))
         raw = _encode(var, value, land, rng)
         return np.round(lat, 10), np.round(lon, 10), raw
@@ -1298,8 +1329,9 @@ class ProductStore:
                 dst.offsets = (var.offset,)
                 dst.units = (var.units,)
                 dst.set_band_description(1, var.name)
-                dst.update_tags(PRODUCT=_stem(spec, start, None), TIME_COVERAGE_START=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                TIME_COVERAGE_END=end.strftime("%Y-%m-%dT%H:%M:%SZ"), VERSION=spec.version)
+                dst.update_tags(PRODUCT=_stem(spec, start, None), VERSION=spec.version,
+                                TIME_COVERAGE_START=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                TIME_COVERAGE_END=end.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     def _tile_raster(self, spec: DatasetSpec, start: dt.datetime, tile: Tile) -> tuple[np.ndarray, Any]:
         from affine import Affine
@@ -1436,7 +1468,8 @@ class ProductStore:
         def write(tmp: Path) -> None:
             with zipfile.ZipFile(tmp, "w") as zf:
                 _add_file(zf, f"{folder}/{data.name}", data, zipfile.ZIP_STORED)
-                zf.writestr(_zinfo(f"{folder}/{item.stem}.xml"), _metadata_xml(item.stem, item.start, item.end, item.bbox))
+                zf.writestr(_zinfo(f"{folder}/{item.stem}.xml"),
+                            _metadata_xml(item.stem, item.start, item.end, item.bbox))
 
         return self._produce(target, write)
 
@@ -1462,8 +1495,8 @@ class ProductStore:
         bomb_bytes = parse_size(params.get("bomb_bytes", self.bomb_bytes))
         entries = int(params.get("entries", self.many_entries))
         base = name or _result_name(members)
-        digest = hashlib.sha1(json.dumps([[m.name, m.stat().st_size] for m in members] +
-                                         [layout, hostile, corrupt, base, bomb_bytes, entries]).encode()).hexdigest()[:16]
+        key = [[m.name, m.stat().st_size] for m in members] + [layout, hostile, corrupt, base, bomb_bytes, entries]
+        digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
         target = self.root / "zips" / "results" / f"{base}_{digest}.zip"
 
         def write(tmp: Path) -> None:
@@ -1513,7 +1546,8 @@ class ProductStore:
             "datasetIdentifier": ident, "datasetAlias": alias, "datasetShortName": spec.short_name,
             "fileFormat": item.format, "temporalRepeatRate": spec.frequency,
             "areaOfInterest": (spec.spatial_coverage or "global").lower(), "gridLabel": item.tile or "GLOBE",
-            "metricGridSpacing": _meters(spec.resolution) or 0, "nominalDate": item.start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "metricGridSpacing": _meters(spec.resolution) or 0,
+            "nominalDate": item.start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
             "productVersion": spec.version,
         }
 
@@ -1797,7 +1831,11 @@ def _write_bulk(path: Path, nbytes: int, kind: str, seed: int) -> None:
 
     cols = 4096
     rows = max(1, -(-max(nbytes - 20_000, 0) // (2 * cols)))
-    ds = netCDF4.Dataset(str(path), "w", format="NETCDF4")
+    with _netcdf_lock():
+        _bulk_nc(netCDF4.Dataset(str(path), "w", format="NETCDF4"), rows, cols, chunk, seed)
+
+
+def _bulk_nc(ds: Any, rows: int, cols: int, chunk: int, seed: int) -> None:
     try:
         ds.createDimension("y", rows)
         ds.createDimension("x", cols)
@@ -1827,7 +1865,7 @@ def inspect_file(path: Path | str) -> dict[str, Any]:
     if head.startswith(b"\x89HDF") or head.startswith(b"CDF"):
         import netCDF4
 
-        with netCDF4.Dataset(str(path)) as ds:
+        with _netcdf_lock(), netCDF4.Dataset(str(path)) as ds:
             return {"kind": "netcdf", "dims": {k: len(v) for k, v in ds.dimensions.items()},
                     "variables": {k: str(v.dtype) for k, v in ds.variables.items()},
                     "attrs": {k: ds.getncattr(k) for k in ds.ncattrs()}}
