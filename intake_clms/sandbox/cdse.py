@@ -1218,12 +1218,6 @@ class Query:
                 and all(pred.test(p) for pred in self.predicates))
 
 
-def _rings_bbox(rings: list[list[tuple[float, float]]]) -> tuple[float, float, float, float]:
-    xs = [x for ring in rings for x, _ in ring]
-    ys = [y for ring in rings for _, y in ring]
-    return min(xs), min(ys), max(xs), max(ys)
-
-
 def _union(boxes: list[tuple[float, ...]]) -> tuple[float, float, float, float]:
     return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
 
@@ -1540,5 +1534,5 @@ def setup(app: web.Application, ctx: SandboxContext) -> None:
     r.add_get(S3_PATH + "/eodata/{key:.+}", _s3, name="cdse.download.s3")
 
 
-__all__ = ["CdseState", "FilterError", "Predicate", "intersects_bbox", "parse_filter", "setup",
-           "MAX_CONCURRENT_DOWNLOADS", "PRESIGN_LIFETIME", "DOWNLOAD_REDIRECT_STATUS"]
+__all__ = ["CdseState", "FilterError", "Predicate", "Query", "QueryTooBroad", "intersects_bbox", "parse_filter",
+           "setup", "MAX_CONCURRENT_DOWNLOADS", "PRESIGN_LIFETIME", "DOWNLOAD_REDIRECT_STATUS", "MAX_SCAN"]

@@ -145,6 +145,8 @@ def test_items_filter_by_time_overlap_and_footprint(store: ProductStore) -> None
     assert store.items(NDVI, start="2022-01-01", end="2022-12-31", limit=5, offset=10) == full[10:15]
     naive = store.items(NDVI, start=dt.datetime(2022, 1, 1), end=dt.datetime(2022, 12, 31, 23, 59))
     assert naive == full
+    recent = store.items(NDVI, start="2026-06-01T00:00:00Z", end="present")
+    assert [i.start.day for i in recent] == [1, 11, 21]  # ongoing products end at a fixed "present"
 
 
 # --------------------------------------------------------------------------- NetCDF
