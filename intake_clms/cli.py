@@ -60,12 +60,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox.server import main as sandbox_main
-
-    return sandbox_main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="intake-clms",
@@ -95,10 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", help="catalog YAML (default: the bundled catalogs/clms.yaml)")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("sandbox", help="run the local sandbox server (WEkEO HDA, CLMS API, CDSE)", add_help=False,
-                       description="Run the local sandbox server; `intake-clms sandbox --help` lists its options.")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_sandbox)
+    # Listed for --help only: main() hands `sandbox ...` to the sandbox's own parser.
+    sub.add_parser("sandbox", help="run the local sandbox server (WEkEO HDA, CLMS API, CDSE); see `sandbox --help`")
 
     from .lifecycle.cli import add_preload_parser
 
@@ -107,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox"]:  # its options belong to the sandbox's own parser
+        from .sandbox.server import main as sandbox_main
+
+        return sandbox_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

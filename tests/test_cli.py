@@ -77,3 +77,8 @@ def test_errors_are_one_line_exit_2(args, text):
 def test_help_on_each_command(command):
     result = run(command, "--help")
     assert result.returncode == 0 and "usage: intake-clms " + command in result.stdout
+
+
+def test_sandbox_options_reach_the_sandbox_parser():
+    result = run("sandbox", "--help")
+    assert result.returncode == 0 and "usage: intake-clms sandbox" in result.stdout and "--port" in result.stdout
