@@ -101,7 +101,6 @@ MAX_SCAN = 300_000
 #: Files generated at once to fill in ContentLength and MD5 of a page.
 GENERATOR_THREADS = 4
 _REMEMBERED = 200_000  # products kept by Id
-_NETCDF_LOCK = threading.Lock()
 _SLOT_GRACE_STEPS = 10  # x 10 ms (real time) waited for a download slot before answering 429
 #: Used when the server gives no CDSE credentials (``ctx.state["cdse"]["users"]``).
 DEFAULT_USERS: dict[str, str] = {"sandbox-user@example.org": "sandbox-password"}
@@ -987,13 +986,9 @@ class CdseState:
             await asyncio.gather(*(loop.run_in_executor(self.generator, self.ensure_content, p) for p in todo))
 
     def path(self, product: _Product) -> Path:
-        """The product's file, generated on first use (the store does that atomically)."""
+        """The product's file, generated on first use (the store does that atomically and thread-safely)."""
         if product.path is None or not product.path.exists():
-            if product.fmt == "nc":
-                with _NETCDF_LOCK:  # the netCDF4/HDF5 library fails when two threads write at once
-                    product.path = Path(self.ctx.store.materialize(product.item))
-            else:
-                product.path = Path(self.ctx.store.materialize(product.item))
+            product.path = Path(self.ctx.store.materialize(product.item))
         return product.path
 
 

@@ -25,6 +25,30 @@ taken when an order is placed (endpoint ``order``) and bind to that order;
 ``expired_link`` on ``download``/``download_head`` answers 404 (or ``status``).
 Body faults (reset, truncate, ...) act on ``download`` only, never on the HEAD.
 
+Behaviour worth knowing:
+
+- Dataset IDs: ``EO:JRC:DAT:CLMS`` (+ ``datasetIdentifier``; an unknown
+  identifier finds nothing, as the CDSE adapter does; paging by
+  ``properties.nextIndex``, no ``totalResults``) and the old IDs whose source
+  still answers (not migrated, or in transition; a "migrated" product's old ID
+  answers 404).  Old IDs page with ``totalResults``/``startIndex``/``itemsPerPage``.
+- Delivered files: the new ID gives the CDSE product folder zipped
+  (``<product_name>.zip``); an old ID gives its NetCDF as is, or a flat zip of
+  the tile / vector file with its metadata.  The catalogue ``size`` is "ND" for
+  about a fifth of the products and a stale figure for another fifth: only
+  ``Content-Length`` is true.
+- Orders queue for ``ctx.queue_delay`` sandbox seconds ("Queued" for the first
+  half, "Running" for the second); HEAD/GET answer 202 meanwhile.  Failed
+  orders answer 400 (terminal failure) or 410 (cancelled by the server), or the
+  fault's integer ``status``, with ``{"detail": message}``.
+- Quota: ``ctx.hda_quota`` distinct products per user per sandbox hour, counted
+  on the order; 429 with ``X-Quota-Limit``, ``X-Quota-Remaining`` and
+  ``X-Quota-Reset`` (epoch milliseconds, sandbox clock).
+- Tokens: access tokens live ``ctx.token_lifetime``, refresh tokens twice that;
+  missing/unknown/expired access tokens get 401, unaccepted terms 403.
+  Accounts: the sandbox's HDA credentials, plus ``sandbox-eumetsat`` (same
+  password) that logs in only with ``"origin": "eumetsat"``.
+
 Per-user state (tokens, accepted terms, quota use, orders) lives in
 ``ctx.state["hda"]``; all times are sandbox-clock seconds.
 """
@@ -659,6 +683,8 @@ async def order(request: web.Request, ctx: SandboxContext) -> web.StreamResponse
                 new.variant = f"hostile:{variant}"
     with st.lock:
         st.orders[new.download_id] = new
+    if new.fail is None:  # the server prepares the file while the order queues
+        asyncio.get_running_loop().run_in_executor(None, _prepare_quietly, ctx, new)
     headers = _quota_headers(limit, remaining)
     return web.json_response({"download_id": new.download_id, "message": None}, headers=headers)
 
@@ -742,6 +768,13 @@ def _build_product_file(ctx: SandboxContext, order: Order) -> tuple[Path, str, s
             path = target
     content_type = "application/x-netcdf" if kind == "raw" and name.endswith(".nc") else "application/zip"
     return path, name, content_type
+
+
+def _prepare_quietly(ctx: SandboxContext, order: Order) -> None:
+    try:
+        _build_product_file(ctx, order)
+    except Exception:  # noqa: BLE001 - the download will report it
+        pass
 
 
 async def _deliverable(request: web.Request, ctx: SandboxContext) -> tuple[Path, str, str]:

@@ -37,8 +37,7 @@ from intake_clms.sandbox.core import (
     apply_generic_fault,
 )
 
-#: Protocol modules composed into the app, in order.  ``hda`` is required; the
-#: others are added when they import (they are developed separately).
+#: Protocol modules composed into the app, in order; each has ``setup(app, ctx)``.
 PROTOCOL_MODULES = ("hda", "clms_api", "cdse")
 
 #: Accounts the sandbox accepts.  Fixed so a printed ``export`` block stays valid
@@ -202,26 +201,12 @@ def make_middleware(ctx: SandboxContext) -> Callable[..., Awaitable[web.StreamRe
     return sandbox_middleware
 
 
-def _protocol_module(name: str, required: bool) -> Any:
-    try:
-        return importlib.import_module(f"intake_clms.sandbox.{name}")
-    except ImportError as exc:
-        missing = getattr(exc, "name", "") or ""
-        if required or not missing.endswith(f"sandbox.{name}"):
-            raise  # a real import error inside an existing module must not be hidden
-        return None
-
-
 def build_app(ctx: SandboxContext) -> web.Application:
-    """The aiohttp application with every available protocol module's routes."""
+    """The aiohttp application with every protocol module's routes."""
     app = web.Application(middlewares=[make_middleware(ctx)], client_max_size=16 * 1024**2)
-    mounted = []
     for name in PROTOCOL_MODULES:
-        module = _protocol_module(name, required=(name == "hda"))
-        if module is not None:
-            module.setup(app, ctx)
-            mounted.append(name)
-    ctx.state["mounted"] = mounted
+        importlib.import_module(f"intake_clms.sandbox.{name}").setup(app, ctx)
+    ctx.state["mounted"] = list(PROTOCOL_MODULES)
     return app
 
 
@@ -371,13 +356,12 @@ class Sandbox:
             raise RuntimeError("the sandbox is not started")
         return service_urls(self.ctx.base_url)
 
-    def service_key_path(self) -> str | None:
-        """Path of a CLMS service-key JSON minted by the CLMS API module (None if that module is absent)."""
+    def service_key_path(self) -> str:
+        """Path of the CLMS service-key JSON the CLMS API module minted for this sandbox (what CLMS_SERVICE_KEY holds)."""
         if self._service_key is None:
-            module = _protocol_module("clms_api", required=False)
-            if module is None or not hasattr(module, "mint_service_key"):
-                return None
-            self._service_key = str(module.mint_service_key(self.ctx))
+            from intake_clms.sandbox import clms_api
+
+            self._service_key = str(clms_api.default_service_key(self.ctx))
         return self._service_key
 
     def env(self) -> dict[str, str]:
@@ -389,19 +373,13 @@ class Sandbox:
             "HDA_USER": creds["hda"]["username"],
             "HDA_PASSWORD": creds["hda"]["password"],
             "CLMS_API_URL": urls["clms_api"],
+            "CLMS_SERVICE_KEY": self.service_key_path(),
+            "CDSE_TOKEN_URL": urls["cdse_token"],
+            "CDSE_ODATA_URL": urls["cdse_odata"],
+            "CDSE_DOWNLOAD_URL": urls["cdse_download"],
+            "CDSE_USERNAME": creds["cdse"]["username"],
+            "CDSE_PASSWORD": creds["cdse"]["password"],
         }
-        key = self.service_key_path()
-        if key is not None:
-            env["CLMS_SERVICE_KEY"] = key
-        env.update(
-            {
-                "CDSE_TOKEN_URL": urls["cdse_token"],
-                "CDSE_ODATA_URL": urls["cdse_odata"],
-                "CDSE_DOWNLOAD_URL": urls["cdse_download"],
-                "CDSE_USERNAME": creds["cdse"]["username"],
-                "CDSE_PASSWORD": creds["cdse"]["password"],
-            }
-        )
         return env
 
 
@@ -470,10 +448,6 @@ def main(argv: list[str] | None = None) -> int:
         urls = sandbox.urls
         out = [f"intake-clms sandbox listening on {urls['base']}", f"data directory: {sandbox.data_dir}"]
         out += ["services:"] + [f"  {name:<14} {url}" for name, url in urls.items() if name != "base"]
-        mounted = sandbox.ctx.state.get("mounted", [])
-        missing = [m for m in PROTOCOL_MODULES if m not in mounted]
-        if missing:
-            out.append(f"(not available in this build: {', '.join(missing)})")
         if args.fault:
             out.append(f"faults queued: {len(args.fault)}")
         out.append("environment for clients (paste into a shell):")

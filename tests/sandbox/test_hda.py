@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import threading
 import time
 import warnings
 import zipfile
@@ -523,17 +524,44 @@ def test_concurrent_clients_each_get_their_product(sandbox: Sandbox) -> None:
 # --------------------------------------------------------------------------- the official client
 
 
-def test_official_hda_client_searches_and_downloads_unchanged(sandbox: Sandbox, tmp_path: Any) -> None:
+def bounded(fn: Any, timeout: float = 30.0) -> Any:
+    """Run ``fn()`` in a daemon thread: the official client retries failures for hours, a test must not."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the official client was still busy after {timeout} s (retrying a failure?)"
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def official_client(sb: Sandbox, tmp_path: Any, user: str | None = None) -> Any:
+    """The official client as a user configures it: base URL and credentials, nothing else
+    (``path`` points at a missing ~/.hdarc so the developer's own file is not read)."""
     hda = pytest.importorskip("hda")
+    env = sb.env()
+    config = hda.Configuration(
+        url=env["HDA_URL"], user=user or env["HDA_USER"], password=env["HDA_PASSWORD"], path=str(tmp_path / "no-hdarc")
+    )
+    return hda.Client(config=config)
+
+
+def test_official_hda_client_searches_and_downloads_unchanged(sandbox: Sandbox, tmp_path: Any) -> None:
     _, spec = pick(sandbox, new=True)
-    env = sandbox.env()
-    config = hda.Configuration(url=env["HDA_URL"], user=env["HDA_USER"], password=env["HDA_PASSWORD"], path=str(tmp_path / "no-hdarc"))
-    client = hda.Client(config=config, progress=False, retry_max=3, sleep_max=1)
+    client = official_client(sandbox, tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the client warns about the remaining quota on every order
-        results = client.search(new_query(spec), limit=3)
+        results = bounded(lambda: client.search(new_query(spec), limit=3))
         assert len(results) >= 1
-        results[0].download(str(tmp_path / "out"))
+        bounded(lambda: results[0].download(str(tmp_path / "out")))
     files = list((tmp_path / "out").iterdir())
     assert len(files) == 1 and files[0].suffix == ".zip"
     with zipfile.ZipFile(files[0]) as zf:
@@ -545,23 +573,33 @@ def test_official_hda_client_searches_and_downloads_unchanged(sandbox: Sandbox, 
 
 
 def test_official_hda_client_pages_old_ids_and_lists_datasets(sandbox: Sandbox, tmp_path: Any) -> None:
-    hda = pytest.importorskip("hda")
     dataset_id, _ = pick(sandbox, new=False, patterns=("global_nc", "europe_tiles", "europe_tiles_nogrid", "cog", "vector"))
-    env = sandbox.env()
-    config = hda.Configuration(url=env["HDA_URL"], user=env["HDA_USER"], password=env["HDA_PASSWORD"], path=str(tmp_path / "no-hdarc"))
-    client = hda.Client(config=config, progress=False, retry_max=3, sleep_max=1)
+    client = official_client(sandbox, tmp_path)
     s = login(sandbox)
     accept_terms(sandbox, s, dataset_id)
     expected, _ = search_all(sandbox, s, {"dataset_id": dataset_id}, per_page=1000)
-    results = client.search({"dataset_id": dataset_id})
+    results = bounded(lambda: client.search({"dataset_id": dataset_id}))
     assert [r["id"] for r in results.results] == [f["id"] for f in expected]
-    assert NEW_DATASET_ID in {d["dataset_id"] for d in client.datasets()}
-    assert "properties" in client.metadata(NEW_DATASET_ID)
+    assert NEW_DATASET_ID in {d["dataset_id"] for d in bounded(client.datasets)}
+    assert "properties" in bounded(lambda: client.metadata(NEW_DATASET_ID))
 
 
 def test_official_hda_client_logs_in_a_federated_account_by_its_origin_retries(sandbox: Sandbox, tmp_path: Any) -> None:
-    hda = pytest.importorskip("hda")
-    config = hda.Configuration(url=sandbox.urls["hda_root"], user="sandbox-eumetsat", password=PASSWORD, path=str(tmp_path / "no-hdarc"))
-    client = hda.Client(config=config, progress=False, retry_max=3, sleep_max=1)
-    assert NEW_DATASET_ID in {d["dataset_id"] for d in client.datasets()}
+    client = official_client(sandbox, tmp_path, user="sandbox-eumetsat")
+    assert NEW_DATASET_ID in {d["dataset_id"] for d in bounded(client.datasets)}
     assert [e.status for e in sandbox.log.entries("hda", "token")] == [401, 200]
+
+
+def test_old_ids_answer_only_while_their_source_is_active(sandbox: Sandbox) -> None:
+    s = login(sandbox)
+    specs = sandbox.ctx.store.datasets()
+    migrated = next((d for d in specs if d.migration_status == "migrated" and d.old_ids), None)
+    transition = next((d for d in specs if d.migration_status == "transition" and d.old_ids), None)
+    if migrated is None or transition is None:
+        pytest.skip("the product store has no migrated or no transitional dataset")
+    assert s.get(api(sandbox, f"datasets/{migrated.old_ids[0]}"), timeout=10).status_code == 404
+    assert s.get(api(sandbox, f"datasets/{transition.old_ids[0]}"), timeout=10).status_code == 200
+    # the new ID with an identifier nobody publishes finds nothing, as the CDSE adapter does
+    accept_terms(sandbox, s, NEW_DATASET_ID)
+    r = s.post(api(sandbox, "dataaccess/search"), json={"dataset_id": NEW_DATASET_ID, "datasetIdentifier": "no_such_v9"}, timeout=10)
+    assert r.status_code == 200 and r.json()["features"] == [] and "nextIndex" not in r.json()["properties"]

@@ -23,7 +23,7 @@ from intake_clms.sandbox.server import parse_cli_output
 ROOT = Path(__file__).resolve().parents[2]
 URL_KEYS = {"base", "hda", "hda_root", "identity", "clms_api", "clms_token", "cdse_token", "cdse_odata", "cdse_download"}
 ENV_KEYS = {
-    "HDA_URL", "HDA_USER", "HDA_PASSWORD", "CLMS_API_URL", "CDSE_TOKEN_URL", "CDSE_ODATA_URL",
+    "HDA_URL", "HDA_USER", "HDA_PASSWORD", "CLMS_API_URL", "CLMS_SERVICE_KEY", "CDSE_TOKEN_URL", "CDSE_ODATA_URL",
     "CDSE_DOWNLOAD_URL", "CDSE_USERNAME", "CDSE_PASSWORD",
 }
 
@@ -39,7 +39,7 @@ def test_start_serves_on_loopback_and_stop_releases_the_port(tmp_path: Path) -> 
         assert set(sb.urls) >= URL_KEYS
         assert sb.urls["hda_root"].endswith("/hda-broker/")
         assert hda_token(sb.urls, sb.env()).status_code == 200
-        assert "hda" in sb.ctx.state["mounted"]
+        assert sb.ctx.state["mounted"] == ["hda", "clms_api", "cdse"]
     finally:
         sb.stop()
     with pytest.raises(requests.exceptions.ConnectionError):
@@ -54,9 +54,10 @@ def test_env_points_every_client_at_the_sandbox(sandbox: Sandbox) -> None:
     assert set(env) >= ENV_KEYS
     assert env["HDA_URL"] == sandbox.urls["hda_root"]
     assert all(env[k].startswith(sandbox.urls["base"]) for k in env if k.endswith("_URL"))
-    if "clms_api" in sandbox.ctx.state["mounted"]:
-        key = json.loads(Path(env["CLMS_SERVICE_KEY"]).read_text())
-        assert {"client_id", "user_id", "token_uri", "private_key"} <= set(key)
+    key = json.loads(Path(env["CLMS_SERVICE_KEY"]).read_text())
+    assert {"client_id", "user_id", "token_uri", "private_key"} <= set(key)
+    assert key["token_uri"] == sandbox.urls["clms_token"]
+    assert sandbox.env()["CLMS_SERVICE_KEY"] == env["CLMS_SERVICE_KEY"], "one key per sandbox"
 
 
 def test_every_response_is_logged_with_service_endpoint_status_and_bytes(sandbox: Sandbox) -> None:
@@ -128,11 +129,18 @@ def test_cli_prints_export_lines_serves_faults_and_stops_on_sigint(tmp_path: Pat
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Press Ctrl-C"):
-                break
+        ready = threading.Event()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if line.startswith("Press Ctrl-C"):
+                    break
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert ready.wait(30), "the CLI did not print its banner in time"
         urls, exports, data_dir = parse_cli_output(lines)
         assert urls["base"] == f"http://127.0.0.1:{port}" and set(urls) >= URL_KEYS
         assert set(exports) >= ENV_KEYS
@@ -174,3 +182,11 @@ def test_run_in_process_serves_from_a_child_and_stops_cleanly(tmp_path: Path) ->
     finally:
         code = child.stop()
     assert code == 0, child.errors()
+
+
+def test_cli_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    child = run_in_process("--data-dir", str(tmp_path / "child"))
+    assert hda_token(child.urls, child.env).status_code == 200
+    child.process.terminate()
+    assert child.process.wait(15) == 0, child.errors()
+    assert "Traceback" not in child.errors()
