@@ -71,6 +71,25 @@ def parse_service(value: object) -> str:
     return text
 
 
+def _optional_text(value: object) -> str | None:
+    """Intake renders an unset template parameter as '' or 'None': both mean unset."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text in ("", "None", "none") else text
+
+
+def parse_crs(value: object) -> str | None:
+    """'EPSG:3035', 'epsg:3035' or 3035 -> 'EPSG:3035'; unset -> None."""
+    text = _optional_text(value)
+    if text is None:
+        return None
+    m = re.fullmatch(r"(?:epsg:)?(\d{4,6})", text.replace(" ", ""), flags=re.IGNORECASE)
+    if not m:
+        raise ParameterError("crs", f"got {value!r}; expected an EPSG code such as EPSG:4326 or EPSG:3035")
+    return f"EPSG:{m.group(1)}"
+
+
 @dataclass(frozen=True)
 class Request:
     """What a user asked for, validated and in canonical form."""
@@ -81,6 +100,11 @@ class Request:
     start: dt.date | None
     end: dt.date | None
     service: str = "auto"
+    #: CLMS download API only: a pre-packaged file (its ``file`` stem or FileID), or a cut-to-order's
+    #: output format and CRS.  None elsewhere, and then absent from the canonical form (stable keys).
+    file: str | None = None
+    output_format: str | None = None
+    crs: str | None = None
 
     @classmethod
     def build(
@@ -92,17 +116,25 @@ class Request:
         end: object = None,
         service: object = "auto",
         *,
+        file: object = None,
+        output_format: object = None,
+        crs: object = None,
         today: dt.date | None = None,
     ) -> Request:
         if not dataset_id or not str(dataset_id).strip():
-            raise ParameterError("dataset_id", "is empty; expected a WEkEO dataset ID such as EO:JRC:DAT:CLMS")
+            raise ParameterError(
+                "dataset_id", "is empty; expected a WEkEO dataset ID such as EO:JRC:DAT:CLMS or a CLMS dataset such as forest-type-2015"
+            )
         box = parse_bbox(bbox) if bbox not in (None, "", []) else (-180.0, -90.0, 180.0, 90.0)
         first = parse_date("start", start, today=today)
         last = parse_date("end", end, today=today)
         if first and last and first > last:
             raise ParameterError("end", f"{last.isoformat()} is before start {first.isoformat()}")
         ident = (str(dataset_identifier).strip() or None) if dataset_identifier not in (None, "None") else None
-        return cls(str(dataset_id).strip(), ident, box, first, last, parse_service(service))
+        return cls(
+            str(dataset_id).strip(), ident, box, first, last, parse_service(service),
+            file=_optional_text(file), output_format=_optional_text(output_format), crs=parse_crs(crs),
+        )
 
     def canonical(self) -> dict[str, object]:
         """JSON-ready form, service excluded: the same data from any service shares a cache key."""
@@ -111,6 +143,9 @@ class Request:
         out["bbox"] = [round(v, 6) for v in self.bbox]
         out["start"] = self.start.isoformat() if self.start else None
         out["end"] = self.end.isoformat() if self.end else None
+        for name in ("file", "output_format", "crs"):
+            if out[name] is None:
+                del out[name]
         return out
 
     def key(self) -> str:

@@ -36,9 +36,14 @@ class ClmsSource(DataSource):
         service: str = "auto",
         cache_dir: str | None = None,
         metadata: dict[str, Any] | None = None,
+        file: str | None = None,
+        output_format: str | None = None,
+        crs: str | None = None,
         **kwargs: Any,
     ):
-        self.request = Request.build(dataset_id, dataset_identifier, bbox, start, end, service)
+        self.request = Request.build(
+            dataset_id, dataset_identifier, bbox, start, end, service, file=file, output_format=output_format, crs=crs
+        )
         self.cache_dir = cache_dir
         self.options = kwargs
         self._ds = None

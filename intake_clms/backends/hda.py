@@ -235,7 +235,12 @@ class HdaClient:
 
     def fetch(self, order_id: str, offset: int) -> requests.Response:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        return self._call("GET", f"dataaccess/download/{quote(order_id, safe='')}", "download", ok=(200, 206), stream=True, headers=headers)
+        try:
+            return self._call("GET", f"dataaccess/download/{quote(order_id, safe='')}", "download", ok=(200, 206), stream=True, headers=headers)
+        except ServiceError as exc:
+            if exc.status in (404, 410):
+                raise OrderExpiredError(SERVICE, exc.status, "the download is no longer available (expired)") from None
+            raise
 
 
 class HdaBackend(LifecycleReader):

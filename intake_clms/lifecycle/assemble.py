@@ -74,6 +74,7 @@ def open_netcdf(files: Sequence[Path], bbox: Sequence[float], chunks: Any = "aut
         coords="minimal",
         compat="override",
         join="override",
+        combine_attrs="drop_conflicts",  # the product's attrs are what all steps share, not the first step's
         preprocess=crop,
         chunks=chunks,
         parallel=False,

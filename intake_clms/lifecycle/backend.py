@@ -50,4 +50,9 @@ class Backend(Protocol):
         """("queued" | "running", None) or ("done", Ready); raises OrderExpiredError if the server forgot it."""
 
     def fetch(self, order_id: str, offset: int) -> requests.Response:
-        """The streaming body from ``offset`` (a Range request when offset > 0)."""
+        """The streaming body from ``offset`` (a Range request when offset > 0).
+
+        Raises OrderExpiredError when the link is dead (the engine orders again, once).
+        A backend may also offer ``cancel(order_id)``: the engine calls it, best effort,
+        when the user cancels (a refusal or a hanging call never blocks the local cancel).
+        """

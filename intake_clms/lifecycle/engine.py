@@ -54,6 +54,13 @@ def open_cached(request: Request, cache_root: str | os.PathLike[str] | None = No
     return None if manifest is None else assemble.open_manifest(entry.product, manifest, chunks)
 
 
+def _quietly(cancel: Callable[[str], None], order_id: str, service: str) -> None:
+    try:
+        cancel(order_id)
+    except Exception as exc:  # noqa: BLE001 - the local cancel stands whatever the server says
+        log.info("%s: the server did not take the cancel (%s)", service, exc)
+
+
 class Engine:
     """Runs the lifecycle of one request against one backend."""
 
@@ -155,6 +162,8 @@ class Engine:
                     handle.products[pid].error, handle.products[pid].stage = exc, "failed"
                     if isinstance(exc, (CancelledError, QuotaError)):
                         handle.cancel_event.set()  # stop the others too
+                        if isinstance(exc, CancelledError):
+                            self._cancel_on_server(backend, products)
                         raise exc
                     failures[pid] = exc
                     log.error("%s: product %s failed: %s", backend.service, pid, exc)
@@ -172,34 +181,33 @@ class Engine:
             status.bytes = status.total = int(st.get("size") or 0)
             return
         cancel = handle.cancel_event
-        ready: Ready | None = None
-        for _attempt in range(2):
+        name, target = "", Path()
+        for attempt in range(2):  # a second round only after the server forgot the order or its link died
             order_id = st.get("order_id") or self._reorder(backend, p)
             status.stage = "queued"
-
-            def check() -> tuple[str, Ready | None]:
-                return backend.poll(order_id)
-
             try:
-                ready = poll(check, policy=self.options.poll, cancel=cancel, what=f"order of {p.name}", service=backend.service)
+                ready = self._wait(backend, order_id, p, cancel)
+                status.stage = "downloading"
+                name = safe_name(ready.name or p.name)
+                target = self.entry.work / "downloads" / safe_name(p.id) / name
+                self.entry.update(product=p.id, stage="downloading", name=name, size=ready.size, catalogue_size=p.size)
+                if not target.exists():
+                    download(
+                        lambda offset: backend.fetch(order_id, offset),
+                        target,
+                        service=backend.service,
+                        chunk=self.options.chunk,
+                        progress=lambda done, total: handle._bytes(p.id, done, total),
+                        cancel=cancel,
+                    )
                 break
-            except OrderExpiredError:
-                log.info("%s: order of %s expired on the server; ordering again", backend.service, p.name)
+            except OrderExpiredError as exc:
+                if attempt:
+                    raise
+                log.info("%s: %s (%s); ordering again", backend.service, p.name, exc.message)
+                self.entry.update(product=p.id, order_id=None, stage="expired")
+                shutil.rmtree(self.entry.work / "downloads" / safe_name(p.id), ignore_errors=True)
                 st = {}
-        assert ready is not None
-        status.stage = "downloading"
-        name = safe_name(ready.name or p.name)
-        target = self.entry.work / "downloads" / safe_name(p.id) / name
-        self.entry.update(product=p.id, stage="downloading", name=name, size=ready.size, catalogue_size=p.size)
-        if not target.exists():
-            download(
-                lambda offset: backend.fetch(order_id, offset),
-                target,
-                service=backend.service,
-                chunk=self.options.chunk,
-                progress=lambda done, total: handle._bytes(p.id, done, total),
-                cancel=cancel,
-            )
         size = target.stat().st_size
         handle._bytes(p.id, size, size)
         if ready.size is not None and size != ready.size:
@@ -222,6 +230,29 @@ class Engine:
         target.unlink(missing_ok=True)
         self.entry.update(product=p.id, stage="ready")
         status.stage = "ready"
+
+    def _wait(self, backend: Backend, order_id: str, p: Product, cancel: threading.Event) -> Ready:
+        def check() -> tuple[str, Ready | None]:
+            return backend.poll(order_id)
+
+        return poll(check, policy=self.options.poll, cancel=cancel, what=f"order of {p.name}", service=backend.service)
+
+    def _cancel_on_server(self, backend: Backend, products: list[Product]) -> None:
+        """Tell the server too, when the backend can; a refused or hanging call never blocks the local cancel."""
+        cancel = getattr(backend, "cancel", None)
+        if cancel is None:
+            return
+        orders = []
+        for p in products:
+            st = self.entry.product_state(p.id)
+            if st.get("order_id") and st.get("stage") in ("ordered", "downloading", "expired"):
+                orders.append(st["order_id"])
+        workers = [threading.Thread(target=_quietly, args=(cancel, o, backend.service), daemon=True) for o in orders]
+        for w in workers:
+            w.start()
+        deadline = time.monotonic() + 2.0
+        for w in workers:
+            w.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _reorder(self, backend: Backend, p: Product) -> str:
         order_id = backend.order(p)
