@@ -14,7 +14,10 @@ from .errors import ServiceNotImplementedError
 from .products import NOT_MIGRATED
 
 #: service name -> "module:attribute" of its backend; a service missing here is not implemented yet.
-BACKENDS: dict[str, str] = {"wekeo": "intake_clms.backends.hda:HdaBackend"}
+BACKENDS: dict[str, str] = {
+    "wekeo": "intake_clms.backends.hda:HdaBackend",
+    "clms": "intake_clms.backends.clms:ClmsBackend",
+}
 
 #: Preference order for ``service="auto"`` on products that have a new identifier.
 AUTO_ORDER = ("wekeo", "cdse", "clms")
@@ -24,14 +27,14 @@ def choose_service(requested: str, migration_status: str | None, available: Iter
     """Resolve ``auto`` to a concrete service; explicit choices are returned unchanged.
 
     Products not migrated yet only exist under their old WEkEO ID.  The others go
-    to the first service in :data:`AUTO_ORDER` whose credentials are at hand,
-    WEkEO when none are (its error then says where credentials are looked for).
+    to the first implemented service in :data:`AUTO_ORDER` whose credentials are
+    at hand, WEkEO when none are (its error then says where credentials are looked for).
     """
     if requested != "auto":
         return requested
     if migration_status == NOT_MIGRATED:
         return "wekeo"
-    have = set(available)
+    have = set(available) & set(BACKENDS)  # a service whose backend is not built yet is never chosen by auto
     return next((s for s in AUTO_ORDER if s in have), "wekeo")
 
 

@@ -85,16 +85,32 @@ def test_auto_service_choice(monkeypatch, tmp_path):
     from intake_clms.services import choose_service
 
     assert choose_service("auto", "not_migrated", {"cdse", "clms"}) == "wekeo"
-    assert choose_service("auto", "migrated", {"cdse"}) == "cdse"
-    assert choose_service("auto", "new", {"wekeo", "cdse"}) == "wekeo"
+    assert choose_service("auto", "migrated", {"clms"}) == "clms"
+    assert choose_service("auto", "new", {"wekeo", "clms"}) == "wekeo"
     assert choose_service("auto", "new", set()) == "wekeo"
     assert choose_service("clms", "new", {"wekeo"}) == "clms"
+    # CDSE has no backend yet: auto never picks it, even with CDSE credentials alone
+    assert choose_service("auto", "migrated", {"cdse"}) == "wekeo"
     for var in ("HDA_USER", "HDA_PASSWORD", "CLMS_SERVICE_KEY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HDA_RC", str(tmp_path / "absent"))
     monkeypatch.setenv("CDSE_USERNAME", "u")
     monkeypatch.setenv("CDSE_PASSWORD", "p")
-    assert ClmsSource("EO:JRC:DAT:CLMS", "x", metadata={"migration_status": "migrated"}).service == "cdse"
+    assert ClmsSource("EO:JRC:DAT:CLMS", "x", metadata={"migration_status": "migrated"}).service == "wekeo"
+    monkeypatch.setenv("CLMS_SERVICE_KEY", str(tmp_path / "key.json"))
+    assert ClmsSource("EO:JRC:DAT:CLMS", "x", metadata={"migration_status": "migrated"}).service == "clms"
+
+
+def test_clms_api_parameters_are_canonical():
+    a = ClmsSource("forest-type-2015", file="FTY_2015_100m_eu_03035_d02_Full", crs="epsg:3035", service="clms")
+    b = ClmsSource("forest-type-2015", file=" FTY_2015_100m_eu_03035_d02_Full ", crs="3035", output_format="")
+    assert a.request.crs == "EPSG:3035" and a.request.key() == b.request.key()
+    assert a.request.canonical()["file"] == "FTY_2015_100m_eu_03035_d02_Full"
+    assert "output_format" not in a.request.canonical()  # unset fields leave the cache keys of other entries unchanged
+    assert ClmsSource("forest-type-2015", file="None").request.file is None  # intake renders an unset template so
+    with pytest.raises(ParameterError) as info:
+        ClmsSource("forest-type-2015", crs="UTM32")
+    assert info.value.name == "crs" and "EPSG:4326" in str(info.value)
 
 
 def test_dotted_driver_path(tmp_path):

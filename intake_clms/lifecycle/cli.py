@@ -14,27 +14,44 @@ from ..errors import ClmsError
 
 
 def source_for(entry: str, args: argparse.Namespace) -> Any:
-    """The ClmsSource of a catalog entry (name, old ID or datasetIdentifier) with the user's parameters."""
+    """The ClmsSource of an entry with the user's parameters.
+
+    ENTRY is a catalog entry name, an old WEkEO ID or a datasetIdentifier; with
+    ``--service clms`` it may also be a CLMS download API dataset (``forest-type-2015``).
+    """
     from ..resolve import load_sources, resolve
     from ..source import ClmsSource
 
+    from ..errors import UnknownIdentifierError
+
     sources = load_sources(args.catalog)
-    names = [entry] if entry in sources else resolve(entry, args.catalog)
-    if len(names) != 1:
-        raise ClmsError(f"{entry!r} matches {len(names)} entries ({', '.join(names) or 'none'}); name one entry")
-    spec = sources[names[0]]
-    base = spec.get("args") or {}
-    return ClmsSource(
-        dataset_id=base["dataset_id"],
-        dataset_identifier=base.get("dataset_identifier"),
-        bbox=args.bbox,
-        start=args.start,
-        end=args.end,
-        service=args.service,
-        cache_dir=args.cache_dir,
-        metadata=spec.get("metadata") or {},
-        workers=args.workers,
-    )
+    try:
+        names = [entry] if entry in sources else resolve(entry, args.catalog)
+    except UnknownIdentifierError as exc:
+        if args.service != "clms":
+            raise UnknownIdentifierError(f"{exc}; or give --service clms to read a CLMS download API dataset by its name") from None
+        names = []
+    fixed: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    if len(names) == 1:
+        spec = sources[names[0]]
+        fixed = {k: v for k, v in (spec.get("args") or {}).items() if not (isinstance(v, str) and "{{" in v)}
+        metadata = spec.get("metadata") or {}
+    elif names or args.service != "clms":
+        raise ClmsError(
+            f"{entry!r} matches {len(names)} entries ({', '.join(names) or 'none'}); name one entry"
+            + ("" if names else ", or give --service clms to read a CLMS download API dataset by its name")
+        )
+    else:
+        fixed = {"dataset_id": entry}
+    wekeo_like = str(fixed.get("dataset_id", "")).startswith("EO:")
+    if wekeo_like and args.service != "clms" and not (args.bbox and args.start and args.end):
+        raise ClmsError(f"{entry}: --bbox, --start and --end are required (the whole product would be huge)")
+    given = {"bbox": args.bbox, "start": args.start, "end": args.end, "file": args.file,
+             "output_format": args.format, "crs": args.crs}
+    params = {**fixed, **{k: v for k, v in given.items() if v is not None}}
+    params["service"] = args.service
+    return ClmsSource(**params, cache_dir=args.cache_dir, metadata=metadata, workers=args.workers)
 
 
 def _cmd_preload(args: argparse.Namespace) -> int:
@@ -54,10 +71,14 @@ def add_preload_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run the whole lifecycle (search, order, wait, download, extract, assemble) for one entry, "
         "so that later reads open the cached product instantly.",
     )
-    p.add_argument("entry", metavar="ENTRY", help="catalog entry name, datasetIdentifier or old WEkEO ID")
-    p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="bounding box in degrees")
-    p.add_argument("--start", required=True, help="first date (ISO)")
-    p.add_argument("--end", required=True, help="last date (ISO)")
+    p.add_argument("entry", metavar="ENTRY",
+                   help="catalog entry name, datasetIdentifier or old WEkEO ID (with --service clms: a CLMS dataset name)")
+    p.add_argument("--bbox", metavar="W,S,E,N", help="bounding box in degrees (required for WEkEO products)")
+    p.add_argument("--start", help="first date (ISO)")
+    p.add_argument("--end", help="last date (ISO)")
+    p.add_argument("--file", help="CLMS download API: a pre-packaged file (e.g. FTY_2015_100m_eu_03035_d02_Full)")
+    p.add_argument("--format", help="CLMS download API cut-to-order: output format (e.g. Geotiff, Netcdf)")
+    p.add_argument("--crs", help="CLMS download API cut-to-order: output CRS (e.g. EPSG:3035)")
     p.add_argument("--service", default="auto", choices=("auto", "wekeo", "clms", "cdse"), help="service to read through")
     p.add_argument("--catalog", help="catalog YAML (default: the bundled catalogs/clms.yaml)")
     p.add_argument("--cache-dir", help="cache folder (default: INTAKE_CLMS_CACHE or the user cache dir)")
