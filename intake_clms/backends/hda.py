@@ -74,12 +74,13 @@ class HdaAuth:
         self._access: str | None = None
         self._refresh: str | None = None
         self._expires = 0.0
+        self._margin = 60.0
         self._origin: str | None = None
         self._lock = threading.Lock()
 
     def headers(self) -> dict[str, str]:
         with self._lock:
-            if self._access is None or time.time() > self._expires - 60:
+            if self._access is None or time.time() > self._expires - self._margin:
                 self._renew_locked()
             return {"Authorization": f"Bearer {self._access}"}
 
@@ -90,7 +91,9 @@ class HdaAuth:
     def _store(self, body: dict[str, Any]) -> None:
         self._access = body["access_token"]
         self._refresh = body.get("refresh_token")
-        self._expires = time.time() + float(body.get("expires_in") or 3600)
+        life = float(body.get("expires_in") or 3600)
+        self._expires = time.time() + life
+        self._margin = min(60.0, life / 10)  # renew a little early, but a short-lived token is still used
 
     def _renew_locked(self) -> None:
         if self._refresh:
