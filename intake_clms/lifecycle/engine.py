@@ -29,7 +29,7 @@ from .backend import Backend, Product, Ready
 from .cache import CacheEntry, safe_name
 from .download import CHUNK, download
 from .errors import CancelledError, IntegrityError, OrderExpiredError, PreloadError, QuotaError
-from .extract import Limits, extract_zip
+from .extract import Limits, classify, extract_zip, is_zip, require_data, sniff
 from .handle import PreloadHandle
 from .polling import PollPolicy, poll
 
@@ -218,12 +218,14 @@ class Engine:
         ready_dir = self._ready_dir(p)
         shutil.rmtree(ready_dir, ignore_errors=True)
         try:
-            if name.lower().endswith(".zip"):
-                extract_zip(target, ready_dir, self.options.limits)
+            if name.lower().endswith(".zip") or is_zip(target):
+                extract_zip(target, ready_dir, self.options.limits, cancel=cancel)
             else:
                 ready_dir.mkdir(parents=True)
                 os.replace(target, ready_dir / name)
+            require_data(ready_dir, name)
         except IntegrityError:
+            shutil.rmtree(ready_dir, ignore_errors=True)  # no half-ready folder (e.g. an archive without data)
             target.unlink(missing_ok=True)  # a bad archive is not kept: a rerun fetches it anew
             self.entry.update(product=p.id, stage="failed", order_id=None)
             raise
@@ -263,19 +265,32 @@ class Engine:
         return self.entry.work / "ready" / safe_name(p.id)
 
     def _publish(self, products: list[Product]) -> dict[str, Any]:
+        """Data files go into the manifest; metadata and documents are kept beside them, listed apart."""
         files: dict[str, Path] = {}
         entries: list[dict[str, Any]] = []
+        metadata: list[str] = []
+        kinds: set[str] = set()
         for p in sorted(products, key=lambda q: (q.start or "", q.id)):
             base = self._ready_dir(p)
-            for path in sorted(base.rglob("*")):
-                if path.is_file() and path.suffix.lower() in assemble.DATA_SUFFIXES:
-                    rel = f"data/{safe_name(p.id)}/{path.relative_to(base).as_posix()}"
-                    files[rel] = path
-                    entries.append({"path": rel, "product": p.id, "start": p.start, "end": p.end})
-        kind = assemble.data_kind([Path(r) for r in files])
+            data, other = classify(base)
+            for path in data:
+                rel = f"data/{safe_name(p.id)}/{path.relative_to(base).as_posix()}"
+                files[rel] = path
+                entries.append({"path": rel, "product": p.id, "start": p.start, "end": p.end})
+                kinds.add(sniff(path) or assemble.data_kind([path]))
+            for path in other:
+                rel = f"data/{safe_name(p.id)}/{path.relative_to(base).as_posix()}"
+                files[rel] = path
+                metadata.append(rel)
+        if len(kinds) != 1:
+            raise IntegrityError(
+                "the products hold no NetCDF or GeoTIFF file" if not kinds
+                else "the products mix NetCDF and GeoTIFF files; cannot assemble one Dataset"
+            )
         manifest = {
-            "kind": kind,
+            "kind": kinds.pop(),
             "files": entries,
+            "metadata": metadata,
             "bbox": list(self.request.bbox),
             "request": self.request.canonical(),
             "published": time.time(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import ClmsError, ServiceError
 
 
@@ -19,6 +21,15 @@ class IntegrityError(ClmsError):
 
 class UnsafeArchiveError(IntegrityError):
     """An archive tries to write outside its folder, holds links, or exceeds the extraction limits."""
+
+
+class NoDataFilesError(IntegrityError):
+    """An archive held no data file (GeoTIFF/NetCDF); ``members`` lists (relative path, bytes) of what it held."""
+
+    def __init__(self, message: str, archive: str = "", members: Sequence[tuple[str, int]] = ()):
+        super().__init__(message)
+        self.archive = archive
+        self.members = list(members)
 
 
 class PreloadError(ClmsError):

@@ -33,7 +33,8 @@ def test_token_expiring_during_queue_wait_is_renewed(hda_env):
 
 
 def test_tokens_outliving_their_lifetime_during_a_long_wait(sandbox_factory, hda_env, monkeypatch):
-    sb = sandbox_factory(token_lifetime=1.0, queue_delay=30.0)  # tokens (and refresh tokens) die long before the order is ready
+    # tokens (and refresh tokens) live 0.1 s real, the queue 0.5 s: they die long before the order is ready
+    sb = sandbox_factory(token_lifetime=6.0, queue_delay=30.0)
     for name, value in sb.env().items():
         monkeypatch.setenv(name, value)
     ds = ndvi_source(**ONE).to_dask()
@@ -42,7 +43,7 @@ def test_tokens_outliving_their_lifetime_during_a_long_wait(sandbox_factory, hda
 
 
 def test_quota_stops_with_a_message_saying_when_it_frees(hda_env):
-    hda_env.faults.add("quota", "hda", "order")
+    hda_env.faults.add("quota", "hda", "order", reset_after=24 * 3600)  # a sandbox day: 24 real min, beyond quota_wait
     src = ndvi_source(**ONE)
     with pytest.raises(QuotaError, match="frees at") as info:
         src.to_dask()
