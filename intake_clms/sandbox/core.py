@@ -60,7 +60,8 @@ PROTOCOL_FAULTS = {
     "corrupt_zip",  # bad CRC in the next result zip
     "hostile_zip",  # params: variant (slip, absolute, symlink, bomb)
     "server_cancel",  # the server cancels the next queued order/task
-    "quota",  # HDA: answer 429 as if the hourly quota were used up
+    "quota",  # HDA: answer 429 as if the hourly quota were used up; params: reset_after (sandbox s)
+    "order_expired",  # HDA: the server forgets the order the call names (404 from then on)
 }
 FAULT_KINDS = GENERIC_FAULTS | BODY_FAULTS | PROTOCOL_FAULTS
 

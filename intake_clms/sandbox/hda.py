@@ -21,8 +21,14 @@ Routes (route name -> logical endpoint for faults and the log):
 Protocol faults: ``token_expiry`` (any authenticated endpoint: every access
 token issued so far expires, then the call answers 401); ``quota``,
 ``terminal_failure``, ``server_cancel``, ``corrupt_zip``, ``hostile_zip`` are
-taken when an order is placed (endpoint ``order``) and bind to that order;
-``expired_link`` on ``download``/``download_head`` answers 404 (or ``status``).
+taken when an order is placed (endpoint ``order``) and bind to that order
+(``quota`` takes ``reset_after``: sandbox seconds until the quota frees,
+default the whole hour); ``expired_link`` on ``download``/``download_head``
+answers 404 (or ``status``) once the order is done, the order itself stays;
+``order_expired`` on ``download_head``/``download``/``downloads`` makes the
+server forget the order named by the call, whatever its state (as after the
+link's expiry or a broker restart): that call and every later one about the
+order answer 404 "Download not found", so only a new order gets the file.
 Body faults (reset, truncate, ...) act on ``download`` only, never on the HEAD.
 
 Behaviour worth knowing:
@@ -43,9 +49,17 @@ Behaviour worth knowing:
   fault's integer ``status``, with ``{"detail": message}``.
 - Quota: ``ctx.hda_quota`` distinct products per user per sandbox hour, counted
   on the order; 429 with ``X-Quota-Limit``, ``X-Quota-Remaining`` and
-  ``X-Quota-Reset`` (epoch milliseconds, sandbox clock).
-- Tokens: access tokens live ``ctx.token_lifetime``, refresh tokens twice that;
-  missing/unknown/expired access tokens get 401, unaccepted terms 403.
+  ``X-Quota-Reset``: epoch milliseconds on the *wall clock* (the instant the
+  real clock reaches when the sandbox clock, at its current speed, reaches the
+  reset), because clients compare it with ``time.time()``.  The window itself
+  is counted in sandbox time.
+- Tokens: access tokens live ``ctx.token_lifetime`` sandbox seconds, refresh
+  tokens twice that; missing/unknown/expired access tokens get 401, unaccepted
+  terms 403.  ``expires_in`` / ``refresh_expires_in`` are given in *real*
+  seconds (lifetime / clock speed, rounded down, at least 1), because clients
+  count them on their own clock: a client trusting ``expires_in`` renews in
+  time even on an accelerated clock (a lifetime shorter than one real second
+  still says 1; clock jumps by ``advance()`` are invisible to clients).
   Accounts: the sandbox's HDA credentials, plus ``sandbox-eumetsat`` (same
   password) that logs in only with ``"origin": "eumetsat"``.
 
@@ -65,6 +79,7 @@ import json
 import secrets
 import shutil
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +244,22 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _wall_clock(ctx: SandboxContext, instant: float) -> float:
+    """Wall-clock epoch seconds at which the sandbox clock, at its current speed, reads ``instant``.
+
+    What a client compares with ``time.time()`` (a quota reset): sandbox epoch
+    seconds run ``speed`` times fast and would lie about when to come back.
+    """
+    speed = ctx.clock.speed if ctx.clock.speed > 0 else 1e-9
+    return time.time() + (instant - ctx.clock.now()) / speed
+
+
+def _real_seconds(ctx: SandboxContext, duration: float) -> int:
+    """A sandbox duration in whole real seconds (rounded down, at least 1), as clients count ``expires_in``."""
+    speed = ctx.clock.speed if ctx.clock.speed > 0 else 1e-9
+    return max(1, int(duration / speed))
+
+
 def _stable_fraction(text: str) -> float:
     """A number in [0, 1) fixed by ``text`` (which features say "ND", ...)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") / 2**32
@@ -366,8 +397,8 @@ def _issue(ctx: SandboxContext, user: str) -> dict[str, Any]:
     return {
         "access_token": access,
         "refresh_token": refresh,
-        "expires_in": int(ctx.token_lifetime),
-        "refresh_expires_in": int(refresh_life),
+        "expires_in": _real_seconds(ctx, ctx.token_lifetime),
+        "refresh_expires_in": _real_seconds(ctx, refresh_life),
         "token_type": "Bearer",
         "scope": "openid profile email",
     }
@@ -600,10 +631,11 @@ async def search(request: web.Request, ctx: SandboxContext) -> web.StreamRespons
 # --------------------------------------------------------------------------- orders
 
 
-def _quota_headers(limit: int, remaining: int, reset: float | None = None) -> dict[str, str]:
+def _quota_headers(ctx: SandboxContext, limit: int, remaining: int, reset: float | None = None) -> dict[str, str]:
+    """``X-Quota-*`` headers; ``reset`` is a sandbox-clock instant, sent as wall-clock epoch milliseconds."""
     headers = {"X-Quota-Limit": str(limit), "X-Quota-Remaining": str(max(0, remaining))}
     if reset is not None:
-        headers["X-Quota-Reset"] = str(int(reset * 1000))  # epoch milliseconds
+        headers["X-Quota-Reset"] = str(int(_wall_clock(ctx, reset) * 1000))
     return headers
 
 
@@ -636,8 +668,9 @@ async def order(request: web.Request, ctx: SandboxContext) -> web.StreamResponse
     st = _state(ctx)
     now = ctx.clock.now()
     limit = ctx.hda_quota
-    if ctx.faults.take(service, endpoint, {"quota"}) is not None:
-        headers = _quota_headers(limit, 0, now + QUOTA_WINDOW)
+    quota_fault = ctx.faults.take(service, endpoint, {"quota"})
+    if quota_fault is not None:
+        headers = _quota_headers(ctx, limit, 0, now + float(quota_fault.params.get("reset_after", QUOTA_WINDOW)))
         raise HdaError(429, "Quota exceeded: too many downloads in the last hour", headers)
     key = f"{dataset_id}|{product_id}"
     with st.lock:
@@ -646,7 +679,7 @@ async def order(request: web.Request, ctx: SandboxContext) -> web.StreamResponse
         if not any(k == key for _, k in used):
             if len(used) >= limit:
                 reset = min(t for t, _ in used) + QUOTA_WINDOW
-                headers = _quota_headers(limit, 0, reset)
+                headers = _quota_headers(ctx, limit, 0, reset)
                 raise HdaError(429, "Quota exceeded: too many downloads in the last hour", headers)
             used.append((now, key))
         remaining = limit - len(used)
@@ -685,7 +718,7 @@ async def order(request: web.Request, ctx: SandboxContext) -> web.StreamResponse
         st.orders[new.download_id] = new
     if new.fail is None:  # the server prepares the file while the order queues
         asyncio.get_running_loop().run_in_executor(None, _prepare_quietly, ctx, new)
-    headers = _quota_headers(limit, remaining)
+    headers = _quota_headers(ctx, limit, remaining)
     return web.json_response({"download_id": new.download_id, "message": None}, headers=headers)
 
 
@@ -703,12 +736,26 @@ def _order_state(order: Order, now: float) -> tuple[str, str | None]:
 
 
 def _find_order(request: web.Request, ctx: SandboxContext, user: str) -> Order:
+    """The caller's order named in the path, or 404 (also after an ``order_expired`` fault forgot it)."""
     st = _state(ctx)
+    download_id = request.match_info["download_id"]
+    _expire_order_on_fault(request, ctx, user, download_id)
     with st.lock:
-        found = st.orders.get(request.match_info["download_id"])
+        found = st.orders.get(download_id)
     if found is None or found.user != user:
         raise HdaError(404, "Download not found")
     return found
+
+
+def _expire_order_on_fault(request: web.Request, ctx: SandboxContext, user: str, download_id: str | None) -> None:
+    """With an ``order_expired`` fault pending for this endpoint, forget the named order of ``user``
+    (every order of ``user`` when the call names none)."""
+    if ctx.faults.take(request.get("sandbox_service", "hda"), request.get("sandbox_endpoint", "*"), {"order_expired"}) is None:
+        return
+    st = _state(ctx)
+    with st.lock:
+        for key in [k for k, o in st.orders.items() if o.user == user and download_id in (None, k)]:
+            del st.orders[key]
 
 
 # --------------------------------------------------------------------------- product files
@@ -815,6 +862,7 @@ async def downloads(request: web.Request, ctx: SandboxContext) -> web.StreamResp
     user = _authenticate(request, ctx)
     st = _state(ctx)
     wanted = request.query.get("download_id")
+    _expire_order_on_fault(request, ctx, user, wanted)
     with st.lock:
         mine = [o for o in st.orders.values() if o.user == user and (wanted is None or o.download_id == wanted)]
     now = ctx.clock.now()

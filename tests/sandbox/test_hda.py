@@ -143,7 +143,9 @@ def test_gettoken_answers_tokens_at_both_paths(sandbox: Sandbox, path: str) -> N
     assert r.status_code == 200
     body = r.json()
     assert set(body) >= {"access_token", "refresh_token", "expires_in"}
-    assert body["expires_in"] == 3600
+    # lifetimes are kept in sandbox seconds but told in real ones: clients count them on their own clock
+    assert body["expires_in"] == int(sandbox.ctx.token_lifetime / sandbox.clock.speed) == 60
+    assert body["refresh_expires_in"] == 2 * body["expires_in"]
     endpoint = sandbox.log.entries("hda", "token")[-1]
     assert (endpoint.path, endpoint.status) == (("/identity/gettoken" if path == "identity" else "/hda-broker/gettoken"), 200)
 
@@ -345,7 +347,7 @@ def test_hourly_quota_counts_distinct_orders_and_answers_429_with_quota_headers(
     accept_terms(sb, s, NEW_DATASET_ID)
     features, _ = search_all(sb, s, new_query(spec), per_page=1000)
     assert len(features) >= 3
-    t0 = sb.clock.now()
+    t0 = time.time()
     assert place_order(sb, s, NEW_DATASET_ID, features[0]).status_code == 200
     assert place_order(sb, s, NEW_DATASET_ID, features[1]).status_code == 200
     again = place_order(sb, s, NEW_DATASET_ID, features[0])
@@ -354,7 +356,8 @@ def test_hourly_quota_counts_distinct_orders_and_answers_429_with_quota_headers(
     assert over.status_code == 429
     assert over.headers["X-Quota-Limit"] == "2" and over.headers["X-Quota-Remaining"] == "0"
     reset_ms = int(over.headers["X-Quota-Reset"])
-    assert abs(reset_ms / 1000 - (t0 + 3600)) < 60, "the first slot frees an hour after its use (epoch ms)"
+    # the first slot frees a sandbox hour after its use; the header says when on the wall clock (epoch ms)
+    assert abs(reset_ms / 1000 - (t0 + 3600 / sb.clock.speed)) < 2, "X-Quota-Reset is wall-clock epoch ms"
     sb.clock.advance(3601)
     s = login(sb)  # the old token died with the hour
     assert place_order(sb, s, NEW_DATASET_ID, features[2]).status_code == 200
@@ -366,9 +369,23 @@ def test_quota_fault_forces_429(sandbox: Sandbox) -> None:
     accept_terms(sandbox, s, NEW_DATASET_ID)
     feature = first_feature(sandbox, s, new_query(spec))
     sandbox.faults.add("quota", "hda", "order")
+    t0 = time.time()
     r = place_order(sandbox, s, NEW_DATASET_ID, feature)
-    assert r.status_code == 429 and r.headers["X-Quota-Remaining"] == "0" and int(r.headers["X-Quota-Reset"]) > 0
+    assert r.status_code == 429 and r.headers["X-Quota-Remaining"] == "0"
+    assert abs(int(r.headers["X-Quota-Reset"]) / 1000 - (t0 + 3600 / sandbox.clock.speed)) < 2, "a sandbox hour, wall clock"
     assert place_order(sandbox, s, NEW_DATASET_ID, feature).status_code == 200
+
+
+def test_quota_fault_reset_after_sets_when_the_quota_frees(sandbox: Sandbox) -> None:
+    s = login(sandbox)
+    _, spec = pick(sandbox, new=True)
+    accept_terms(sandbox, s, NEW_DATASET_ID)
+    feature = first_feature(sandbox, s, new_query(spec))
+    sandbox.faults.add("quota", "hda", "order", reset_after=24 * 3600)
+    t0 = time.time()
+    r = place_order(sandbox, s, NEW_DATASET_ID, feature)
+    assert r.status_code == 429
+    assert abs(int(r.headers["X-Quota-Reset"]) / 1000 - (t0 + 24 * 3600 / sandbox.clock.speed)) < 2
 
 
 @pytest.mark.parametrize("kind, status", [("terminal_failure", 400), ("server_cancel", 410)])
@@ -477,6 +494,31 @@ def test_expired_link_answers_404(sandbox: Sandbox) -> None:
     sandbox.faults.add("expired_link", "hda", "download")
     assert s.get(url, timeout=10).status_code == 404
     assert s.get(url, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", ["download_head", "download", "downloads"])
+def test_order_expired_fault_forgets_the_order_even_while_queued(sandbox: Sandbox, endpoint: str) -> None:
+    s = login(sandbox)
+    dataset_id, spec = pick(sandbox, new=True)
+    accept_terms(sandbox, s, dataset_id)
+    r = place_order(sandbox, s, dataset_id, first_feature(sandbox, s, new_query(spec)))
+    download_id = r.json()["download_id"]
+    url = api(sandbox, f"dataaccess/download/{download_id}")
+    assert s.head(url, timeout=10).status_code == 202  # still queued
+    sandbox.faults.add("order_expired", "hda", endpoint)
+    listing = api(sandbox, "dataaccess/downloads")
+    if endpoint == "downloads":
+        assert s.get(listing, params={"download_id": download_id}, timeout=10).json()["features"] == []
+    else:
+        call = s.head if endpoint == "download_head" else s.get
+        gone = call(url, timeout=10)
+        assert gone.status_code == 404
+        if endpoint == "download":
+            assert gone.json()["detail"] == "Download not found"
+    sandbox.clock.advance(sandbox.ctx.queue_delay + 1)  # even once it would have been ready: gone for good
+    assert s.head(url, timeout=10).status_code == 404
+    assert s.get(url, timeout=10).status_code == 404
+    assert s.get(listing, params={"download_id": download_id}, timeout=10).json()["features"] == []
 
 
 def test_corrupt_and_hostile_zip_faults_bind_to_the_order(sandbox: Sandbox) -> None:
