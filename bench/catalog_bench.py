@@ -8,7 +8,6 @@ thousands of rows.  Run: `python bench/catalog_bench.py` (or `make bench`).
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time

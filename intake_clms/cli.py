@@ -16,13 +16,38 @@ from .errors import ClmsError
 EXIT_USAGE = 2
 
 
+def _api_catalog(args: argparse.Namespace) -> dict:
+    """The static CLMS download API catalog, from a saved listing (offline) or the live one."""
+    from . import clms_listing
+    from .clms_api_catalog import build_api_catalog
+    from .config import endpoints
+
+    if args.listing:
+        listing = clms_listing.load_listing_file(args.listing)
+        return build_api_catalog(listing, source=Path(args.listing).name)
+    base = (args.base_url or endpoints().clms_api).rstrip("/")
+    listing = clms_listing.fetch_listing(base, refresh=True)
+    return build_api_catalog(listing, source=f"{base}/@search")
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .catalog import build_catalog, dump_catalog, write_catalog
-    from .table import read_transition_table
 
-    table = Path(args.table)
-    products = read_transition_table(table, columns=args.columns)
-    catalog = build_catalog(products, source=table.name)
+    if args.clms_api:
+        if args.table or args.columns:
+            raise ClmsError("--clms-api builds from the CLMS download API listing: give no transition table or --columns")
+        catalog = _api_catalog(args)
+    elif args.listing or args.base_url:
+        raise ClmsError(f"{'--listing' if args.listing else '--base-url'} only applies with --clms-api")
+    elif not args.table:
+        raise ClmsError("nothing to generate from: give a transition table (.xlsx), or --clms-api for the "
+                        "CLMS download API's datasets")
+    else:
+        from .table import read_transition_table
+
+        table = Path(args.table)
+        products = read_transition_table(table, columns=args.columns)
+        catalog = build_catalog(products, source=table.name)
     if args.output in (None, "-"):
         sys.stdout.write(dump_catalog(catalog))
     else:
@@ -53,7 +78,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             [name, spec.get("description", ""), str(md.get("identifier", "")), " ".join(md.get("old_ids") or [])]
         ).lower()
         if all(w in haystack for w in words):
-            print(f"{name:<72} {md.get('migration_status', ''):<13} {md.get('resolution') or '':<8} {md.get('frequency') or ''}")
+            status = md.get("migration_status") or ("catalog" if spec.get("driver") != "clms" else "")
+            print(f"{name:<72} {status:<13} {md.get('resolution') or '':<8} {md.get('frequency') or ''}")
             shown += 1
     if shown == 0 and words:
         raise ClmsError(f"no entry matches {args.search!r}")
@@ -67,14 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("generate", help="write an intake catalog from a CLMS transition table (.xlsx)",
-                       description="Read WEkEO's CLMS transition table and write one intake entry per product.")
-    p.add_argument("table", help="the transition table workbook (.xlsx) with sheets Current and New")
+    p = sub.add_parser("generate", help="write an intake catalog from a CLMS transition table (.xlsx) or the CLMS API",
+                       description="Read WEkEO's CLMS transition table and write one intake entry per product; "
+                                   "or, with --clms-api, write one entry per dataset the CLMS download API can "
+                                   "deliver, from its live @search listing or a saved one (offline).")
+    p.add_argument("table", nargs="?", help="the transition table workbook (.xlsx) with sheets Current and New")
     p.add_argument("-o", "--output", help="catalog file to write (default: standard output)")
     p.add_argument("--columns", metavar="MAPPING",
                    help="explicit header mapping, e.g. 'dataset_identifier=Dataset identifier,New:frequency=Repeat' "
                         "(fields: dataset_identifier, old_dataset_id, product_type, time_coverage, spatial_coverage, "
                         "resolution, frequency, old_source_active, ...)")
+    p.add_argument("--clms-api", action="store_true",
+                   help="generate the CLMS download API's datasets (the same entries as the nested "
+                        "clms_download_api catalog) instead of the table's products")
+    p.add_argument("--listing", metavar="FILE",
+                   help="with --clms-api: a saved listing (raw @search items as a JSON list, or a listing cache "
+                        "file) instead of the live service; works offline")
+    p.add_argument("--base-url", metavar="URL",
+                   help="with --clms-api: the API base URL (default: CLMS_API_URL, else https://land.copernicus.eu/api)")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("resolve", help="map an old or new dataset ID to the catalog entries that serve it",

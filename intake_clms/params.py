@@ -146,6 +146,9 @@ class Request:
         for name in ("file", "output_format", "crs"):
             if out[name] is None:
                 del out[name]
+        if self.file is not None:  # a pre-packaged file is the same download whatever the area and dates
+            for name in ("bbox", "start", "end", "output_format", "crs"):
+                out.pop(name, None)
         return out
 
     def key(self) -> str:

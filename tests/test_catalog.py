@@ -8,7 +8,7 @@ import random
 import yaml
 from workbooks import CATALOG, TABLE, write_workbook
 
-from intake_clms.catalog import build_catalog, dump_catalog
+from intake_clms.catalog import API_CATALOG_NAME, build_catalog, dump_catalog
 from intake_clms.products import MIGRATION_STATUSES, entry_name
 from intake_clms.table import read_sheets, read_transition_table
 
@@ -43,8 +43,11 @@ def test_entries_are_complete_and_named_for_tab_completion():
     assert catalog["metadata"]["version"] == 1
     sources = catalog["sources"]
     assert list(sources) == sorted(sources)
+    assert all(name.isidentifier() and not keyword.iskeyword(name) for name in sources)
+    nested = sources.pop(API_CATALOG_NAME)  # the one entry that is not a product: the CLMS API's datasets
+    assert nested["driver"] == "clms_api" and nested["description"] and "parameters" not in nested
+    assert len(sources) == 151
     for name, spec in sources.items():
-        assert name.isidentifier() and not keyword.iskeyword(name), name
         md = spec["metadata"]
         assert name == entry_name(md["identifier"])
         assert spec["driver"] == "clms"
@@ -81,6 +84,11 @@ def test_name_clash_gets_a_stable_suffix(tmp_path):
     from intake_clms.products import Product
 
     a, b = Product("x-y_v1", "EO:JRC:DAT:CLMS", "x-y_v1"), Product("x_y_v1", "EO:JRC:DAT:CLMS", "x_y_v1")
-    names1 = list(build_catalog([a, b])["sources"])
-    names2 = list(build_catalog([b, a])["sources"])
+    names1 = list(build_catalog([a, b], clms_api=False)["sources"])
+    names2 = list(build_catalog([b, a], clms_api=False)["sources"])
     assert names1 == names2 and len(set(names1)) == 2 and "x_y_v1" in names1
+    with_api = build_catalog([a, b])["sources"]
+    assert list(with_api) == sorted([*names1, API_CATALOG_NAME]) and with_api[API_CATALOG_NAME]["driver"] == "clms_api"
+    clash = Product("clms-download-api", "EO:JRC:DAT:CLMS", "clms-download-api")  # a product of the same name
+    named = build_catalog([clash])["sources"]
+    assert named[API_CATALOG_NAME]["driver"] == "clms" and named[API_CATALOG_NAME + "_catalog"]["driver"] == "clms_api"

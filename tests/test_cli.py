@@ -20,12 +20,14 @@ def test_generate_writes_the_catalog(tmp_path, capsys):
     out = tmp_path / "sub" / "clms.yaml"
     assert main(["generate", str(TABLE), "-o", str(out)]) == 0
     assert out.read_text() == CATALOG.read_text()
-    assert "wrote 151 entries" in capsys.readouterr().err
+    assert "wrote 152 entries" in capsys.readouterr().err  # 151 products and the nested CLMS API catalog
 
 
 def test_generate_to_stdout(capsys):
     assert main(["generate", str(TABLE)]) == 0
-    assert len(yaml.safe_load(capsys.readouterr().out)["sources"]) == 151
+    sources = yaml.safe_load(capsys.readouterr().out)["sources"]
+    assert sum(s["driver"] == "clms" for s in sources.values()) == 151
+    assert [n for n, s in sources.items() if s["driver"] != "clms"] == ["clms_download_api"]
 
 
 def test_generate_missing_column_fails_in_one_line_and_writes_nothing(tmp_path, clean_sheets):
@@ -58,7 +60,10 @@ def test_resolve_and_list(capsys):
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == ["ndvi_global_300m_10daily_v1", "ndvi_global_300m_10daily_v2", "ndvi_global_300m_10daily_v3"]
     assert main(["list"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 151
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 152 and sum(line.split()[1:2] == ["catalog"] for line in lines) == 1
+    assert main(["list", "--search", "download api"]) == 0
+    assert capsys.readouterr().out.split()[:2] == ["clms_download_api", "catalog"]
 
 
 @pytest.mark.parametrize("args, text", [

@@ -10,6 +10,7 @@ import intake
 import pytest
 from workbooks import CATALOG
 
+from intake_clms.clms_api_catalog import ClmsApiCatalog
 from intake_clms.errors import ClmsError, ParameterError, ServiceNotImplementedError
 from intake_clms.source import ClmsSource
 
@@ -26,7 +27,10 @@ def test_every_entry_instantiates_and_describes_offline(cat):
     with pytest.raises(Exception):  # the guard is really on
         socket.create_connection(("127.0.0.1", 9))
     names = list(cat)
-    assert len(names) == 151
+    assert len(names) == 152
+    nested = cat["clms_download_api"]  # the CLMS API's datasets: listed only when opened, so no network here
+    assert isinstance(nested, ClmsApiCatalog) and not nested.opened
+    names.remove("clms_download_api")
     for name in names:
         source = cat[name]
         assert isinstance(source, ClmsSource)
@@ -140,7 +144,7 @@ def test_open_catalog_emits_no_warnings():
     """)
     out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "151"
+    assert out.stdout.strip() == "152"
 
 
 def test_only_the_getshell_warning_is_filtered():
@@ -169,7 +173,8 @@ def test_intake_gui_builds_and_shows_entries(cat):
     gui = GUI(cats={"clms": cat})
     assert gui.catsel.options == ["clms"]
     gui.catsel.value = ["clms"]  # instantiates every entry, as a user's click does
-    assert len(gui.sourcesel.options) == 151
+    assert len(gui.sourcesel.options) == 151  # the products; the nested catalog goes to the catalog list
+    assert [c.strip() for c in gui.catsel.options] == ["clms", "└─>clms_download_api"]
     gui.sourcesel.value = ["ndvi_global_300m_10daily_v1"]
     text = gui.sourceinf.value
     assert "driver: clms" in text or "clms" in text

@@ -10,7 +10,6 @@ native dtype.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,46 +86,67 @@ def open_netcdf(files: Sequence[Path], bbox: Sequence[float], chunks: Any = "aut
     return ds
 
 
-def open_geotiff(files: Sequence[Path], times: Sequence[str | None], bbox: Sequence[float], chunks: Any = True) -> xr.Dataset:
-    """Mosaic tiles per date by their geotransforms (CRS and resolution must agree), then stack dates."""
-    import rioxarray
+def _geotiff_dates(files: Sequence[Path], times: Sequence[str | None]) -> list[tuple[Any, list[Path]]]:
+    """The tiles grouped by date (parsed, so two spellings of one instant are one date)."""
+    from .mosaic import parse_time
+
+    if len(files) != len(times):
+        raise IntegrityError(f"{len(files)} GeoTIFF files but {len(times)} dates")
+    by_time: dict[Any, list[Path]] = {}
+    for path, when in zip(files, times):
+        by_time.setdefault(parse_time(when), []).append(Path(path))
+    return list(by_time.items())
+
+
+def _label(when: Any) -> str:
+    return "static" if when is None else str(np.datetime_as_string(when, unit="s"))
+
+
+def index_geotiff(files: Sequence[Path], times: Sequence[str | None]) -> list[Path]:
+    """Check each date's tiles and write its VRT index beside them; the paths written.
+
+    For the publish stage (in the staging folder: the indexes hold relative paths, so the
+    rename keeps them valid), so that opening a published product never writes into it.
+    """
+    from . import mosaic
+
+    built = [mosaic.open_mosaic(paths, label=_label(when)) for when, paths in _geotiff_dates(files, times)]
+    return [m.vrt for m in built if m.vrt is not None]
+
+
+def open_geotiff(files: Sequence[Path], times: Sequence[str | None], bbox: Sequence[float],
+                 chunks: Any = True) -> xr.Dataset:
+    """Mosaic the tiles of each date by their geotransforms, crop lazily to bbox, stack dates along ``time``.
+
+    Tiles must agree on CRS, resolution, dtype, nodata and pixel grid (:mod:`.mosaic` checks and
+    names the odd tile); the native dtype and nodata are kept (``_FillValue`` / ``rio.nodata``, no
+    float conversion).  Each date's VRT index is reused from, or else written to, the tiles' folder
+    (kept in memory if that folder is read-only).  Reading a window opens only the tiles under it.
+    """
     from rasterio.warp import transform_bounds
 
-    tiles = [rioxarray.open_rasterio(str(f), chunks=chunks, mask_and_scale=True) for f in files]
-    crs = {str(t.rio.crs) for t in tiles}
-    if len(crs) > 1:
-        raise IntegrityError(f"tiles disagree on their CRS ({', '.join(sorted(crs))}); cannot mosaic")
-    res = {tuple(round(abs(v), 9) for v in t.rio.resolution()) for t in tiles}
-    if len(res) > 1:
-        raise IntegrityError(f"tiles disagree on their resolution ({sorted(res)}); cannot mosaic")
-    the_crs = tiles[0].rio.crs
-    west, south, east, north = transform_bounds("EPSG:4326", the_crs, *bbox, densify_pts=21)
-    by_time: dict[str | None, list[xr.DataArray]] = {}
-    for tile, when in zip(tiles, times):
-        by_time.setdefault(when, []).append(tile)
-    layers = []
-    for when in sorted(by_time, key=lambda t: t or ""):
-        parts = [
-            t.sel(x=_crop_slice(t.x.values, west, east), y=_crop_slice(t.y.values, south, north))
-            for t in by_time[when]
-        ]
-        parts = [p for p in parts if p.sizes["x"] and p.sizes["y"]]
-        if not parts:
-            continue
-        mosaic = parts[0]
-        for part in parts[1:]:
-            mosaic = mosaic.combine_first(part)  # aligned on coordinates (geotransform), lazy
-        mosaic = mosaic.sortby("x").sortby("y", ascending=False)
-        if when:
-            mosaic = mosaic.expand_dims(time=[np.datetime64(dt.datetime.fromisoformat(when.replace("Z", "+00:00")).replace(tzinfo=None), "ns")])
-        layers.append(mosaic)
-    if not layers:
-        raise IntegrityError("no tile overlaps the requested bbox")
-    data = xr.concat(layers, dim="time") if "time" in layers[0].dims else layers[0]
-    if "band" in data.dims and data.sizes["band"] == 1:
-        data = data.squeeze("band", drop=True)
-    ds = data.to_dataset(name=str(data.name or "band_data"))
-    return ds.rio.write_crs(the_crs)
+    from . import mosaic
+
+    groups = [(when, mosaic.open_mosaic(paths, label=_label(when)))
+              for when, paths in _geotiff_dates(files, times)]
+    crs = groups[0][1].crs
+    window = None
+    if bbox is not None and crs is not None:
+        # Clip the request to the tiles' own lon/lat footprint first: a world-wide bbox has no
+        # meaning in a regional CRS such as EPSG:3035 (it would project to nonsense).
+        bounds = [m.bounds() for _, m in groups]
+        union = (min(b[0] for b in bounds), min(b[1] for b in bounds),
+                 max(b[2] for b in bounds), max(b[3] for b in bounds))
+        foot = transform_bounds(crs, "EPSG:4326", *union, densify_pts=21)
+        west, south = max(bbox[0], foot[0]), max(bbox[1], foot[1])
+        east, north = min(bbox[2], foot[2]), min(bbox[3], foot[3])
+        if west >= east or south >= north:
+            raise IntegrityError(f"no tile overlaps the requested bbox {list(bbox)}; "
+                                 f"the tiles cover {[round(v, 6) for v in foot]} (lon/lat)")
+        if (west, south, east, north) != tuple(foot):
+            window = transform_bounds("EPSG:4326", crs, west, south, east, north, densify_pts=21)
+    data = mosaic.stack(groups, window, chunks)
+    return data.to_dataset()
 
 
 def open_manifest(root: Path, manifest: dict[str, Any], chunks: Any = None) -> xr.Dataset:

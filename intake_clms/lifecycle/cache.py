@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +76,22 @@ class CacheEntry:
         except (FileNotFoundError, ValueError):
             return None
 
-    def publish(self, files: dict[str, Path], manifest: dict[str, Any]) -> dict[str, Any]:
-        """Move verified files into a staging folder, write the manifest, rename it to ``product/``."""
+    def publish(
+        self, files: dict[str, Path], manifest: dict[str, Any], prepare: Callable[[Path], None] | None = None
+    ) -> dict[str, Any]:
+        """Move verified files into a staging folder, write the manifest, rename it to ``product/``.
+
+        ``prepare(staging)`` runs before the rename (e.g. to index tiles), so the published
+        folder is never written to again.
+        """
         staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=self.root))
         try:
             for rel, src in files.items():
                 dest = staging / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dest)
+            if prepare is not None:
+                prepare(staging)
             write_json_atomic(staging / MANIFEST, manifest)
             if self.product.exists():  # a stale partial publish cannot exist (rename is atomic); a finished one wins
                 shutil.rmtree(staging)
@@ -124,16 +133,22 @@ class CacheEntry:
             return json.loads(json.dumps(self._state))
 
     def update(self, stage: str | None = None, product: str | None = None, **fields: Any) -> None:
-        """Change the request's stage and/or one product's fields, and persist at once (atomically)."""
+        """Change the request's stage, or one product's stage and fields, and persist at once (atomically).
+
+        With ``product``, ``stage`` is that product's stage (what the engine's resume and
+        server-side cancel read back); without it, the request's.
+        """
         with self._state_lock:
             if self._state is None:
                 raise RuntimeError("load_state() first")
             now = time.time()
-            if stage is not None:
+            if stage is not None and product is None:
                 self._state["stage"] = stage
             if product is not None:
                 entry = self._state["products"].setdefault(product, {})
                 entry.update(fields)
+                if stage is not None:
+                    entry["stage"] = stage
                 entry["updated"] = now
             self._state["updated"] = now
             write_json_atomic(self.state_path, self._state)

@@ -51,7 +51,10 @@ def open_cached(request: Request, cache_root: str | os.PathLike[str] | None = No
     """The published product of a request, opened lazily, or None; never touches the network."""
     entry = CacheEntry(request, cache_root)
     manifest = entry.published()
-    return None if manifest is None else assemble.open_manifest(entry.product, manifest, chunks)
+    if manifest is None:
+        return None
+    # crop to this request's area: a pre-packaged file is cached once for every area asked of it
+    return assemble.open_manifest(entry.product, {**manifest, "bbox": list(request.bbox)}, chunks)
 
 
 def _quietly(cancel: Callable[[str], None], order_id: str, service: str) -> None:
@@ -121,7 +124,7 @@ class Engine:
         finally:
             self.entry.release()
         handle._set_stage("open")
-        return assemble.open_manifest(self.entry.product, manifest, self.options.chunks)
+        return assemble.open_manifest(self.entry.product, {**manifest, "bbox": list(self.request.bbox)}, self.options.chunks)
 
     def _search(self, handle: PreloadHandle, backend: Backend, state: dict[str, Any]) -> list[Product]:
         handle._set_stage("search")
@@ -295,4 +298,9 @@ class Engine:
             "request": self.request.canonical(),
             "published": time.time(),
         }
-        return self.entry.publish(files, manifest)
+
+        def index(staging: Path) -> None:
+            if manifest["kind"] == "geotiff":  # the mosaic index is written once, before the product is published
+                assemble.index_geotiff([staging / e["path"] for e in entries], [e["start"] for e in entries])
+
+        return self.entry.publish(files, manifest, prepare=index)

@@ -41,7 +41,7 @@ def server_message(response: requests.Response) -> str:
     except ValueError:
         return (response.text or response.reason or "").strip()[:500]
     if isinstance(body, dict):
-        for key in ("detail", "message", "error_description", "error", "title"):
+        for key in ("detail", "message", "msg", "error_description", "error", "title"):
             if body.get(key):
                 return str(body[key])[:500]
     return str(body)[:500]

@@ -10,16 +10,22 @@ limit.  Messages, field names and status codes follow the public docs
 that works here meets the same shapes on the real service.
 
 Faults read here (all ``service="clms"``): ``token_expiry`` (on any endpoint
-that needs a bearer token), ``terminal_failure`` and ``server_cancel`` (taken
-when a task is created, endpoint ``datarequest_post``), ``corrupt_zip`` and
+that needs a bearer token; ``answer=200`` makes expired tokens get the add-on's
+200 "You need to be logged in" body instead of a 401), ``terminal_failure``
+(``status`` Finished_nok / Rejected / Cancelled, or any other word for a task
+that reports that unknown status for ever) and ``server_cancel`` (taken when a
+task is created, endpoint ``datarequest_post``), ``corrupt_zip`` and
 ``hostile_zip`` (taken when a result zip is built, endpoint ``fme``),
 ``expired_link`` (on the download, endpoint ``fme``).  Blocking a cancel is a
 generic ``status`` fault on ``clms.datarequest_delete``.
 
 Tunables (sandbox seconds / requests per second): ``state(ctx).link_lifetime``
 (default 72 h; how long a DownloadURL works) and ``state(ctx).files_rate``
-(default 10/s per client on ``/files/``; 0 disables); a ``SandboxContext`` may
-preset them as ``clms_link_lifetime`` / ``clms_files_rate`` attributes.
+(default 10/s per client on ``/files/``; 0 disables); ``state(ctx).result_layout``
+(default ``"results_inner"``; the layout of result zips built from then on, one of
+``datagen.LAYOUTS``: ``results_inner``, ``flat``, ``multi_inner``, ``nested3``).  A
+``SandboxContext`` may preset them as ``clms_link_lifetime`` / ``clms_files_rate`` /
+``clms_result_layout`` attributes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
@@ -37,7 +44,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,6 +228,7 @@ class _Token:
     user_id: str
     issued: float  # sandbox seconds
     expires: float
+    answer: int = 401  # how a call with this token is refused once expired (200: the add-on's "log in" body)
 
 
 @dataclass
@@ -358,6 +366,7 @@ class ClmsApiState:
         self.links: dict[str, _Link] = {}
         self.files: dict[str, tuple[str, Any]] = {}  # /files/ relative path -> ("item", id) | ("path", Path)
         self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, real monotonic time)
+        self.files_arrivals: list[float] = []  # real monotonic time each /files/ request arrived (rate checks)
         self.keys: list[tuple[Path, dict[str, Any]]] = []
         self.keys_base = ctx.base_url
         self.default_key: Path | None = None
@@ -366,6 +375,7 @@ class ClmsApiState:
         self.task_counter = 0
         self.link_lifetime = float(getattr(ctx, "clms_link_lifetime", DEFAULT_LINK_LIFETIME))
         self.files_rate = float(getattr(ctx, "clms_files_rate", DEFAULT_FILES_RATE))
+        self.result_layout = str(getattr(ctx, "clms_result_layout", "results_inner"))
         self._catalog: list[ApiDataset] | None = None
 
     def catalog(self, ctx: SandboxContext) -> list[ApiDataset]:
@@ -660,10 +670,13 @@ def _authenticate(ctx: SandboxContext, request: web.Request) -> str | web.Respon
     st = state(ctx)
     now = ctx.clock.now()
     service, endpoint = _where(request)
-    if ctx.faults.take(service, endpoint, {"token_expiry"}) is not None:
+    fault = ctx.faults.take(service, endpoint, {"token_expiry"})
+    if fault is not None:
+        answer = int(fault.params.get("answer", 401))
         with st.lock:
             for tok in st.tokens.values():
                 tok.expires = min(tok.expires, now)
+                tok.answer = answer
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
@@ -673,8 +686,47 @@ def _authenticate(ctx: SandboxContext, request: web.Request) -> str | web.Respon
     if tok is None:
         return _unauthorized(expired=False)
     if now >= tok.expires:
+        if tok.answer == 200:
+            # What the add-on's services answer when the request carries no user: 200 with an error body.
+            return _error(200, MSG["NOT_LOGGED_IN"])
         return _unauthorized(expired=True)
     return tok.user_id
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What every REST handler starts from: the context, the caller (None when anonymous), the JSON body."""
+
+    ctx: SandboxContext
+    user: str | None = None
+    body: Any = None
+
+
+def _api(*, auth: bool = True, body: bool = False) -> Callable[[Any], Callable[[web.Request], Any]]:
+    """Wrap a REST handler with the portal's preamble, in its order: ``Accept: application/json`` (else
+    Plone's HTML page), then the bearer token (else 401), then the JSON body (else a deserialization error)."""
+
+    def wrap(handler: Callable[[web.Request, _Call], Awaitable[web.StreamResponse]]) -> Callable[[web.Request], Any]:
+        @functools.wraps(handler)
+        async def run(request: web.Request) -> web.StreamResponse:
+            ctx = request.app[CTX]
+            if not _wants_json(request):
+                return _not_json(request)
+            user = None
+            if auth:
+                user = _authenticate(ctx, request)
+                if isinstance(user, web.Response):
+                    return user
+            data = None
+            if body:
+                data = await _json_body(request)
+                if isinstance(data, web.Response):
+                    return data
+            return await handler(request, _Call(ctx, user, data))
+
+        return run
+
+    return wrap
 
 
 async def _json_body(request: web.Request) -> Any | web.Response:
@@ -797,10 +849,9 @@ def _search_query_matches(ds: ApiDataset, query: list[tuple[str, str]]) -> bool:
     return True
 
 
-async def _search(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CTX]
-    if not _wants_json(request):
-        return _not_json(request)
+@_api(auth=False)
+async def _search(request: web.Request, call: _Call) -> web.StreamResponse:
+    ctx = call.ctx
     st = state(ctx)
     origin = _origin(ctx, request)
     query = parse_qsl(request.query_string, keep_blank_values=True)
@@ -947,16 +998,9 @@ def _comparable(entry: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in entry.items() if k != "DatasetTitle"}, sort_keys=True)
 
 
-async def _datarequest_post(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CTX]
-    if not _wants_json(request):
-        return _not_json(request)
-    user = _authenticate(ctx, request)
-    if isinstance(user, web.Response):
-        return user
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
+@_api(body=True)
+async def _datarequest_post(request: web.Request, call: _Call) -> web.StreamResponse:
+    ctx, user, body = call.ctx, call.user, call.body
     st = state(ctx)
     items = body.get("Datasets") if isinstance(body, dict) else None
     if not isinstance(items, list):
@@ -1031,8 +1075,8 @@ async def _datarequest_post(request: web.Request) -> web.StreamResponse:
             )
             if failure is not None:
                 task.outcome = str(failure.params.get("status", "Finished_nok"))
-                if task.outcome not in ("Finished_nok", "Rejected", "Cancelled"):
-                    task.outcome = "Finished_nok"
+                if task.outcome in STATUSES and task.outcome not in ("Finished_nok", "Rejected", "Cancelled"):
+                    task.outcome = "Finished_nok"  # a status outside STATUSES stays: a task stuck in an unknown state
                 task.message = str(failure.params.get("message", _default_failure(task.outcome)))
             elif cancel is not None:
                 task.outcome = "Cancelled"
@@ -1082,7 +1126,7 @@ def _build_result(ctx: SandboxContext, task: _Task, hostile: str | None, corrupt
         if not members:
             task.build_failed = "Error in the FME process: no data found for the requested area and dates"
             return
-        path = Path(ctx.store.result_zip(members, layout="results_inner", hostile=hostile, corrupt=corrupt))
+        path = Path(ctx.store.result_zip(members, layout=st.result_layout, hostile=hostile, corrupt=corrupt))
         token = secrets.token_urlsafe(24)
         with st.lock:
             st.links[token] = _Link(task.task_id, path, f"{task.fme_task_id}.zip", task.end_time)
@@ -1126,13 +1170,9 @@ def _task_json(ctx: SandboxContext, request: web.Request, task: _Task, now: floa
     return out
 
 
-async def _status_get(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CTX]
-    if not _wants_json(request):
-        return _not_json(request)
-    user = _authenticate(ctx, request)
-    if isinstance(user, web.Response):
-        return user
+@_api()
+async def _status_get(request: web.Request, call: _Call) -> web.StreamResponse:
+    ctx = call.ctx
     task_id = request.query.get("TaskID")
     if not task_id:
         return _error(400, MSG["TASK_NOT_DEFINED"])
@@ -1145,13 +1185,9 @@ async def _status_get(request: web.Request) -> web.StreamResponse:
     return web.json_response(_task_json(ctx, request, task, ctx.clock.now()))
 
 
-async def _datarequest_search(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CTX]
-    if not _wants_json(request):
-        return _not_json(request)
-    user = _authenticate(ctx, request)
-    if isinstance(user, web.Response):
-        return user
+@_api()
+async def _datarequest_search(request: web.Request, call: _Call) -> web.StreamResponse:
+    ctx, user = call.ctx, call.user
     wanted = request.query.get("status")
     if wanted and wanted not in STATUSES:
         return _error(400, MSG["STATUS_NOT_RECOGNIZED"])
@@ -1166,16 +1202,9 @@ async def _datarequest_search(request: web.Request) -> web.StreamResponse:
     return web.json_response(body)
 
 
-async def _datarequest_delete(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CTX]
-    if not _wants_json(request):
-        return _not_json(request)
-    user = _authenticate(ctx, request)
-    if isinstance(user, web.Response):
-        return user
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
+@_api(body=True)
+async def _datarequest_delete(request: web.Request, call: _Call) -> web.StreamResponse:
+    ctx, user, body = call.ctx, call.user, call.body
     task_id = body.get("TaskID") if isinstance(body, dict) else None
     if not task_id:
         return _error(400, MSG["TASK_NOT_DEFINED"])
@@ -1238,6 +1267,8 @@ def _take_rate_token(st: ClmsApiState, client: str) -> float:
 async def _files(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     st = state(ctx)
+    with st.lock:
+        st.files_arrivals.append(time.monotonic())
     wait = _take_rate_token(st, request.remote or "?")
     if wait > 0:
         retry = max(1, math.ceil(wait))
@@ -1280,13 +1311,9 @@ def _aux_files(ctx: SandboxContext, ds: ApiDataset, bbox: tuple[float, float, fl
     return [rel for rel, _ in rels]
 
 
-async def _download_file_urls(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CTX]
-    if not _wants_json(request):
-        return _not_json(request)
-    user = _authenticate(ctx, request)
-    if isinstance(user, web.Response):
-        return user
+@_api()
+async def _download_file_urls(request: web.Request, call: _Call) -> web.StreamResponse:
+    ctx = call.ctx
     st = state(ctx)
     uid = request.query.get("dataset_uid")
     if uid is None:
@@ -1351,9 +1378,8 @@ async def _download_file_urls(request: web.Request) -> web.StreamResponse:
     return web.json_response([f"{origin}/files/{rel}" for rel in rels])
 
 
-async def _api_not_found(request: web.Request) -> web.StreamResponse:
-    if not _wants_json(request):
-        return _not_json(request)
+@_api(auth=False)
+async def _api_not_found(request: web.Request, call: _Call) -> web.StreamResponse:
     return _plone_error(404, "NotFound", f"Resource not found: {request.path}")
 
 
