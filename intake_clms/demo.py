@@ -22,9 +22,12 @@ from .resolve import default_catalog_path, resolve
 
 ENTRY = "ndvi_global_300m_10daily_v2"
 QUERY = {"bbox": [5, 45, 10, 50], "start": "2024-01-01", "end": "2024-01-31", "service": "wekeo"}
+#: The CLMS download API part: one pre-packaged tile of a pan-European uint8 layer.
+API_ENTRY = "forest_type_2015"
+API_QUERY = {"file": "FTY_2015_100m_eu_03035_d02_E30N20"}
 
 
-def _quicklook(ds, path: Path) -> Path:
+def _quicklook(ds, path: Path, title: str = ENTRY) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,9 +35,12 @@ def _quicklook(ds, path: Path) -> Path:
 
     var = next(v for v in ds.data_vars if ds[v].ndim >= 2 and {"x", "y", "lat", "lon"} & set(ds[v].dims))
     field = ds[var].isel(time=0) if "time" in ds[var].dims else ds[var]
+    nodata = field.attrs.get("_FillValue", field.encoding.get("_FillValue"))
+    if nodata is not None:  # integer layers keep their nodata value: hide it from the colour scale
+        field = field.where(field != nodata)
     fig, ax = plt.subplots(figsize=(6, 5))
     field.plot(ax=ax)
-    ax.set_title(f"{ENTRY}: {var}")
+    ax.set_title(f"{title}: {var}")
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -74,7 +80,28 @@ def main() -> int:
         took = time.perf_counter() - t0
         extra = f", {sandbox.log.count() - calls} HTTP calls" if sandbox else ""
         print(f"Reopened from the cache in {took:.2f} s{extra}; same data: {bool(again.identical(ds))}")
+
+        if "clms" in available_services():
+            _clms_api_part(cat, work)
+        else:
+            print("\nNo CLMS service key (CLMS_SERVICE_KEY): skipping the CLMS download API part.")
     return 0
+
+
+def _clms_api_part(cat, work: Path) -> None:
+    """The same experience on the CLMS download API: nested catalog listed on opening, a pre-packaged file."""
+    api = cat.clms_download_api
+    print(f"\nCLMS download API ({os.environ.get('CLMS_API_URL', 'the default URL')}): "
+          f"{len(list(api))} downloadable datasets listed from @search")
+    src = getattr(api, API_ENTRY)(**API_QUERY)
+    print(f"{API_ENTRY}: {src.description}\nrequest: {API_QUERY}\n")
+    t0 = time.perf_counter()
+    src.preload(blocking=True, progress_bar=True)
+    ds = src.to_dask()
+    print(f"\nPreloaded in {time.perf_counter() - t0:.1f} s\n")
+    print(ds)
+    png = _quicklook(ds, work / f"{API_ENTRY}.quicklook.png", API_ENTRY)
+    print(f"\nQuicklook saved to {png}")
 
 
 if __name__ == "__main__":
