@@ -61,13 +61,18 @@ def hdarc_path() -> Path:
     return Path(os.environ.get("HDA_RC") or Path.home() / ".hdarc").expanduser()
 
 
+def clms_key_default_path() -> Path:
+    """Where the CLMS service key is looked for when neither an argument nor CLMS_SERVICE_KEY names one."""
+    return Path(platformdirs.user_config_dir("intake-clms", appauthor=False)) / "clms-service-key.json"
+
+
 def available_services(env: dict[str, str] | None = None) -> set[str]:
     """Services for which credentials appear to be at hand (presence only: nothing is read or checked)."""
     env = os.environ if env is None else env
     found = set()
     if (env.get("HDA_USER") and env.get("HDA_PASSWORD")) or hdarc_path().is_file():
         found.add("wekeo")
-    if env.get("CLMS_SERVICE_KEY"):
+    if env.get("CLMS_SERVICE_KEY") or clms_key_default_path().is_file():
         found.add("clms")
     if env.get("CDSE_USERNAME") and env.get("CDSE_PASSWORD"):
         found.add("cdse")

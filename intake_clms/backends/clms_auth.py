@@ -27,11 +27,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
-import platformdirs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..config import endpoints
+from ..config import clms_key_default_path, endpoints
 from ..errors import CredentialsError, ServiceError
 from ..lifecycle.http import HttpClient, server_message
 
@@ -48,7 +47,7 @@ RENEW_MARGIN = 60.0  # seconds before the announced expiry a token is replaced a
 
 def default_key_path() -> Path:
     """The documented default location of the service key."""
-    return Path(platformdirs.user_config_dir("intake-clms", appauthor=False)) / "clms-service-key.json"
+    return clms_key_default_path()
 
 
 def service_key_path(explicit: str | os.PathLike[str] | None = None) -> Path:
