@@ -23,7 +23,10 @@ from .errors import CancelledError, IntegrityError
 
 log = logging.getLogger(__name__)
 
-CHUNK = 4 * 1024 * 1024
+#: Bytes asked of the socket per read.  1 MiB, not more: a bigger read1() buffer is a fresh
+#: mmap that the kernel fills only in part (page faults on every call), which cost ~2x the
+#: CPU per GiB over loopback (bench/download_bench.py); 1 MiB buffers are reused by malloc.
+CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 #: opens the body from a byte offset: (offset) -> streaming response (200 or 206)

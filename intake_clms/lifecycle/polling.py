@@ -45,15 +45,20 @@ def poll(
     cancel: threading.Event,
     what: str,
     service: str,
+    wait: Callable[[float], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Call ``check`` until it says ``("done", value)``; returns value.
 
     ``check`` returns (state, value) and raises for a terminal failure.  Logs only
     when the state changes; raises CancelledError on cancel, ServiceError at the deadline.
+    ``wait(seconds)`` (default ``cancel.wait``: True when cancelled) and ``clock`` can be
+    replaced so a benchmark or test simulates a long queue wait without sleeping.
     """
-    start = time.monotonic()
+    wait = wait or cancel.wait
+    start = clock()
     last = None
-    for wait in policy.intervals():
+    for interval in policy.intervals():
         if cancel.is_set():
             raise CancelledError("cancelled")
         state, value = check()
@@ -62,9 +67,9 @@ def poll(
             last = state
         if state == "done":
             return value  # type: ignore[return-value]
-        left = policy.deadline - (time.monotonic() - start)
+        left = policy.deadline - (clock() - start)
         if left <= 0:
             raise ServiceError(service, None, f"{what} still {state} after {policy.deadline:.0f} s (the deadline); try again later")
-        if cancel.wait(min(wait, left)):
+        if wait(min(interval, left)):
             raise CancelledError("cancelled")
     raise AssertionError("unreachable")
