@@ -1,6 +1,6 @@
 """Record the vcrpy cassettes of the protocol-level tests from a sandbox, scrubbed and stable.
 
-    python tests/cassettes/record.py [--service hda|all] [--out DIR]
+    python tests/cassettes/record.py [--service hda|clms|all] [--out DIR]
 
 A sandbox (tiny products, fast clock, seed 0) runs in-process; our own client
 code talks to it through vcrpy, one cassette per scenario under
@@ -10,23 +10,28 @@ ids made stable by :mod:`stable`, and every written cassette is scanned by
 made deterministic by jumping the sandbox clock rather than sleeping.
 
 Adding a service is one function ``record_<service>(rec: Recorder) -> None``
-registered in :data:`RECORDERS`; it opens ``rec.cassette("<scenario>")`` around
-each protocol session.
+registered in :data:`RECORDERS`; it opens ``rec.cassette("<service>", "<scenario>")``
+around each protocol session.  Strings only the run knows (tokens handed out,
+minted key ids) are added with :meth:`Recorder.add_secrets` (scrubbed and
+scanned for) or :meth:`Recorder.add_scan_secrets` (scanned for after the run).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
+import json
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make ``cassettes`` importable from tests/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cassettes import clms_inputs as C  # noqa: E402
 from cassettes import hda_inputs as H  # noqa: E402
 from cassettes.replay import HERE, cassette_path, make_vcr  # noqa: E402
 from cassettes.scan import scan_cassette  # noqa: E402
@@ -53,15 +58,36 @@ class Recorder:
         self.out = out
         self.secrets = sandbox_secrets() + list(extra_secrets)
         self.written: list[Path] = []
+        self._late_secrets: list[Callable[[], Iterable[str]]] = []
+
+    def add_secrets(self, *values: str) -> None:
+        """Strings to scrub from the cassettes opened from now on (and to scan for)."""
+        self.secrets += [v for v in values if v and v not in self.secrets]
+
+    def add_scan_secrets(self, supplier: Callable[[], Iterable[str]]) -> None:
+        """Strings only known once the run is over (e.g. every token handed out): scanned for, after it."""
+        self._late_secrets.append(supplier)
+
+    def scan_secrets(self) -> list[str]:
+        """Everything the written cassettes must not contain, beyond the scanner's own rules."""
+        late = [str(v) for supplier in self._late_secrets for v in supplier() if v]
+        return sorted(set(self.secrets) | set(late))
 
     @contextlib.contextmanager
-    def cassette(self, service: str, scenario: str, id_keys: tuple[str, ...] = (), id_prefix: str = "id") -> Iterator[Any]:
+    def cassette(
+        self,
+        service: str,
+        scenario: str,
+        id_keys: tuple[str, ...] = (),
+        id_prefix: str = "id",
+        stamp_keys: tuple[str, ...] = (),
+    ) -> Iterator[Any]:
         """Record one scenario afresh into ``<out>/<service>/<scenario>.yaml``."""
         path = cassette_path(service, scenario, self.out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         self.sandbox.faults.clear()
-        normalizer = Normalizer(self.sandbox.ctx.base_url, id_keys, id_prefix)
+        normalizer = Normalizer(self.sandbox.ctx.base_url, id_keys, id_prefix, stamp_keys)
         recorder = make_vcr(record_mode="once", scrubber=Scrubber(self.secrets), normalizer=normalizer)
         with recorder.use_cassette(str(path)) as cas:
             yield cas
@@ -166,8 +192,137 @@ def record_hda(rec: Recorder) -> None:
         hda.PAGE = saved_page
 
 
+# --------------------------------------------------------------------------- CLMS download API
+
+
+def _raises(error: type[BaseException], call: Callable[[], Any], *words: str) -> BaseException:
+    """The error ``call`` raised (checked to be ``error`` and to mention every word); fails otherwise."""
+    try:
+        call()
+    except error as exc:
+        missing = [w for w in words if w not in str(exc)]
+        assert not missing, (missing, exc)
+        return exc
+    raise AssertionError(f"{call} did not raise {error.__name__}")
+
+
+def record_clms(rec: Recorder) -> None:
+    """The CLMS download API sessions of our client (``ClmsApiClient`` + ``ClmsAuth`` over ``HttpClient``)."""
+    from intake_clms.backends.clms_auth import GrantRefusedError
+    from intake_clms.clms_listing import ApiDataset, fetch_listing
+    from intake_clms.errors import ServiceError
+    from intake_clms.lifecycle.errors import OrderExpiredError
+    from intake_clms.sandbox import clms_api
+
+    sb = rec.sandbox
+    api = sb.urls["clms_api"]
+    work = Path(sb.data_dir) / "cassette-clients"
+    key_path = Path(sb.env()["CLMS_SERVICE_KEY"])
+    key = json.loads(key_path.read_text())
+    other_path = clms_api.mint_service_key(sb.ctx, work / "other-key.json", user_id=C.OTHER_USER)
+    other = json.loads(other_path.read_text())
+    # the sandbox's client_id with a key it does not know: the grant is refused (signature)
+    wrong_path = C.write_key(work / "wrong-key.json", client_id=key["client_id"], user_id=key["user_id"],
+                             token_uri=key["token_uri"], private_pem=C.new_private_pem())
+    rec.add_secrets(key["client_id"], key["key_id"], key["user_id"], other["client_id"], other["key_id"], C.OTHER_USER)
+    st = clms_api.state(sb.ctx)
+    rec.add_scan_secrets(lambda: [*st.tokens, *st.links])  # every access token and result-link token handed out
+
+    listing: list[ApiDataset] = []
+    caches = itertools.count(1)
+
+    def client(path: Path = key_path) -> Any:
+        """A client of its own (fresh task records), starting with the listing in its disk cache."""
+        cache = work / f"cache-{next(caches)}"
+        C.seed_listing(cache, api, listing)
+        return C.client(api, path, cache)
+
+    def cassette(scenario: str) -> Any:
+        with st.lock:  # every scenario starts from accounts without tasks: no reuse across scenarios
+            st.tasks.clear()
+        return rec.cassette(C.SERVICE, scenario, C.ID_KEYS, C.ID_PREFIX, C.STAMP_KEYS)
+
+    def later(fraction: float = 1.0) -> None:
+        sb.clock.advance(sb.ctx.queue_delay * fraction + 1)
+
+    with cassette("grant_listing"):
+        listing[:] = fetch_listing(api, cache_dir=work / "listing", page_size=C.LISTING_PAGE)
+        assert len(listing) == C.LISTING_COUNT, len(listing)
+        _raises(OrderExpiredError, lambda: client().poll(C.UNKNOWN_TASK), "unknown to the server")
+        refused = _raises(GrantRefusedError, lambda: client(wrong_path).poll(C.UNKNOWN_TASK), C.REFUSED_GRANT)
+        assert getattr(refused, "status", None) == 400, refused
+
+    with cassette("prepackaged_download"):
+        c = client()
+        (product,) = c.search(C.ONE_FILE)
+        order = c.order(product)
+        assert c.poll(order) == ("queued", None)
+        later(0.5)
+        assert c.poll(order) == ("running", None)
+        later(0.5)
+        state, ready = c.poll(order)
+        assert state == "done" and ready is not None and ready.size, (state, ready)
+        body = c.fetch(order, 0).content
+        assert len(body) == ready.size > C.RANGE_OFFSET, (len(body), ready)
+        rest = c.fetch(order, C.RANGE_OFFSET)
+        assert rest.status_code == 206 and rest.content == body[C.RANGE_OFFSET :]
+        sb.faults.add("expired_link", "clms", "fme", status=C.DEAD_LINK_STATUS)
+        _raises(OrderExpiredError, lambda: c.fetch(order, 0), "has expired")
+
+    with cassette("duplicated_reuse"):
+        first = client()  # another client of the same user (a second process, the portal)
+        task = first.order(first.search(C.CUT)[0])
+        second = client()
+        product = second.search(C.CUT)[0]
+        # the first look for a queued task fails, so the post goes out and is refused as DUPLICATED
+        sb.faults.add("status", "clms", "datarequest_search", status=400, message=C.SEARCH_DOWN)
+        assert second.order(product) == task
+
+    with cassette("terminal_failure"):
+        c = client()
+        (product,) = c.search(C.ONE_FILE)
+        for status, message in (("Finished_nok", C.NOK_MESSAGE), ("Rejected", C.REJECTED_MESSAGE)):
+            sb.faults.add("terminal_failure", "clms", "datarequest_post", status=status, message=message)
+            order = c.order(product)  # the failed task of the first round is not reused
+            assert c.poll(order) == ("queued", None)
+            later()
+            _raises(ServiceError, lambda: c.poll(order), f"ended {status}: {message}")
+
+    with cassette("token_expiry"):
+        c = client()
+        order = c.order(c.search(C.ONE_FILE)[0])
+        sb.faults.add("token_expiry", "clms", "datarequest_status_get")  # 401
+        assert c.poll(order) == ("queued", None)
+        sb.faults.add("token_expiry", "clms", "datarequest_status_get", answer=200)  # the add-on's "log in" body
+        assert c.poll(order) == ("queued", None)
+        assert c.auth.grants == 3, c.auth.grants
+
+    with cassette("cancel"):
+        c = client()
+        order = c.order(c.search(C.ONE_FILE)[0])
+        assert c.poll(order) == ("queued", None)
+        c.cancel(order)  # 204
+        _raises(OrderExpiredError, lambda: c.poll(order), "cancelled at your request")
+        c.cancel(C.UNKNOWN_TASK)  # 403 "TaskID not registered" (sic)
+        theirs_client = client(other_path)
+        theirs = theirs_client.order(theirs_client.search(C.ONE_FILE)[0])
+        c.cancel(theirs)  # 404 "permission denied" (sic)
+        assert theirs_client.poll(theirs) == ("queued", None)
+
+    with cassette("auxiliary"):
+        c = client()
+        tiles = c.search(C.LANDCOVER)
+        assert [p.start[:4] for p in tiles] == C.LANDCOVER_KEPT, tiles
+        order = c.order(tiles[-1])
+        assert c.poll(order)[0] == "done"
+        assert c.fetch(order, 0).content[:4] in (b"II*\x00", b"MM\x00*")
+        days = c.search(C.LEGACY)
+        assert [p.start for p in days] == C.LEGACY_DAYS, days
+        _raises(ServiceError, lambda: c.search(C.LEGACY_EMPTY), C.NO_CONTENT)
+
+
 #: service name -> the function recording its scenarios.
-RECORDERS: dict[str, Callable[[Recorder], None]] = {"hda": record_hda}
+RECORDERS: dict[str, Callable[[Recorder], None]] = {"hda": record_hda, "clms": record_clms}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
             for service in services:
                 RECORDERS[service](rec)
     failures = 0
+    secrets = rec.scan_secrets()
     for path in rec.written:
-        findings = scan_cassette(path)
+        findings = scan_cassette(path, secrets)
         failures += len(findings)
         status = "ok" if not findings else f"{len(findings)} finding(s)"
         print(f"{path.relative_to(args.out) if path.is_relative_to(args.out) else path}  {path.stat().st_size:>7} B  {status}")

@@ -2,7 +2,8 @@
 
 Recording and replay must filter and match alike, so both build their VCR
 here.  Matching is on method, path, query, body (compared parsed, after
-scrubbing: credentials and tokens are placeholders on both sides) and the
+scrubbing: credentials, tokens and the CLMS grant's signed assertion are
+placeholders on both sides, so any key signing at any time matches) and the
 Range header; never on host, port or headers, so a replay does not depend on
 the sandbox's port or on the scrubbed Authorization header.  Each recorded
 answer plays once, in order, so a replay also checks how many calls the client

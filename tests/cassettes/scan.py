@@ -3,9 +3,11 @@
 :func:`scan_cassette` reads a cassette file both as raw text and as parsed
 YAML (so a body stored as base64 ``!!binary`` is scanned decoded) and reports
 every credential-looking thing it finds: an auth header or cookie that is not
-the placeholder, a JWT, a PEM block, a password / token / assertion /
-private-key field with a real value, a signed or capability download URL, or
-one of the sandbox's own credentials.  Its rules are written independently of
+the placeholder, a JWT (e.g. a CLMS grant assertion), a PEM block, a
+password / token / assertion / private-key / service-key identity field with a
+real value, a signed or capability download URL (a CLMS ``/fme/`` result
+link), or one of the sandbox's own credentials (plus, at record time, the
+tokens and keys the recording run actually used).  Its rules are written independently of
 the scrubber's, so a gap in one is not hidden by the same gap in the other.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -23,8 +25,21 @@ import yaml
 from .scrub import CAPABILITY_BASE, PLACEHOLDER, basic_auth_forms, sandbox_secrets
 
 AUTH_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-auth-token", "x-api-key")
-SECRET_FIELDS = ("password", "access_token", "refresh_token", "id_token", "assertion", "private_key", "client_secret")
+SECRET_FIELDS = (
+    "password",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "assertion",
+    "private_key",
+    "client_secret",
+    "client_id",
+    "user_id",
+    "userid",
+    "key_id",
+)
 CAPABILITY_FIELDS = ("downloadurl", "download_url", "presigned_url", "signed_url")
+CAPABILITY_PATH = ("/fme/",)  # written here again on purpose: the scan does not trust the scrubber's lists
 SIGNED_QUERY = ("x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "sig", "token", "access_token", "password")
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
@@ -43,12 +58,12 @@ def cassette_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in (".yaml", ".yml", ".json"))
 
 
-def known_secrets() -> list[str]:
-    """The sandbox's credentials in the forms they travel in (as is, URL-encoded, Basic auth)."""
+def known_secrets(extra: Iterable[str] = ()) -> list[str]:
+    """The sandbox's credentials in the forms they travel in (as is, URL-encoded, Basic auth), plus ``extra``."""
     from intake_clms.sandbox.server import DEFAULT_CREDENTIALS
 
     found = set()
-    for secret in sandbox_secrets():
+    for secret in [*sandbox_secrets(), *(e for e in extra if e)]:
         found.update({secret, quote(secret, safe="")})
     for account in DEFAULT_CREDENTIALS.values():
         if account.get("username") and account.get("password"):
@@ -99,6 +114,8 @@ def _url_findings(url: str, where: str) -> list[str]:
     out = []
     if parts.password and unquote(parts.password) != PLACEHOLDER:
         out.append(f"{where}: a URL with a password")
+    if any(marker in parts.path for marker in CAPABILITY_PATH):
+        out.append(f"{where}: a capability download link (path {parts.path[:5]}...) that was not aliased")
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key.lower() in SIGNED_QUERY and not _allowed(value):
             out.append(f"{where}: a signed URL (query {key!r})")
@@ -143,10 +160,14 @@ def load_cassette(path: str | Path) -> Any:
     return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_LOADER)
 
 
-def scan_cassette(path: str | Path) -> list[str]:
-    """Every secret-looking thing in one cassette file, as human-readable findings (empty: clean)."""
+def scan_cassette(path: str | Path, extra_secrets: Iterable[str] = ()) -> list[str]:
+    """Every secret-looking thing in one cassette file, as human-readable findings (empty: clean).
+
+    ``extra_secrets``: strings that must not appear either (the recorder passes
+    the tokens, result-link tokens and service-key ids its run handed out).
+    """
     path = Path(path)
-    secrets = known_secrets()
+    secrets = known_secrets(extra_secrets)
     raw = path.read_text(encoding="utf-8", errors="replace")
     findings = scan_text(raw, path.name, secrets)
     try:

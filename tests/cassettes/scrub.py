@@ -1,5 +1,5 @@
 """Secrets out of vcrpy cassettes: auth headers, cookies, token and password fields, JWTs, PEM blocks,
-known credential strings, and download URLs that are credentials themselves.
+known credential strings, service-key identities, and download URLs that are credentials themselves.
 
 A :class:`Scrubber` is installed as vcrpy's ``before_record_request`` and
 ``before_record_response`` hooks, by the recorder and by replays alike.  vcrpy
@@ -7,9 +7,12 @@ runs the request hook on live requests too before matching them, so whatever
 is scrubbed (credentials, tokens) never takes part in matching: a replay works
 with any credentials.  Every secret becomes :data:`PLACEHOLDER`, except a URL
 that acts as a credential (pre-signed, or a capability link such as the CLMS
-API's ``DownloadURL``): it becomes a stable alias under
+API's ``DownloadURL``, or any URL under a capability path such as the
+CLMS result links ``/fme/<secret>/<n>.zip``): it becomes a stable alias under
 :data:`CAPABILITY_BASE`, remembered per cassette, so the client can still ask
-for it during a replay and the request matches.
+for it during a replay and the request matches.  Form bodies are scrubbed
+field by field, so the CLMS grant (``grant_type`` + signed ``assertion``)
+keeps its grant type and matches whatever key signed the assertion.
 """
 
 from __future__ import annotations
@@ -50,10 +53,17 @@ SECRET_KEYS = frozenset(
         "secret",
         "api_key",
         "apikey",
+        # who a service key belongs to (the CLMS key's client_id is the JWT issuer): not needed to replay
+        "client_id",
+        "user_id",
+        "userid",
+        "key_id",
     }
 )
 #: JSON fields holding a download link that works without other credentials (lower case).
 CAPABILITY_KEYS = frozenset({"downloadurl", "download_url", "presigned_url", "signed_url"})
+#: URL paths under which a link is a credential by itself (the CLMS API's FME result links).
+CAPABILITY_PATHS = ("/fme/",)
 #: Query parameters that make a URL a credential (lower case).
 SIGNED_QUERY_KEYS = frozenset(
     {
@@ -77,16 +87,22 @@ URL = re.compile(r"https?://[^\s\"'<>\\]+")
 
 
 def sandbox_secrets() -> list[str]:
-    """The sandbox's own account names and passwords (every service), as the sandbox defines them."""
+    """The sandbox's own account names and passwords (every service, the CLMS API's user), as the sandbox defines them."""
+    from intake_clms.sandbox.clms_api import DEFAULT_USER
     from intake_clms.sandbox.server import DEFAULT_CREDENTIALS
 
-    return sorted({v for account in DEFAULT_CREDENTIALS.values() for v in account.values() if v})
+    return sorted({v for account in DEFAULT_CREDENTIALS.values() for v in account.values() if v} | {DEFAULT_USER})
 
 
 def literal_forms(secret: str) -> list[str]:
     """The ways a credential string shows up on the wire: as is, URL-encoded, inside Basic auth."""
     forms = {secret, quote(secret, safe=""), quote(secret)}
     return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def is_capability_path(path: str) -> bool:
+    """True when a URL path is a capability link by itself (see :data:`CAPABILITY_PATHS`)."""
+    return any(marker in path for marker in CAPABILITY_PATHS)
 
 
 def basic_auth_forms(user: str, password: str) -> list[str]:
@@ -161,7 +177,7 @@ class Scrubber:
             return self.aliases[url]
         parts = urlsplit(url)
         keys = {k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
-        if keys & SIGNED_QUERY_KEYS:
+        if keys & SIGNED_QUERY_KEYS or is_capability_path(parts.path):
             return self.alias(url)
         if parts.username or parts.password:
             host = parts.hostname or ""

@@ -4,13 +4,17 @@ The sandbox listens on a random port and hands out random order ids; its file
 responses carry the date, an mtime and an ETag.  A :class:`Normalizer`, run as
 the first vcrpy hook at record time, rewrites ``http://127.0.0.1:<port>`` to
 :data:`FIXED_BASE`, each random id met in a JSON field named in ``id_keys`` to
-``<prefix>-0001``, ``<prefix>-0002``... (in URIs and bodies alike), and the
-volatile headers to constants, so re-recording gives the same files and
-replays never depend on the port.  Binary bodies are left untouched.
+``<prefix>-0001``, ``<prefix>-0002``... (in URIs and bodies alike), each ISO
+timestamp met in a JSON field named in ``stamp_keys`` (the sandbox clock runs
+from the wall clock) to :data:`FIXED_STAMP` plus one minute per distinct stamp,
+keeping whether it had a UTC offset, and the volatile headers to constants, so
+re-recording gives the same files and replays never depend on the port.
+Binary bodies are left untouched.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -19,17 +23,31 @@ from .scrub import body_kind, header_value, set_response_body
 
 FIXED_BASE = "http://sandbox.invalid"
 FIXED_DATE = "Thu, 01 Jan 2026 00:00:00 GMT"
+#: The instant recorded timestamps start from (the same as :data:`FIXED_DATE`).
+FIXED_STAMP = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 VOLATILE_HEADERS = {"date": FIXED_DATE, "last-modified": FIXED_DATE, "etag": '"sandbox"', "server": "sandbox"}
 
 
 class Normalizer:
     """vcrpy hooks making one cassette's recording stable (one instance per cassette)."""
 
-    def __init__(self, base_url: str, id_keys: Iterable[str] = (), id_prefix: str = "id"):
+    def __init__(self, base_url: str, id_keys: Iterable[str] = (), id_prefix: str = "id", stamp_keys: Iterable[str] = ()):
         self.base = base_url.rstrip("/")
         self.id_keys = frozenset(k.lower() for k in id_keys)
         self.id_prefix = id_prefix
         self.ids: dict[str, str] = {}
+        self.stamp_keys = frozenset(k.lower() for k in stamp_keys)
+        self.stamps: dict[str, str] = {}
+
+    def _learn_stamp(self, raw: str) -> None:
+        if raw in self.stamps or raw in self.stamps.values():
+            return
+        try:
+            parsed = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return
+        stable = FIXED_STAMP + dt.timedelta(minutes=len(self.stamps))
+        self.stamps[raw] = stable.isoformat() if parsed.tzinfo is not None else stable.replace(tzinfo=None).isoformat()
 
     def _learn(self, value: Any, key: str | None = None) -> None:
         if isinstance(value, dict):
@@ -38,16 +56,20 @@ class Normalizer:
         elif isinstance(value, list):
             for v in value:
                 self._learn(v, key)
+        elif key is not None and key.lower() in self.stamp_keys and isinstance(value, str) and value:
+            self._learn_stamp(value)
         elif key is not None and key.lower() in self.id_keys and isinstance(value, (str, int)) and not isinstance(value, bool):
             raw = str(value)
             if raw and raw not in self.ids and raw not in self.ids.values():
                 self.ids[raw] = f"{self.id_prefix}-{len(self.ids) + 1:04d}"
 
     def rewrite(self, text: str) -> str:
-        """``text`` with the sandbox origin and every known random id replaced."""
+        """``text`` with the sandbox origin, every known random id and every known timestamp replaced."""
         text = text.replace(self.base, FIXED_BASE)
         for raw, stable in self.ids.items():
             text = text.replace(raw, stable)
+        for raw in sorted(self.stamps, key=len, reverse=True):  # a stamp never eats a longer one's prefix
+            text = text.replace(raw, self.stamps[raw])
         return text
 
     def _body(self, body: Any, content_type: str) -> Any:
