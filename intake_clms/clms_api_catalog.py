@@ -26,6 +26,7 @@ from intake.catalog import Catalog
 from intake.catalog.local import LocalCatalogEntry, UserParameter
 
 from . import __version__
+from .clms_listing import FORMAT_CONVERSION, canonical_format
 from .errors import ClmsError, ParameterError, ServiceError
 from .products import entry_name
 
@@ -39,29 +40,6 @@ DEFAULT_MAX_AGE = 86400.0  # seconds a listing cached on disk stays fresh
 WGS84 = "EPSG:4326"
 DEFAULT_SPAN_DAYS = 31  # default date range of a time series that declares no request limit
 WORLD = [-180.0, -90.0, 180.0, 90.0]
-
-#: Output formats each source format converts to: the portal's @format_conversion_table.
-FORMAT_CONVERSION: dict[str, tuple[str, ...]] = {
-    "GDB": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "GML": ("GML",),
-    "GPKG": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "Geojson": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "Geotiff": ("Geotiff",),
-    "Netcdf": ("Geotiff", "Netcdf"),
-    "Shapefile": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "WFS": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-}
-_FORMAT_KEYS = {k.lower(): k for k in FORMAT_CONVERSION}
-_FORMAT_ALIASES = {"geotif": "Geotiff", "tif": "Geotiff", "tiff": "Geotiff", "netcdf4": "Netcdf", "nc": "Netcdf",
-                   "shp": "Shapefile", "esri shapefile": "Shapefile", "geopackage": "GPKG", "fgdb": "GDB",
-                   "json": "Geojson"}
-
-
-def canonical_format(name: str | None) -> str | None:
-    """The conversion table's spelling of a format name ('GeoTIFF' -> 'Geotiff'), or None if unknown."""
-    key = str(name or "").strip().lower()
-    return _FORMAT_KEYS.get(key) or _FORMAT_ALIASES.get(key)
-
 
 def output_formats(dataset_format: str | None) -> list[str]:
     """Formats a cut-to-order request may ask for, the dataset's own first."""

@@ -52,6 +52,28 @@ PAGE_SIZE = 100
 MAX_PAGES = 1000  # a guard against a server whose batching.next never ends
 CACHE_VERSION = 1
 DEFAULT_MAX_AGE = 86400.0
+#: Output formats each dataset format converts to (the portal's @format_conversion_table).
+FORMAT_CONVERSION: dict[str, tuple[str, ...]] = {
+    "GDB": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
+    "GML": ("GML",),
+    "GPKG": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
+    "Geojson": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
+    "Geotiff": ("Geotiff",),
+    "Netcdf": ("Geotiff", "Netcdf"),
+    "Shapefile": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
+    "WFS": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
+}
+_FORMAT_KEYS = {k.lower(): k for k in FORMAT_CONVERSION}
+_FORMAT_ALIASES = {"geotif": "Geotiff", "tif": "Geotiff", "tiff": "Geotiff", "cog": "Geotiff", "netcdf4": "Netcdf",
+                   "nc": "Netcdf", "shp": "Shapefile", "esri shapefile": "Shapefile", "geopackage": "GPKG",
+                   "fgdb": "GDB", "json": "Geojson"}
+
+
+def canonical_format(name: str | None) -> str | None:
+    """The conversion table's spelling of a format name ('GeoTIFF', 'tif' -> 'Geotiff'), or None if unknown."""
+    key = str(name or "").strip().lower()
+    return _FORMAT_KEYS.get(key) or _FORMAT_ALIASES.get(key)
+
 #: Sources whose data comes from the auxiliary API (direct file URLs), not from data requests.
 AUXILIARY_SOURCES = frozenset({"LEGACY", "LANDCOVER"})
 #: Sources the data-request queue does not serve (WEKEO: the auxiliary API answers with a WEkEO query).

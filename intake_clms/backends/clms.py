@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from ..clms_listing import ApiDataset, ApiFile, fetch_listing, find_dataset
+from ..clms_listing import FORMAT_CONVERSION, ApiDataset, ApiFile, canonical_format, fetch_listing, find_dataset
 from ..config import cache_dir as default_cache_dir
 from ..config import endpoints
 from ..errors import ClmsError, CredentialsError, ParameterError, ServiceError, UnknownIdentifierError
@@ -66,27 +66,6 @@ RECORD_KEEP = 7 * 86400.0  # seconds a task stays in the per-user record
 CANCEL_TIMEOUT = 1.5  # seconds a server-side cancel may take (the engine gives it 2 s at most)
 _NOT_LOGGED_IN = "logged in to use this service"
 _DUPLICATED = "same thing at least twice"
-
-#: Output formats each dataset format converts to (the portal's @format_conversion_table).
-FORMAT_CONVERSION: dict[str, tuple[str, ...]] = {
-    "GDB": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "GML": ("GML",),
-    "GPKG": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "Geojson": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "Geotiff": ("Geotiff",),
-    "Netcdf": ("Geotiff", "Netcdf"),
-    "Shapefile": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "WFS": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-}
-_FORMAT_ALIASES = {"tif": "Geotiff", "tiff": "Geotiff", "geotif": "Geotiff", "cog": "Geotiff", "nc": "Netcdf",
-                   "netcdf4": "Netcdf", "shp": "Shapefile", "geopackage": "GPKG", "json": "Geojson"}
-
-
-def canonical_format(name: str | None) -> str | None:
-    """The API's spelling of an output format ('GeoTIFF', 'tif' -> 'Geotiff'), None if unknown."""
-    key = str(name or "").strip().lower()
-    return {k.lower(): k for k in FORMAT_CONVERSION}.get(key) or _FORMAT_ALIASES.get(key)
-
 
 # --------------------------------------------------------------------------- small helpers
 
