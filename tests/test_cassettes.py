@@ -10,7 +10,7 @@ recorded calls (polls, renewals, pages) in the recorded order.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import io
 import json
 import shutil
@@ -29,7 +29,8 @@ from vcr.errors import CannotOverwriteExistingCassetteException
 
 from cassettes import hda_inputs as H
 from cassettes.replay import HERE as CASSETTES
-from cassettes.replay import cassette_path, make_vcr
+from cassettes.replay import calls, cassette_path, make_vcr, replaying
+from cassettes.samples import JWT_SAMPLE, PEM_SAMPLE
 from cassettes.scan import cassette_files, load_cassette, scan_cassette
 from cassettes.scrub import CAPABILITY_BASE, PLACEHOLDER, Scrubber, sandbox_secrets
 from cassettes.stable import FIXED_BASE
@@ -46,10 +47,6 @@ def hda_client(password: str = REPLAY_PASSWORD, broker: str = H.BROKER) -> hda.H
     return hda.HdaClient(HttpClient("wekeo", attempts=3, backoff=0.0), REPLAY_USER, password, broker=broker)
 
 
-def calls(cassette: Any) -> list[tuple[str, str]]:
-    """(method, path) of every recorded request, in order."""
-    return [(r.method, r.path) for r in cassette.requests]
-
 
 def search_indexes(cassette: Any) -> list[int]:
     return [json.loads(r.body)["startIndex"] for r in cassette.requests if r.path.endswith("/dataaccess/search")]
@@ -59,17 +56,7 @@ def search_indexes(cassette: Any) -> list[int]:
 def replay(socket_disabled: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     """``with replay("scenario") as cas:`` plays one HDA cassette offline and checks every answer was used."""
     monkeypatch.setattr(hda, "PAGE", H.PAGE)  # the page size the cassettes were recorded with
-    player = make_vcr(record_mode="none")
-
-    @contextlib.contextmanager
-    def use(scenario: str, all_played: bool = True) -> Iterator[Any]:
-        with player.use_cassette(str(cassette_path(H.SERVICE, scenario))) as cas:
-            yield cas
-        if all_played:
-            unused = [calls(cas)[i] for i in range(len(cas)) if not cas.play_counts[i]]
-            assert not unused, f"the client skipped recorded calls: {unused}"
-
-    return use
+    return functools.partial(replaying, H.SERVICE)
 
 
 # --------------------------------------------------------------------------- the protocol, replayed
@@ -263,8 +250,6 @@ def test_hda_cassettes_were_scrubbed_not_just_free_of_secrets() -> None:
 # the scanner can fail: plant one secret in a copy of a real cassette and it must be found
 
 SANDBOX_PASSWORD = DEFAULT_CREDENTIALS["hda"]["password"]
-JWT_SAMPLE = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzYW5kYm94In0.c2lnbmF0dXJlLWJ5dGVz"
-PEM_SAMPLE = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
 
 
 def _plant_auth_header(doc: dict) -> None:

@@ -12,14 +12,14 @@ test checks that the default bound does refuse such an old link).
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import io
 import itertools
 import json
 import math
 import shutil
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,7 +33,8 @@ from vcr.errors import CannotOverwriteExistingCassetteException
 
 from cassettes import clms_inputs as C
 from cassettes.replay import HERE as CASSETTES
-from cassettes.replay import cassette_path, make_vcr
+from cassettes.replay import cassette_path, make_vcr, replaying
+from cassettes.samples import JWT_SAMPLE, PEM_SAMPLE
 from cassettes.scan import cassette_files, load_cassette, scan_cassette
 from cassettes.scrub import CAPABILITY_BASE, PLACEHOLDER, Scrubber
 from cassettes.stable import FIXED_BASE, FIXED_STAMP, Normalizer
@@ -89,9 +90,6 @@ def watch(client: ClmsApiClient) -> list[requests.PreparedRequest]:
     return sent
 
 
-def calls(cassette: Any) -> list[tuple[str, str]]:
-    return [(r.method, r.path) for r in cassette.requests]
-
 
 def flow(cassette: Any) -> list[tuple[str, str, int]]:
     """(method, last path segment, status) of every recorded exchange, in order."""
@@ -110,17 +108,7 @@ def answer(cassette: Any, index: int) -> Any:
 @pytest.fixture
 def replay(socket_disabled: None) -> Callable[..., Any]:
     """``with replay("scenario") as cas:`` plays one CLMS cassette offline and checks every answer was used."""
-    player = make_vcr(record_mode="none")
-
-    @contextlib.contextmanager
-    def use(scenario: str, all_played: bool = True) -> Iterator[Any]:
-        with player.use_cassette(str(cassette_path(C.SERVICE, scenario))) as cas:
-            yield cas
-        if all_played:
-            unused = [calls(cas)[i] for i in range(len(cas)) if not cas.play_counts[i]]
-            assert not unused, f"the client skipped recorded calls: {unused}"
-
-    return use
+    return functools.partial(replaying, C.SERVICE)
 
 
 # --------------------------------------------------------------------------- the protocol, replayed
@@ -433,8 +421,6 @@ def test_clms_cassettes_hold_no_account_or_port_and_fixed_times() -> None:
 
 # the scanner knows the CLMS secrets: plant each in a copy of a real CLMS cassette
 
-JWT_SAMPLE = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJjbGllbnQifQ.c2lnbmF0dXJl"
-PEM_SAMPLE = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx\n-----END RSA PRIVATE KEY-----\n"
 
 
 def _grant(doc: dict) -> dict:

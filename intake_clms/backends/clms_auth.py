@@ -102,7 +102,7 @@ def load_service_key(path: str | os.PathLike[str] | None = None) -> ServiceKey:
         private = serialization.load_pem_private_key(data["private_key"].encode(), password=None)
     except (ValueError, TypeError):
         raise CredentialsError(f"the CLMS service key {where}: 'private_key' is not a PEM private key "
-                               "(expected '-----BEGIN RSA PRIVATE KEY-----' ... with its line breaks as '\\n')") from None
+                               "(expected a PEM block, BEGIN ... PRIVATE KEY, with its line breaks written as '\\n')") from None
     if not isinstance(private, rsa.RSAPrivateKey):
         raise CredentialsError(f"the CLMS service key {where}: 'private_key' is not an RSA key (RS256 needs one)")
     token_uri = data["token_uri"].strip()

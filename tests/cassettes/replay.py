@@ -12,6 +12,8 @@ makes (e.g. polls); an unrecorded request raises instead of going out.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,18 @@ def make_vcr(
     )
     recorder.register_matcher("range_header", range_header)
     return recorder
+
+
+def calls(cassette: Any) -> list[tuple[str, str]]:
+    """(method, path) of every recorded request, in order."""
+    return [(r.method, r.path) for r in cassette.requests]
+
+
+@contextlib.contextmanager
+def replaying(service: str, scenario: str, all_played: bool = True) -> Iterator[Any]:
+    """Play one cassette offline; with ``all_played``, fail if the client skipped a recorded answer."""
+    with make_vcr(record_mode="none").use_cassette(str(cassette_path(service, scenario))) as cas:
+        yield cas
+    if all_played:
+        unused = [calls(cas)[i] for i in range(len(cas)) if not cas.play_counts[i]]
+        assert not unused, f"the client skipped recorded calls: {unused}"
