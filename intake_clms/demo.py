@@ -64,15 +64,7 @@ def main() -> int:
         print(f"Catalog: {len(list(cat))} entries; "
               f"EO:CLMS:DAT:CLMS_GLOBAL_NDVI_300M_V2_10DAILY_NETCDF -> "
               f"{resolve('EO:CLMS:DAT:CLMS_GLOBAL_NDVI_300M_V2_10DAILY_NETCDF')}")
-        src = getattr(cat, ENTRY)(**QUERY)
-        print(f"\n{ENTRY}: {src.description}\nrequest: {QUERY}\n")
-        t0 = time.perf_counter()
-        src.preload(blocking=True, progress_bar=True)
-        ds = src.to_dask()
-        print(f"\nPreloaded in {time.perf_counter() - t0:.1f} s; cache: {os.environ['INTAKE_CLMS_CACHE']}\n")
-        print(ds)
-        png = _quicklook(ds, work / f"{ENTRY}.quicklook.png")
-        print(f"\nQuicklook saved to {png}")
+        ds = _load_and_show(cat, ENTRY, QUERY, work)
 
         calls = sandbox.log.count() if sandbox else None
         t0 = time.perf_counter()
@@ -93,15 +85,21 @@ def _clms_api_part(cat, work: Path) -> None:
     api = cat.clms_download_api
     print(f"\nCLMS download API ({os.environ.get('CLMS_API_URL', 'the default URL')}): "
           f"{len(list(api))} downloadable datasets listed from @search")
-    src = getattr(api, API_ENTRY)(**API_QUERY)
-    print(f"{API_ENTRY}: {src.description}\nrequest: {API_QUERY}\n")
+    _load_and_show(api, API_ENTRY, API_QUERY, work)
+
+
+def _load_and_show(cat, entry: str, query: dict, work: Path):
+    """Preload one entry with a progress bar, print the Dataset, save its quicklook; returns the Dataset."""
+    src = getattr(cat, entry)(**query)
+    print(f"\n{entry}: {src.description}\nrequest: {query}\n")
     t0 = time.perf_counter()
     src.preload(blocking=True, progress_bar=True)
     ds = src.to_dask()
-    print(f"\nPreloaded in {time.perf_counter() - t0:.1f} s\n")
+    print(f"\nPreloaded in {time.perf_counter() - t0:.1f} s; cache: {os.environ['INTAKE_CLMS_CACHE']}\n")
     print(ds)
-    png = _quicklook(ds, work / f"{API_ENTRY}.quicklook.png", API_ENTRY)
+    png = _quicklook(ds, work / f"{entry}.quicklook.png", entry)
     print(f"\nQuicklook saved to {png}")
+    return ds
 
 
 if __name__ == "__main__":
