@@ -46,7 +46,7 @@ TARGET_RSS_MIB = 200.0
 
 def child(chunk: int | None) -> int:
     """One preload in this process (env points at the sandbox and an empty cache); prints a JSON line."""
-    import intake_clms.backends.hda  # noqa: F401  (the lifecycle's imports: xarray, dask, requests, ...)
+    import intake_clms.services.wekeo  # noqa: F401  (the lifecycle's imports: xarray, dask, requests, ...)
     from intake_clms.source import ClmsSource
 
     rss_before = peak_rss_mib()

@@ -343,7 +343,7 @@ def load_listing_file(path: str | os.PathLike[str]) -> list[ApiDataset]:
 
 
 def _write_atomic(path: Path, data: Any) -> None:
-    from .lifecycle.cache import write_json_atomic
+    from .store.fsutil import write_json_atomic
 
     write_json_atomic(path, data)
 

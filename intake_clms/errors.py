@@ -62,3 +62,12 @@ class ServiceError(ClmsError):
         self.service, self.status, self.message = service, status, message
         code = f"HTTP {status}" if status is not None else "no HTTP status"
         super().__init__(f"{service}: {code}: {message}")
+
+
+class LocalStorageError(ClmsError):
+    """The local disk refused a write or read (full, read-only, not a folder): names the path; never retried."""
+
+    def __init__(self, path: object, problem: str, needed: int | None = None):
+        self.path, self.problem, self.needed = str(path), problem, needed
+        extra = f" ({needed / 1024**2:.1f} MiB were needed)" if needed else ""
+        super().__init__(f"local storage: {problem}: {self.path}{extra}")

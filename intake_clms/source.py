@@ -15,7 +15,7 @@ from intake.source.base import DataSource, Schema
 from . import __version__
 from .config import available_services
 from .params import Request
-from .services import choose_service, get_backend
+from .services import choose_service
 
 
 class ClmsSource(DataSource):
@@ -61,8 +61,7 @@ class ClmsSource(DataSource):
     def to_dask(self):
         """Run the preload lifecycle (blocking) and return a lazy, dask-backed ``xarray.Dataset``."""
         if self._ds is None:
-            backend = get_backend(self.service)
-            self._ds = backend(self).to_dask()
+            self._ds = self.preload(blocking=True).result()
         return self._ds
 
     def preload(self, blocking: bool = True, progress_bar: bool | None = None, **options):
@@ -72,8 +71,9 @@ class ClmsSource(DataSource):
         ``handle.status`` and ``handle.progress`` follow the run.  Options
         (``workers``, ``poll_deadline``, ...) override the entry's.
         """
-        backend = get_backend(self.service)
-        handle = backend(self).preload(blocking=blocking, progress_bar=progress_bar, **options)
+        from .lifecycle.reader import preload
+
+        handle = preload(self, self.service, blocking=blocking, progress_bar=progress_bar, **options)
         if blocking:
             self._ds = handle.result()
         return handle

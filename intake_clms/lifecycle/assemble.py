@@ -102,20 +102,22 @@ def _label(when: Any) -> str:
     return "static" if when is None else str(np.datetime_as_string(when, unit="s"))
 
 
-def index_geotiff(files: Sequence[Path], times: Sequence[str | None]) -> list[Path]:
-    """Check each date's tiles and write its VRT index beside them; the paths written.
+def index_geotiff(files: Sequence[Path], times: Sequence[str | None], index_dir: Path | None = None) -> list[Path]:
+    """Check each date's tiles and write its VRT index into ``index_dir``; the paths written.
 
-    For the publish stage (in the staging folder: the indexes hold relative paths, so the
-    rename keeps them valid), so that opening a published product never writes into it.
+    For the publish stage (in the view's staging folder: the indexes hold relative paths, and
+    staging and views lie at the same depth, so the rename keeps them valid), so that opening
+    a published view never writes.
     """
     from . import mosaic
 
-    built = [mosaic.open_mosaic(paths, label=_label(when)) for when, paths in _geotiff_dates(files, times)]
+    built = [mosaic.open_mosaic(paths, label=_label(when), index_dir=index_dir)
+             for when, paths in _geotiff_dates(files, times)]
     return [m.vrt for m in built if m.vrt is not None]
 
 
 def open_geotiff(files: Sequence[Path], times: Sequence[str | None], bbox: Sequence[float],
-                 chunks: Any = True) -> xr.Dataset:
+                 chunks: Any = True, index_dir: Path | None = None) -> xr.Dataset:
     """Mosaic the tiles of each date by their geotransforms, crop lazily to bbox, stack dates along ``time``.
 
     Tiles must agree on CRS, resolution, dtype, nodata and pixel grid (:mod:`.mosaic` checks and
@@ -127,7 +129,7 @@ def open_geotiff(files: Sequence[Path], times: Sequence[str | None], bbox: Seque
 
     from . import mosaic
 
-    groups = [(when, mosaic.open_mosaic(paths, label=_label(when)))
+    groups = [(when, mosaic.open_mosaic(paths, label=_label(when), index_dir=index_dir))
               for when, paths in _geotiff_dates(files, times)]
     crs = groups[0][1].crs
     window = None
@@ -149,11 +151,11 @@ def open_geotiff(files: Sequence[Path], times: Sequence[str | None], bbox: Seque
     return data.to_dataset()
 
 
-def open_manifest(root: Path, manifest: dict[str, Any], chunks: Any = None) -> xr.Dataset:
-    """Open a published product from its manifest (no network)."""
-    entries = manifest["files"]
-    files = [root / e["path"] for e in entries]
-    bbox = manifest["bbox"]
-    if manifest["kind"] == "netcdf":
+def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bbox: Sequence[float],
+               chunks: Any = None, index_dir: Path | None = None) -> xr.Dataset:
+    """Open one request's data files (no network): NetCDF stacked in time, or a GeoTIFF mosaic per date."""
+    if kind == "netcdf":
         return open_netcdf(files, bbox, chunks if chunks is not None else {})
-    return open_geotiff(files, [e.get("start") for e in entries], bbox, chunks if chunks is not None else True)
+    if kind == "geotiff":
+        return open_geotiff(files, times, bbox, chunks if chunks is not None else True, index_dir=index_dir)
+    raise IntegrityError(f"cannot open {kind!r} data as an xarray Dataset")

@@ -1,24 +1,33 @@
-"""Streaming a file into the cache: large chunks, flat memory, Range resume, size checks, atomic rename.
+"""Streaming a file into the cache: large chunks, flat memory, Range resume, hashes while streaming, rename.
 
-The body goes to ``<final>.part``; after a dropped connection the next request
-asks only for the missing bytes (``Range: bytes=<have>-``).  The file is renamed
-to its final name only once its size matches ``Content-Length``, so a file
-without ``.part`` is always complete.
+The body goes to ``<final>.part``; after a dropped connection the next request asks
+only for the missing bytes (``Range: bytes=<have>-``).  The file is renamed to its
+final name only once its size matches ``Content-Length``, so a file without ``.part``
+is always complete.  Content hashes (sha256, plus any the server announced, e.g. md5)
+are computed as the bytes arrive; a resumed ``.part`` is hashed once from disk first.
+
+A ``416`` on a resume means the ``.part`` does not fit the file on the server (a wrong
+length announced earlier): its size is checked against the server's, and the download
+restarts from zero rather than staying stuck.  A write that the disk refuses (full,
+read-only) is a :class:`~intake_clms.errors.LocalStorageError`, never a network retry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 import urllib3
 
 from ..errors import ServiceError
+from ..store.fsutil import is_local_fault, local_faults, storage_error
 from .errors import CancelledError, IntegrityError
 
 log = logging.getLogger(__name__)
@@ -28,9 +37,17 @@ log = logging.getLogger(__name__)
 #: CPU per GiB over loopback (bench/download_bench.py); 1 MiB buffers are reused by malloc.
 CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED = re.compile(r"bytes \*/(\d+)")
 
-#: opens the body from a byte offset: (offset) -> streaming response (200 or 206)
+#: opens the body from a byte offset: (offset) -> streaming response (200, 206 or 416)
 Opener = Callable[[int], requests.Response]
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    size: int
+    hashes: dict[str, str]
 
 
 def _total(response: requests.Response, offset: int) -> int | None:
@@ -44,6 +61,17 @@ def _total(response: requests.Response, offset: int) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
+def _hashers(algorithms: Iterable[str]) -> dict[str, "hashlib._Hash"]:
+    return {name: hashlib.new(name) for name in dict.fromkeys(["sha256", *algorithms])}
+
+
+def _hash_prefix(part: Path, hashers: dict[str, "hashlib._Hash"], chunk: int) -> None:
+    with open(part, "rb") as fh:
+        while data := fh.read(chunk):
+            for h in hashers.values():
+                h.update(data)
+
+
 def download(
     open_body: Opener,
     final: Path,
@@ -53,12 +81,16 @@ def download(
     progress: Callable[[int, int | None], None] | None = None,
     cancel: threading.Event | None = None,
     max_resumes: int = 5,
-) -> int:
-    """Download to ``final`` (resuming ``final.part`` if present); returns the size. ``progress(done, total)``."""
+    algorithms: Iterable[str] = (),
+) -> Downloaded:
+    """Download to ``final`` (resuming ``final.part`` if present). ``progress(done, total)``."""
     cancel = cancel or threading.Event()
     part = final.with_name(final.name + ".part")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    drops = 0
+    with local_faults(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
+    hashers = _hashers(algorithms)
+    hashed = 0  # bytes of the .part already fed to the hashers
+    drops = restarts = 0
     total: int | None = None
     while True:
         have = part.stat().st_size if part.exists() else 0
@@ -66,6 +98,18 @@ def download(
             break
         response = open_body(have)
         try:
+            if response.status_code == 416:
+                m = _UNSATISFIED.match(response.headers.get("Content-Range", ""))
+                real = int(m.group(1)) if m else None
+                restarts += 1
+                if restarts > 2:
+                    part.unlink(missing_ok=True)
+                    raise IntegrityError(f"the server refuses every resume of {final.name} (HTTP 416); the partial file was removed")
+                log.info("%s: the server refused a resume at byte %d (its file has %s bytes); restarting from zero",
+                         service, have, real if real is not None else "an unknown number of")
+                part.unlink(missing_ok=True)
+                hashers, hashed, total = _hashers(algorithms), 0, None
+                continue
             if have and response.status_code == 200:
                 log.info("%s: server ignored the Range request; restarting the download", service)
                 have = 0
@@ -73,32 +117,57 @@ def download(
             if total is not None and announced is not None and announced != total:
                 raise IntegrityError(f"the file changed size on the server during the download ({total} -> {announced} bytes)")
             total = announced if announced is not None else total
+            if have == 0:
+                hashers, hashed = _hashers(algorithms), 0
+            elif hashed != have:
+                hashers = _hashers(algorithms)
+                with local_faults(part):
+                    _hash_prefix(part, hashers, chunk)
+                hashed = have
             if progress:
                 progress(have, total)
-            with open(part, "r+b" if have else "wb") as fh:
+            try:
+                fh = open(part, "r+b" if have else "wb")
+            except OSError as exc:
+                raise storage_error(exc, part) from None
+            dropped = False
+            with fh:
                 fh.seek(have)
                 fh.truncate()
                 done = have
-                try:
-                    raw = response.raw
-                    while True:
-                        if cancel.is_set():
-                            raise CancelledError("cancelled")
+                raw = response.raw
+                while True:
+                    if cancel.is_set():
+                        raise CancelledError("cancelled")
+                    try:
                         data = raw.read1(chunk) if hasattr(raw, "read1") else raw.read(chunk)
-                        if not data:
-                            break
+                    except (requests.ConnectionError, urllib3.exceptions.HTTPError, OSError) as exc:
+                        drops += 1
+                        log.info("%s: connection dropped after %d bytes (%s); resuming", service, done, type(exc).__name__)
+                        if drops > max_resumes:
+                            raise ServiceError(service, None, f"download dropped {drops} times; giving up at {done} bytes") from None
+                        dropped = True
+                        break
+                    if not data:
+                        break
+                    try:
                         fh.write(data)
-                        done += len(data)
-                        if progress:
-                            progress(done, total)
-                except (requests.ConnectionError, urllib3.exceptions.HTTPError, OSError) as exc:
-                    if isinstance(exc, CancelledError):
+                    except OSError as exc:
+                        if is_local_fault(exc):
+                            raise storage_error(exc, part, (total or done + len(data)) - done) from None
                         raise
-                    drops += 1
-                    log.info("%s: connection dropped after %d bytes (%s); resuming", service, done, type(exc).__name__)
-                    if drops > max_resumes:
-                        raise ServiceError(service, None, f"download dropped {drops} times; giving up at {done} bytes") from None
-                    continue
+                    for h in hashers.values():
+                        h.update(data)
+                    done += len(data)
+                    hashed = done
+                    if progress:
+                        progress(done, total)
+                try:
+                    fh.flush()
+                except OSError as exc:
+                    raise storage_error(exc, part) from None
+            if dropped:
+                continue
         finally:
             response.close()
         size = part.stat().st_size
@@ -114,5 +183,9 @@ def download(
             raise IntegrityError(f"download stopped short {drops} times ({size} of {total} bytes)")
         log.info("%s: body ended at %d of %d bytes; resuming", service, size, total)
     size = part.stat().st_size
-    os.replace(part, final)
-    return size
+    if hashed != size:  # e.g. a complete .part from a killed run: hash it once
+        hashers = _hashers(algorithms)
+        _hash_prefix(part, hashers, chunk)
+    with local_faults(final):
+        os.replace(part, final)
+    return Downloaded(final, size, {name: h.hexdigest() for name, h in hashers.items()})

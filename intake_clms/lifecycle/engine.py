@@ -1,10 +1,17 @@
-"""The lifecycle engine: resolve -> search -> order -> wait -> download -> verify -> extract ->
-assemble -> publish -> open, driving any :class:`~intake_clms.lifecycle.backend.Backend`.
+"""The lifecycle engine: its unit of work is one server product, kept once in the product store.
 
-One process at a time drives a request (file lock); its progress is persisted
-in the cache's state file after every step, so a killed run resumes without a
-second order and with Range-resumed downloads.  A published product reopens
-with no network call at all.
+For a request: reopen its view if published (offline; file sizes checked) -> search ->
+for every hit not in the store, by access kind: ``ordered`` (order -> wait -> fetch),
+``direct`` (fetch), ``remote`` (nothing fetched) -> verify -> unpack -> store (one
+rename) -> publish the request's view -> open lazily.
+
+Exactly-once ordering: a job's state is written before every step it guards
+(``ordering`` before the POST, the order id before any poll).  An order whose answer
+was lost, or a job state that cannot be read, makes the engine ask the service for an
+order it may already have taken before ordering again.  One process at a time fetches a
+product (a file lock per product), so overlapping requests, in one process or many,
+share the work.  A rerun is a new try: failed, cancelled or expired orders are not
+reused.  Nothing here knows a protocol (services do) or a file layout (the store does).
 """
 
 from __future__ import annotations
@@ -13,27 +20,35 @@ import logging
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import filelock
 import xarray as xr
 
-from ..errors import ClmsError
+from ..errors import ClmsError, LocalStorageError, ParameterError, ServiceError
 from ..params import Request
+from ..store import FileRecord, Job, ProductRecord, Store, View, ViewProduct
+from ..store.fsutil import local_faults, safe_name
+from ..store.jobs import SPENT
 from . import assemble
-from .backend import Backend, Product, Ready
-from .cache import CacheEntry, safe_name
+from .clock import SYSTEM, Clock
 from .download import CHUNK, download
-from .errors import CancelledError, IntegrityError, OrderExpiredError, PreloadError, QuotaError
+from .errors import (AmbiguousOrderError, CancelledError, DamagedProductError, IntegrityError, OrderExpiredError,
+                     OrderFailedError, PreloadError, QuotaError)
+from .events import Progress
 from .extract import Limits, classify, extract_zip, is_zip, require_data, sniff
-from .handle import PreloadHandle
+from .handle import PreloadHandle, ProgressBar
 from .polling import PollPolicy, poll
+from .service import DIRECT, ORDERED, REMOTE, Hit, Ready, Service
 
 log = logging.getLogger(__name__)
+
+ORDER_TRIES = 3  # order POSTs after lost answers (each preceded by a look for the order the server took)
+CANCEL_JOIN = 2.0  # seconds a server-side cancel may take before the local cancel returns
 
 
 @dataclass
@@ -45,115 +60,218 @@ class Options:
     chunk: int = CHUNK
     limits: Limits = field(default_factory=Limits)
     chunks: Any = None  # dask chunks for opening (None: the files' own)
+    max_products: int = 20  # products a request may fetch without the user raising the limit
+    entry: str = ""  # the catalog entry asked through (shown by `cache list` and `status`)
 
 
-def open_cached(request: Request, cache_root: str | os.PathLike[str] | None = None, chunks: Any = None) -> xr.Dataset | None:
-    """The published product of a request, opened lazily, or None; never touches the network."""
-    entry = CacheEntry(request, cache_root)
-    manifest = entry.published()
-    if manifest is None:
+def open_view(store: Store, request: Request, chunks: Any = None) -> xr.Dataset | None:
+    """The published view of a request, opened lazily, or None; never touches the network.
+
+    Every stored file's size is checked against its product's record (no hashing):
+    a mismatch raises DamagedProductError naming the file.
+    """
+    view = store.views.get(request.key())
+    if view is None:
         return None
-    # crop to this request's area: a pre-packaged file is cached once for every area asked of it
-    return assemble.open_manifest(entry.product, {**manifest, "bbox": list(request.bbox)}, chunks)
+    files: list[Path] = []
+    times: list[str | None] = []
+    for vp in view.products:
+        if vp.access == REMOTE:
+            raise ClmsError(f"request view {view.key} reads remote products; this version cannot open them")
+        rec = store.products.check(vp.key)
+        if rec is None:
+            return None  # a product was removed (cache clean): fetch it again
+        for f in rec.data():
+            files.append(store.products.path(vp.key) / f.path)
+            times.append(vp.start)
+    store.views.touch(view.key)
+    store.activity().use([vp.key for vp in view.products])
+    return _open(view.kind, files, times, request.bbox, chunks, store.views.path(view.key))
 
 
-def _quietly(cancel: Callable[[str], None], order_id: str, service: str) -> None:
+def _open(kind: str, files: list[Path], times: list[str | None], bbox: Any, chunks: Any, index_dir: Path) -> xr.Dataset:
     try:
-        cancel(order_id)
-    except Exception as exc:  # noqa: BLE001 - the local cancel stands whatever the server says
-        log.info("%s: the server did not take the cancel (%s)", service, exc)
+        return assemble.open_files(kind, files, times, bbox, chunks, index_dir=index_dir)
+    except ClmsError:
+        raise
+    except Exception as exc:  # name the file a reader chokes on, not just the library's words
+        for path in files:
+            try:
+                if kind == "netcdf":
+                    xr.open_dataset(path).close()
+            except Exception as one:  # noqa: BLE001
+                raise IntegrityError(f"cannot read {path}: {one}; `intake-clms cache verify` checks every file") from exc
+        raise IntegrityError(f"cannot open the request's files ({exc}); `intake-clms cache verify` checks them") from exc
 
 
 class Engine:
-    """Runs the lifecycle of one request against one backend."""
+    """Runs the lifecycle of one request through one service."""
 
     def __init__(
         self,
         request: Request,
-        backend_factory: Callable[[threading.Event], Backend],
+        make_service: Callable[[threading.Event], Service],
         *,
-        cache_root: str | os.PathLike[str] | None = None,
+        service_name: str,
+        store: Store | None = None,
         options: Options | None = None,
+        clock: Clock = SYSTEM,
     ):
         self.request = request
-        self.backend_factory = backend_factory
-        self.entry = CacheEntry(request, cache_root)
+        self.make_service = make_service
+        self.service_name = service_name
+        self.store = store or Store()
         self.options = options or Options()
+        self.clock = clock
 
     # -- public
 
     def start(self, blocking: bool = True, progress_bar: bool | None = None) -> PreloadHandle:
         """Run now (blocking) or in a background thread; the handle reports either way."""
-        handle = PreloadHandle(progress_bar)
-        if blocking:
-            self._run(handle)
-        else:
-            handle._thread = threading.Thread(target=self._run, args=(handle,), name="intake-clms-preload", daemon=True)
-            handle._thread.start()
-        return handle
+        handle = PreloadHandle()
+        progress = Progress(handle)
+        if ProgressBar.wanted(progress_bar):
+            progress.add(ProgressBar())
+        return handle.run(lambda cancel: self.run(progress, cancel), blocking=blocking,
+                          on_exit=lambda: progress.stage("closed"))
+
+    def run(self, progress: Progress, cancel: threading.Event) -> xr.Dataset:
+        progress.stage("resolve")
+        refetch: str | None = None
+        try:
+            cached = open_view(self.store, self.request, self.options.chunks)
+            if cached is not None:
+                progress.stage("open")
+                return cached
+        except DamagedProductError as exc:
+            log.warning("%s; fetching that product again", exc)
+            refetch = exc.key
+        self.store.ensure_writable()
+        self.store.remove_leftovers()
+        if refetch is not None:
+            self.store.products.remove(refetch)
+        activity = self.store.activity().listener(self.request.key(), self.options.entry, self.service_name)
+        progress.add(activity)
+        try:
+            return self._fetch_and_open(progress, cancel)
+        finally:
+            self.store.activity().finish(self.request.key())
 
     # -- stages
 
-    def _run(self, handle: PreloadHandle) -> None:
+    def _fetch_and_open(self, progress: Progress, cancel: threading.Event) -> xr.Dataset:
+        service = self.make_service(cancel)
+        progress.stage("search")
+        hits = _unique(service.search(self.request))
+        if not hits:
+            raise ClmsError(f"{service.name}: no product matches {self.request.canonical()}")
+        missing = [h for h in hits if h.access != REMOTE and not self._stored(h.key)]
+        if len(missing) > self.options.max_products:
+            raise ParameterError(
+                "max_products", f"this request needs {len(missing)} products not in the cache "
+                f"({len(hits)} in all), more than max_products={self.options.max_products}: narrow the bbox or the "
+                f"dates, or pass max_products={len(missing)} to fetch them all (each may be an order on your quota)")
+        for h in hits:
+            progress.product(h.key, h.name, "pending" if h in missing else "cached")
+        held: dict[str, filelock.FileLock] = {}
         try:
-            handle._finish(self._lifecycle(handle))
-        except BaseException as exc:  # reported through the handle, raised by wait()
-            handle._finish(error=exc)
-
-    def _lifecycle(self, handle: PreloadHandle) -> xr.Dataset:
-        handle._set_stage("resolve")
-        cached = open_cached(self.request, self.entry.root.parent, self.options.chunks)
-        if cached is not None:
-            return cached
-        cancel = handle.cancel_event
-        handle._set_stage("lock")
-        self.entry.acquire(cancel)
-        try:
-            if self.entry.published() is not None:  # another process finished while we waited
-                return open_cached(self.request, self.entry.root.parent, self.options.chunks)  # type: ignore[return-value]
-            backend = self.backend_factory(cancel)
-            state = self.entry.load_state()
-            products = self._search(handle, backend, state)
-            handle._open_bar()
-            for p in products:
-                handle._product(p.id, p.name)
-            self._order_all(handle, backend, products)
-            self._process_all(handle, backend, products)
-            handle._set_stage("publish")
-            manifest = self._publish(products)
+            progress.stage("order")
+            for h in missing:  # orders go out one by one before any wait: a quota stop costs no time
+                if h.access == ORDERED and self._try_lock(h.key, held) and not self._stored(h.key):
+                    progress.product(h.key, h.name, "ordering")
+                    self._ensure_order(service, h, cancel)
+                    progress.product(h.key, h.name, "queued")
+            progress.stage("download")
+            self._fetch_all(service, missing, held, progress, cancel)
         finally:
-            self.entry.release()
-        handle._set_stage("open")
-        return assemble.open_manifest(self.entry.product, {**manifest, "bbox": list(self.request.bbox)}, self.options.chunks)
+            for lock in held.values():
+                lock.release()
+        progress.stage("publish")
+        view = self._publish(service.name, hits)
+        progress.stage("open")
+        ds = open_view(self.store, self.request, self.options.chunks)
+        if ds is None:
+            raise IntegrityError(f"the view of request {view.key} vanished while it was opened (a concurrent `cache clean`?)")
+        return ds
 
-    def _search(self, handle: PreloadHandle, backend: Backend, state: dict[str, Any]) -> list[Product]:
-        handle._set_stage("search")
-        found = state.get("search")
-        if found is None:
-            products = backend.search(self.request)
-            if not products:
-                raise ClmsError(f"{backend.service}: no product matches {self.request.canonical()}")
-            self.entry.state_search(products)
-            return products
-        return [Product(**p) for p in found]
+    def _stored(self, key: str) -> bool:
+        try:
+            return self.store.products.check(key) is not None
+        except DamagedProductError as exc:
+            log.warning("%s; fetching that product again", exc)
+            self.store.products.remove(key)
+            return False
 
-    def _order_all(self, handle: PreloadHandle, backend: Backend, products: list[Product]) -> None:
-        """Orders go out one by one before any wait, so a quota stop happens before any time is spent."""
-        handle._set_stage("order")
-        for p in products:
-            st = self.entry.product_state(p.id)
-            if st.get("stage") == "ready" or st.get("order_id"):
-                continue
-            order_id = backend.order(p)
-            self.entry.update(product=p.id, order_id=order_id, stage="ordered", ordered_at=time.time())
-            handle.products[p.id].stage = "ordered"
+    def _try_lock(self, key: str, held: dict[str, filelock.FileLock]) -> bool:
+        lock = self.store.lock(key)
+        try:
+            with local_faults(self.store.locks):
+                lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return False  # another process fetches it: wait for it in the download stage
+        held[key] = lock
+        return True
 
-    def _process_all(self, handle: PreloadHandle, backend: Backend, products: list[Product]) -> None:
-        handle._set_stage("download")
+    def _lock(self, key: str, held: dict[str, filelock.FileLock], cancel: threading.Event) -> None:
+        while key not in held:
+            if self._try_lock(key, held):
+                return
+            if cancel.wait(0.2):
+                raise CancelledError("cancelled while another process fetches the same product")
+
+    # -- orders
+
+    def _ensure_order(self, service: Service, hit: Hit, cancel: threading.Event) -> str:
+        """The live order of this product on this service: reused, found again, or placed (persisted first)."""
+        jobs = self.store.jobs
+        job, unreadable = jobs.load(service.name, hit.key)
+        if job is not None and job.stage == "ordered" and job.order_id:
+            return job.order_id
+        if (job is not None and job.stage == "ordering") or unreadable:
+            found = self._find_order(service, hit, job.since if job is not None else 0.0)
+            if found is not None:
+                return self._ordered(job or Job(service.name, hit.key, "ordering"), found).order_id  # type: ignore[return-value]
+        if job is not None and job.stage in SPENT:
+            log.info("%s: %s: the last order %s (%s); ordering anew", service.name, hit.name, job.stage, job.message or "")
+        now = self.clock.time()
+        job = jobs.save(Job(service.name, hit.key, "ordering", since=now - 60.0, updated=now))
+        for attempt in range(1, ORDER_TRIES + 1):
+            try:
+                return self._ordered(job, service.order(hit)).order_id  # type: ignore[return-value]
+            except AmbiguousOrderError as exc:
+                found = self._find_order(service, hit, job.since)
+                if found is not None:
+                    log.info("%s: the answer to the order of %s was lost, but the server has it", service.name, hit.name)
+                    return self._ordered(job, found).order_id  # type: ignore[return-value]
+                if attempt == ORDER_TRIES:
+                    raise
+                log.info("%s: %s; the server shows no order of %s, ordering again", service.name, exc.message, hit.name)
+                self.clock.sleep(0.5 * attempt, cancel)
+        raise AssertionError("unreachable")
+
+    def _find_order(self, service: Service, hit: Hit, since: float) -> str | None:
+        try:
+            return service.find_order(hit, since)
+        except ServiceError as exc:
+            log.warning("%s: cannot look for an earlier order of %s (%s); it may be ordered twice", service.name, hit.name, exc)
+            return None
+
+    def _ordered(self, job: Job, order_id: str) -> Job:
+        return self.store.jobs.save(job.moved("ordered", self.clock.time(), order_id=str(order_id)))
+
+    def _spend(self, service: Service, hit: Hit, stage: str, message: str) -> None:
+        job, _ = self.store.jobs.load(service.name, hit.key)
+        if job is not None:
+            self.store.jobs.save(job.moved(stage, self.clock.time(), message=message[:500]))
+
+    # -- per product
+
+    def _fetch_all(self, service: Service, hits: list[Hit], held: dict[str, filelock.FileLock],
+                   progress: Progress, cancel: threading.Event) -> None:
         failures: dict[str, BaseException] = {}
         pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers), thread_name_prefix="intake-clms-dl")
         try:
-            futures = {pool.submit(self._process, handle, backend, p): p for p in products}
+            futures = {pool.submit(self._product, service, h, held, progress, cancel): h for h in hits}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
@@ -161,146 +279,182 @@ class Engine:
                     exc = fut.exception()
                     if exc is None:
                         continue
-                    pid = futures[fut].id
-                    handle.products[pid].error, handle.products[pid].stage = exc, "failed"
-                    if isinstance(exc, (CancelledError, QuotaError)):
-                        handle.cancel_event.set()  # stop the others too
+                    hit = futures[fut]
+                    progress.product(hit.key, hit.name, "failed")
+                    if isinstance(exc, (CancelledError, QuotaError, LocalStorageError)):
+                        cancel.set()  # stop the others too
                         if isinstance(exc, CancelledError):
-                            self._cancel_on_server(backend, products)
+                            self._cancel_on_server(service, hits)
                         raise exc
-                    failures[pid] = exc
-                    log.error("%s: product %s failed: %s", backend.service, pid, exc)
+                    failures[hit.key] = exc
+                    log.error("%s: product %s failed: %s", service.name, hit.name, exc)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         if failures:
             raise PreloadError(failures)
 
-    def _process(self, handle: PreloadHandle, backend: Backend, p: Product) -> None:
-        """wait -> download -> verify -> extract for one product, each step persisted."""
-        status = handle.products[p.id]
-        st = self.entry.product_state(p.id)
-        if st.get("stage") == "ready" and self._ready_dir(p).is_dir():
-            status.stage = "ready"
-            status.bytes = status.total = int(st.get("size") or 0)
+    def _product(self, service: Service, hit: Hit, held: dict[str, filelock.FileLock],
+                 progress: Progress, cancel: threading.Event) -> None:
+        """wait -> download -> verify -> unpack -> store, for one product (under its lock)."""
+        self._lock(hit.key, held, cancel)
+        if self._stored(hit.key):  # another process (or request) stored it meanwhile
+            progress.product(hit.key, hit.name, "cached")
             return
-        cancel = handle.cancel_event
-        name, target = "", Path()
+        folder = self.store.download_dir(service.name, hit.key)
         for attempt in range(2):  # a second round only after the server forgot the order or its link died
-            order_id = st.get("order_id") or self._reorder(backend, p)
-            status.stage = "queued"
+            order_id = self._ensure_order(service, hit, cancel) if hit.access == ORDERED else None
             try:
-                ready = self._wait(backend, order_id, p, cancel)
-                status.stage = "downloading"
-                name = safe_name(ready.name or p.name)
-                target = self.entry.work / "downloads" / safe_name(p.id) / name
-                self.entry.update(product=p.id, stage="downloading", name=name, size=ready.size, catalogue_size=p.size)
-                if not target.exists():
-                    download(
-                        lambda offset: backend.fetch(order_id, offset),
-                        target,
-                        service=backend.service,
-                        chunk=self.options.chunk,
-                        progress=lambda done, total: handle._bytes(p.id, done, total),
-                        cancel=cancel,
-                    )
+                ready = Ready(size=None, name=hit.name, checksums=dict(hit.checksums))
+                if order_id is not None:
+                    progress.product(hit.key, hit.name, "queued")
+                    ready = poll(lambda: service.poll(order_id), policy=self.options.poll, cancel=cancel,
+                                 what=f"order of {hit.name}", service=service.name, clock=self.clock)
+                progress.product(hit.key, hit.name, "downloading")
+                name = safe_name(ready.name or hit.name)
+                checks = {**hit.checksums, **ready.checksums}
+                got = download(lambda offset: service.fetch(hit, order_id, offset), folder / name,
+                               service=service.name, chunk=self.options.chunk, cancel=cancel,
+                               progress=lambda done, total: progress.bytes(hit.key, done, total),
+                               algorithms=[a for a in checks if a in ("md5", "sha256", "sha1")])
                 break
             except OrderExpiredError as exc:
-                if attempt:
+                if attempt or order_id is None:
                     raise
-                log.info("%s: %s (%s); ordering again", backend.service, p.name, exc.message)
-                self.entry.update(product=p.id, order_id=None, stage="expired")
-                shutil.rmtree(self.entry.work / "downloads" / safe_name(p.id), ignore_errors=True)
-                st = {}
-        size = target.stat().st_size
-        handle._bytes(p.id, size, size)
-        if ready.size is not None and size != ready.size:
-            target.unlink()
-            raise IntegrityError(f"{p.name}: downloaded {size} bytes, the server announced {ready.size}")
-        status.stage = "extracting"
-        self.entry.update(product=p.id, stage="verified", size=size)
-        ready_dir = self._ready_dir(p)
-        shutil.rmtree(ready_dir, ignore_errors=True)
+                log.info("%s: %s (%s); ordering again", service.name, hit.name, exc.message)
+                self._spend(service, hit, "expired", exc.message)
+                shutil.rmtree(folder, ignore_errors=True)
+            except OrderFailedError as exc:
+                self._spend(service, hit, "failed", exc.message)  # a rerun orders anew
+                raise
         try:
-            if name.lower().endswith(".zip") or is_zip(target):
-                extract_zip(target, ready_dir, self.options.limits, cancel=cancel)
-            else:
-                ready_dir.mkdir(parents=True)
-                os.replace(target, ready_dir / name)
-            require_data(ready_dir, name)
-        except IntegrityError:
-            shutil.rmtree(ready_dir, ignore_errors=True)  # no half-ready folder (e.g. an archive without data)
-            target.unlink(missing_ok=True)  # a bad archive is not kept: a rerun fetches it anew
-            self.entry.update(product=p.id, stage="failed", order_id=None)
+            self._verify(hit, ready, got.size, got.hashes, checks)
+            progress.product(hit.key, hit.name, "extracting")
+            self._store(service.name, hit, got.path, got.size, got.hashes, checks, cancel)
+        except IntegrityError as exc:
+            got.path.unlink(missing_ok=True)  # a bad payload is never reused: a rerun fetches it anew
+            if order_id is not None:
+                self._spend(service, hit, "failed", str(exc))
             raise
-        target.unlink(missing_ok=True)
-        self.entry.update(product=p.id, stage="ready")
-        status.stage = "ready"
+        self.store.jobs.remove(service.name, hit.key)
+        shutil.rmtree(folder, ignore_errors=True)
+        progress.product(hit.key, hit.name, "ready")
 
-    def _wait(self, backend: Backend, order_id: str, p: Product, cancel: threading.Event) -> Ready:
-        def check() -> tuple[str, Ready | None]:
-            return backend.poll(order_id)
+    @staticmethod
+    def _verify(hit: Hit, ready: Ready, size: int, hashes: dict[str, str], checks: dict[str, str]) -> None:
+        if ready.size is not None and size != ready.size:
+            raise IntegrityError(f"{hit.name}: downloaded {size} bytes, the server announced {ready.size}")
+        for algo, expected in checks.items():
+            if algo in hashes and hashes[algo].lower() != str(expected).lower():
+                raise IntegrityError(f"{hit.name}: {algo} of the download is {hashes[algo]}, the server announced {expected}")
 
-        return poll(check, policy=self.options.poll, cancel=cancel, what=f"order of {p.name}", service=backend.service)
+    def _store(self, service: str, hit: Hit, payload: Path, size: int, hashes: dict[str, str],
+               checks: dict[str, str], cancel: threading.Event) -> ProductRecord:
+        products = self.store.products
+        staging = products.new_staging(hit.key)
+        try:
+            data_dir = staging / "data"
+            member_hashes: dict[str, str] = {}
+            with local_faults(staging):
+                if payload.name.lower().endswith(".zip") or is_zip(payload):
+                    extract_zip(payload, data_dir, self.options.limits, cancel=cancel, hashes=member_hashes)
+                else:
+                    data_dir.mkdir()
+                    os.replace(payload, data_dir / payload.name)
+                    member_hashes[payload.name] = hashes["sha256"]
+                require_data(data_dir, payload.name)
+                data, other = classify(data_dir)
+            files = []
+            for path, role in [(p, "data") for p in data] + [(p, "metadata") for p in other]:
+                rel = path.relative_to(data_dir).as_posix()
+                digest = {"sha256": member_hashes[rel]} if rel in member_hashes else {}
+                files.append(FileRecord(path=f"data/{rel}", size=path.stat().st_size, hashes=digest, role=role,
+                                        kind=(sniff(path) or assemble.data_kind([path])) if role == "data" else None))
+            record = ProductRecord(
+                key=hit.key, name=hit.name, files=tuple(files), service=service, start=hit.start, end=hit.end,
+                payload={"name": payload.name, "size": size, "hashes": hashes, "announced": checks},
+                published=self.clock.time())
+            stored = products.put(staging, record)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        payload.unlink(missing_ok=True)
+        return stored
 
-    def _cancel_on_server(self, backend: Backend, products: list[Product]) -> None:
-        """Tell the server too, when the backend can; a refused or hanging call never blocks the local cancel."""
-        cancel = getattr(backend, "cancel", None)
+    def _cancel_on_server(self, service: Service, hits: list[Hit]) -> None:
+        """Tell the server too; a refused or hanging call never blocks the local cancel.
+
+        A job the server confirms cancelled is marked so (a rerun orders anew); one it did not
+        confirm stays live (a rerun finds it again instead of spending quota on a second order).
+        """
+        cancel = getattr(service, "cancel", None)
         if cancel is None:
             return
-        orders = []
-        for p in products:
-            st = self.entry.product_state(p.id)
-            if st.get("order_id") and st.get("stage") in ("ordered", "downloading", "expired"):
-                orders.append(st["order_id"])
-        workers = [threading.Thread(target=_quietly, args=(cancel, o, backend.service), daemon=True) for o in orders]
+        jobs = []
+        for h in hits:
+            job, _ = self.store.jobs.load(service.name, h.key)
+            if job is not None and job.stage == "ordered" and job.order_id:
+                jobs.append(job)
+
+        def one(job: Job) -> None:
+            try:
+                cancel(job.order_id)
+            except Exception as exc:  # noqa: BLE001 - the local cancel stands whatever the server says
+                log.info("%s: the server did not take the cancel (%s)", service.name, exc)
+                return
+            try:
+                self.store.jobs.save(job.moved("cancelled", self.clock.time(), message="cancelled at the user's request"))
+            except ClmsError:
+                pass
+
+        workers = [threading.Thread(target=one, args=(j,), daemon=True) for j in jobs]
         for w in workers:
             w.start()
-        deadline = time.monotonic() + 2.0
         for w in workers:
-            w.join(timeout=max(0.0, deadline - time.monotonic()))
+            w.join(timeout=CANCEL_JOIN / max(1, len(workers)))
 
-    def _reorder(self, backend: Backend, p: Product) -> str:
-        order_id = backend.order(p)
-        self.entry.update(product=p.id, order_id=order_id, stage="ordered", ordered_at=time.time())
-        return order_id
+    # -- the request's view
 
-    def _ready_dir(self, p: Product) -> Path:
-        return self.entry.work / "ready" / safe_name(p.id)
-
-    def _publish(self, products: list[Product]) -> dict[str, Any]:
-        """Data files go into the manifest; metadata and documents are kept beside them, listed apart."""
-        files: dict[str, Path] = {}
-        entries: list[dict[str, Any]] = []
-        metadata: list[str] = []
+    def _publish(self, service: str, hits: list[Hit]) -> View:
+        """The view of this request: its products in time order, the data kind they share, its indexes."""
+        ordered = sorted(hits, key=lambda h: (h.start or "", h.key))
         kinds: set[str] = set()
-        for p in sorted(products, key=lambda q: (q.start or "", q.id)):
-            base = self._ready_dir(p)
-            data, other = classify(base)
-            for path in data:
-                rel = f"data/{safe_name(p.id)}/{path.relative_to(base).as_posix()}"
-                files[rel] = path
-                entries.append({"path": rel, "product": p.id, "start": p.start, "end": p.end})
-                kinds.add(sniff(path) or assemble.data_kind([path]))
-            for path in other:
-                rel = f"data/{safe_name(p.id)}/{path.relative_to(base).as_posix()}"
-                files[rel] = path
-                metadata.append(rel)
-        if len(kinds) != 1:
-            raise IntegrityError(
-                "the products hold no NetCDF or GeoTIFF file" if not kinds
-                else "the products mix NetCDF and GeoTIFF files; cannot assemble one Dataset"
-            )
-        manifest = {
-            "kind": kinds.pop(),
-            "files": entries,
-            "metadata": metadata,
-            "bbox": list(self.request.bbox),
-            "request": self.request.canonical(),
-            "published": time.time(),
-        }
+        files: list[Path] = []
+        times: list[str | None] = []
+        for h in ordered:
+            if h.access == REMOTE:
+                kinds.add(REMOTE)
+                continue
+            rec = self.store.products.check(h.key)
+            if rec is None:
+                raise IntegrityError(f"product {h.name} is not in the store after its download (removed meanwhile?)")
+            for f in rec.data():
+                kinds.add(f.kind or "")
+                files.append(self.store.products.path(h.key) / f.path)
+                times.append(h.start)
+        if len(kinds) != 1 or "" in kinds:
+            raise IntegrityError("the products hold no NetCDF or GeoTIFF file" if not kinds - {""}
+                                 else f"the products mix {', '.join(sorted(kinds))} files; cannot assemble one Dataset")
+        kind = kinds.pop()
+        view = View(
+            key=self.request.key(), request=self.request.canonical(), service=service, kind=kind,
+            bbox=tuple(self.request.bbox), entry=self.options.entry, created=self.clock.time(),
+            products=tuple(ViewProduct(h.key, h.name, h.start, h.end, access="remote" if h.access == REMOTE else "stored",
+                                       remote=dict(h.extra.get("remote") or {})) for h in ordered),
+        )
 
         def index(staging: Path) -> None:
-            if manifest["kind"] == "geotiff":  # the mosaic index is written once, before the product is published
-                assemble.index_geotiff([staging / e["path"] for e in entries], [e["start"] for e in entries])
+            if kind == "geotiff":  # written once, before the view is published
+                assemble.index_geotiff(files, times, index_dir=staging)
 
-        return self.entry.publish(files, manifest, prepare=index)
+        return self.store.views.publish(view, prepare=index)
+
+
+def _unique(hits: list[Hit]) -> list[Hit]:
+    """One hit per product key (a search may list a product twice)."""
+    seen: dict[str, Hit] = {}
+    for h in hits:
+        seen.setdefault(h.key, h)
+    return list(seen.values())
+
+
+__all__ = ["DIRECT", "ORDERED", "REMOTE", "Engine", "Options", "open_view"]

@@ -43,3 +43,19 @@ class PreloadError(ClmsError):
 
 class OrderExpiredError(ServiceError):
     """The server no longer knows an order (expired link, restarted service): order again."""
+
+
+class DamagedProductError(IntegrityError):
+    """A stored product no longer matches its record (a file missing, truncated or changed); names the file."""
+
+    def __init__(self, key: str, path: str, problem: str):
+        self.key, self.path, self.problem = key, path, problem
+        super().__init__(f"stored product {key} is damaged: {path}: {problem}")
+
+
+class AmbiguousOrderError(ServiceError):
+    """An order's answer was lost (5xx or a dropped connection): the server may or may not have taken it."""
+
+
+class OrderFailedError(ServiceError):
+    """The server ended an order badly (a terminal status): a rerun orders anew."""

@@ -37,6 +37,7 @@ accepted.  The transmitted bytes are therefore verified end to end at every leve
 from __future__ import annotations
 
 import lzma
+import hashlib
 import os
 import shutil
 import stat
@@ -230,6 +231,7 @@ class _Extraction:
         self.root, self.root_resolved = root, root.resolve()
         self.scratch = scratch
         self.files: list[PurePosixPath] = []
+        self.hashes: dict[str, str] = {}  # relative path -> sha256, computed as each member is written
         self._copies = 0
 
     def level(self, src: _Slice, base: PurePosixPath, where: str, depth: int) -> None:
@@ -254,7 +256,7 @@ class _Extraction:
                     if kind == "dir":
                         self._dir(base / rel, info.filename)
                     elif kind == "file":
-                        self._write(zf, info, self._dest(base / rel, info.filename))
+                        self.hashes[(base / rel).as_posix()] = self._write(zf, info, self._dest(base / rel, info.filename))
                         self.files.append(base / rel)
                     elif info.compress_type == zipfile.ZIP_STORED:  # opened where it lies, verified as it is read
                         nested = _Slice(src, _data_start(src, info), info.compress_size, crc=info.CRC)
@@ -293,8 +295,10 @@ class _Extraction:
         except (FileExistsError, NotADirectoryError):
             raise UnsafeArchiveError(f"archive member {name!r} collides with another member's file") from None
 
-    def _write(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> None:
+    def _write(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> str:
+        """Stream one member out (capped at its declared size); returns its sha256."""
         written = 0
+        digest = hashlib.sha256()
         try:
             out = open(dest, "xb")
         except (FileExistsError, IsADirectoryError, NotADirectoryError):
@@ -306,6 +310,8 @@ class _Extraction:
                 if written > info.file_size:
                     raise UnsafeArchiveError(f"archive member {info.filename!r} is larger than its header says")
                 out.write(data)
+                digest.update(data)
+        return digest.hexdigest()
 
 
 def is_zip(path: Path) -> bool:
@@ -315,13 +321,15 @@ def is_zip(path: Path) -> bool:
 
 
 def extract_zip(archive: Path, target: Path, limits: Limits | None = None, *,
-                cancel: threading.Event | None = None) -> list[Path]:
+                cancel: threading.Event | None = None, hashes: dict[str, str] | None = None) -> list[Path]:
     """Extract ``archive`` and every zip nested in it to ``target`` (which must not exist yet).
 
     Returns the files written.  Raises :class:`UnsafeArchiveError` for hostile archives,
     :class:`IntegrityError` for damaged ones (CRCs are verified while streaming, not in a
     separate pass first: see the module docstring) and :class:`CancelledError` soon after
     ``cancel`` is set; in every case ``target`` is not created and nothing is left beside it.
+    ``hashes``, when given, receives each file's sha256 (relative posix path -> hex), computed
+    while the member was written (no second pass).
     """
     limits = limits or Limits()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -333,6 +341,8 @@ def extract_zip(archive: Path, target: Path, limits: Limits | None = None, *,
             job = _Extraction(limits, _Budget(limits, size), tmp, scratch, cancel)
             job.level(_Slice(fh, 0, size), PurePosixPath(), archive.name, 0)
         os.replace(tmp, target)
+        if hashes is not None:
+            hashes.update(job.hashes)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,9 +1,15 @@
-"""What a caller holds while a preload runs: status, per-product progress, wait, cancel."""
+"""What a caller holds while a preload runs: status, per-product progress, wait, cancel.
+
+The handle listens to the engine's progress events (:mod:`.events`) like any other
+listener; :class:`ProgressBar` is another (a tqdm bar, shown when stderr is a terminal
+or when asked).  The engine never reaches into either.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +31,7 @@ class ProductStatus:
 class PreloadHandle:
     """A running (or finished) preload.  ``status``: pending, running, done, failed or cancelled."""
 
-    def __init__(self, progress_bar: bool | None = None):
+    def __init__(self) -> None:
         self.cancel_event = threading.Event()
         self.products: dict[str, ProductStatus] = {}
         self.stage = "pending"
@@ -35,8 +41,6 @@ class PreloadHandle:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.show_progress = sys.stderr.isatty() if progress_bar is None else progress_bar
-        self._bar: Any = None
 
     # -- read side
 
@@ -45,7 +49,7 @@ class PreloadHandle:
         """(bytes downloaded, bytes expected or None while unknown), over every product."""
         with self._lock:
             done = sum(p.bytes for p in self.products.values())
-            totals = [p.total for p in self.products.values()]
+            totals = [p.total for p in self.products.values() if p.stage != "cached"]
         return done, (sum(totals) if totals and all(t is not None for t in totals) else None)  # type: ignore[arg-type]
 
     @property
@@ -64,7 +68,7 @@ class PreloadHandle:
         return self.wait()
 
     def cancel(self, timeout: float = 2.0) -> bool:
-        """Stop polling and downloads (the cache stays consistent: partial files are resumable); True once stopped."""
+        """Stop polling and downloads (the store stays consistent: partial files are resumable); True once stopped."""
         self.cancel_event.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -74,35 +78,29 @@ class PreloadHandle:
         done, total = self.progress
         return f"<PreloadHandle {self.status} stage={self.stage} products={len(self.products)} bytes={done}/{total}>"
 
-    # -- engine side
+    # -- running
 
-    def _set_stage(self, stage: str) -> None:
-        self.stage = stage
-        if self.status == "pending":
-            self.status = "running"
+    def run(self, job: Callable[[threading.Event], Any], *, blocking: bool, on_exit: Callable[[], None] | None = None
+            ) -> PreloadHandle:
+        """Run ``job(cancel_event)`` here or in a daemon thread; its result or error finishes the handle."""
 
-    def _product(self, pid: str, name: str) -> ProductStatus:
-        with self._lock:
-            return self.products.setdefault(pid, ProductStatus(pid, name))
+        def target() -> None:
+            try:
+                result, error = job(self.cancel_event), None
+            except BaseException as exc:  # reported through the handle, raised by wait()
+                result, error = None, exc
+            if on_exit is not None:
+                on_exit()
+            self.finish(result, error)
 
-    def _bytes(self, pid: str, done: int, total: int | None) -> None:
-        with self._lock:
-            p = self.products[pid]
-            delta = done - p.bytes
-            p.bytes, p.total = done, total if total is not None else p.total
-            bar = self._bar
-        if bar is not None:
-            if total is not None and p.total is not None:
-                bar.total = sum(q.total or 0 for q in self.products.values()) or None
-            bar.update(delta)
+        if blocking:
+            target()
+        else:
+            self._thread = threading.Thread(target=target, name="intake-clms-preload", daemon=True)
+            self._thread.start()
+        return self
 
-    def _open_bar(self) -> None:
-        if self.show_progress and self._bar is None:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc="preload", file=sys.stderr)
-
-    def _finish(self, result: Any = None, error: BaseException | None = None) -> None:
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         self._result, self.error = result, error
         if error is None:
             self.status, self.stage = "done", "open"
@@ -110,7 +108,59 @@ class PreloadHandle:
             self.status = "cancelled"
         else:
             self.status = "failed"
-        if self._bar is not None:
+        self._done.set()
+
+    # -- progress listener
+
+    def on_stage(self, stage: str) -> None:
+        if stage == "closed":
+            return
+        self.stage = stage
+        if self.status == "pending":
+            self.status = "running"
+
+    def on_product(self, key: str, name: str, stage: str) -> None:
+        with self._lock:
+            self.products.setdefault(key, ProductStatus(key, name)).stage = stage
+
+    def on_bytes(self, key: str, done: int, total: int | None) -> None:
+        with self._lock:
+            p = self.products.setdefault(key, ProductStatus(key, key))
+            p.bytes, p.total = done, total if total is not None else p.total
+
+
+class ProgressBar:
+    """A tqdm bar over the bytes of every product (``tqdm.auto``: a widget in notebooks)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._seen: dict[str, tuple[int, int | None]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def wanted(progress_bar: bool | None) -> bool:
+        return sys.stderr.isatty() if progress_bar is None else bool(progress_bar)
+
+    def on_stage(self, stage: str) -> None:
+        if stage == "download" and self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc="preload", file=sys.stderr)
+        elif stage == "closed" and self._bar is not None:
             self._bar.close()
             self._bar = None
-        self._done.set()
+
+    def on_product(self, key: str, name: str, stage: str) -> None:
+        pass
+
+    def on_bytes(self, key: str, done: int, total: int | None) -> None:
+        with self._lock:
+            bar = self._bar
+            before, _ = self._seen.get(key, (0, None))
+            self._seen[key] = (done, total)
+            if bar is None:
+                return
+            totals = [t for _, t in self._seen.values()]
+            if all(t is not None for t in totals):
+                bar.total = sum(totals)  # type: ignore[arg-type]
+            bar.update(done - before)

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 import requests
 
 from ..errors import ServiceError
-from .errors import CancelledError, QuotaError
+from .clock import SYSTEM, Clock
+from .errors import AmbiguousOrderError, CancelledError, QuotaError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def server_message(response: requests.Response) -> str:
     return str(body)[:500]
 
 
-def retry_after(response: requests.Response) -> float | None:
+def retry_after(response: requests.Response, now: float | None = None) -> float | None:
     """Seconds asked by ``Retry-After`` (delta or HTTP date), or None."""
     value = response.headers.get("Retry-After")
     if not value:
@@ -56,7 +57,7 @@ def retry_after(response: requests.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
+        return max(0.0, when.timestamp() - (time.time() if now is None else now)) if when else None
 
 
 def quota_reset(response: requests.Response) -> float | None:
@@ -85,8 +86,10 @@ class HttpClient:
         quota_wait: float = 120.0,
         timeout: tuple[float, float] = (10.0, 60.0),
         cancel: threading.Event | None = None,
+        clock: Clock | None = None,
     ):
         self.service = service
+        self.clock = clock or SYSTEM
         self.session = session or requests.Session()
         self.attempts, self.backoff, self.max_backoff = attempts, backoff, max_backoff
         self.quota_wait = quota_wait
@@ -95,8 +98,7 @@ class HttpClient:
 
     def sleep(self, seconds: float) -> None:
         """Wait, but wake up (and raise) as soon as the preload is cancelled."""
-        if self.cancel.wait(max(0.0, seconds)):
-            raise CancelledError("cancelled")
+        self.clock.sleep(seconds, self.cancel)
 
     def request(
         self,
@@ -106,9 +108,15 @@ class HttpClient:
         auth: TokenSource | None = None,
         ok: tuple[int, ...] = (200,),
         what: str = "request",
+        idempotent: bool = True,
         **kwargs: Any,
     ) -> requests.Response:
-        """Send with retries; returns a response whose status is in ``ok``, else raises ServiceError."""
+        """Send with retries; returns a response whose status is in ``ok``, else raises ServiceError.
+
+        ``idempotent=False`` (an order POST): a failure after which the server may have acted
+        (a 5xx, a connection dropped after sending, a read timeout) is not retried but raised as
+        :class:`AmbiguousOrderError`, so the caller looks for what the server took first.
+        """
         kwargs.setdefault("timeout", self.timeout)
         renewed = False
         attempt = 0
@@ -123,6 +131,8 @@ class HttpClient:
                 response = self.session.request(method, url, headers=headers, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                if not idempotent and not isinstance(exc, requests.ConnectTimeout) and not _never_sent(exc):
+                    raise AmbiguousOrderError(self.service, None, f"{what}: the answer was lost ({type(exc).__name__})") from None
                 if attempt >= self.attempts:
                     raise ServiceError(self.service, None, f"{what}: connection failed after {attempt} attempts ({type(exc).__name__})") from None
                 self._backoff(attempt, None, what, "connection error")
@@ -143,8 +153,11 @@ class HttpClient:
                 self._quota(response, what, message)
                 attempt -= 1  # the quota wait is not a failed attempt
                 continue
+            if not idempotent and status >= 500:
+                response.close()
+                raise AmbiguousOrderError(self.service, status, f"{what}: {message}" if message else what)
             if status in RETRY_STATUS and attempt < self.attempts:
-                wait = retry_after(response)
+                wait = retry_after(response, self.clock.time())
                 response.close()
                 self._backoff(attempt, wait, what, f"HTTP {status}")
                 continue
@@ -160,7 +173,7 @@ class HttpClient:
         reset = quota_reset(response)
         response.close()
         limit = response.headers.get("X-Quota-Limit", "?")
-        wait = (reset - time.time()) if reset is not None else None
+        wait = (reset - self.clock.time()) if reset is not None else None
         if wait is None or wait > self.quota_wait:
             when = dt.datetime.fromtimestamp(reset, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if reset else "unknown"
             raise QuotaError(
@@ -172,3 +185,9 @@ class HttpClient:
             )
         log.warning("%s: quota used up; waiting %.0f s for it to free", self.service, max(wait, 0))
         self.sleep(max(wait, 0.0) + 0.5)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """A connection that was never made (refused, name not resolved): the request did not reach the server."""
+    text = repr(exc)
+    return "NewConnectionError" in text or "NameResolutionError" in text or "Connection refused" in text

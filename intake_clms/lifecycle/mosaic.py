@@ -380,18 +380,20 @@ def _index_name(paths: Sequence[Path], base: Path, label: str) -> str:
     return f"mosaic-{safe}-{h.hexdigest()[:12]}.vrt"
 
 
-def open_mosaic(paths: Sequence[str | os.PathLike[str]], label: str = "static", *, write: bool = True) -> Mosaic:
-    """The mosaic of one date's tiles: reuse the VRT index beside them, else read headers, check, write it.
+def open_mosaic(paths: Sequence[str | os.PathLike[str]], label: str = "static", *, write: bool = True,
+                index_dir: str | os.PathLike[str] | None = None) -> Mosaic:
+    """The mosaic of one date's tiles: reuse its VRT index, else read headers, check, write it.
 
-    The index goes in the tiles' common folder; if that folder is read-only the mosaic is
-    simply kept in memory (nothing is lost but the faster reopen).
+    The index goes in ``index_dir`` (a request's view folder), else the tiles' common folder;
+    if that folder is read-only the mosaic is simply kept in memory (nothing is lost but the
+    faster reopen).
     """
     files = [Path(p) for p in paths]
     if not files:
         raise IntegrityError("no tile to mosaic")
     base = Path(os.path.commonpath([str(p.resolve().parent) for p in files]))
     files = [p.resolve() for p in files]
-    index = base / _index_name(files, base, label)
+    index = (Path(index_dir) if index_dir is not None else base) / _index_name(files, base, label)
     if index.is_file():
         try:
             return read_vrt(index)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import ServiceError
+from .clock import SYSTEM, Clock
 from .errors import CancelledError
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,16 @@ def poll(
     cancel: threading.Event,
     what: str,
     service: str,
-    wait: Callable[[float], bool] | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = SYSTEM,
 ) -> T:
     """Call ``check`` until it says ``("done", value)``; returns value.
 
     ``check`` returns (state, value) and raises for a terminal failure.  Logs only
     when the state changes; raises CancelledError on cancel, ServiceError at the deadline.
-    ``wait(seconds)`` (default ``cancel.wait``: True when cancelled) and ``clock`` can be
-    replaced so a benchmark or test simulates a long queue wait without sleeping.
+    ``clock`` (a :class:`~.clock.FakeClock` in tests and benchmarks) simulates a long queue
+    wait without sleeping.
     """
-    wait = wait or cancel.wait
-    start = clock()
+    start = clock.monotonic()
     last = None
     for interval in policy.intervals():
         if cancel.is_set():
@@ -67,9 +65,8 @@ def poll(
             last = state
         if state == "done":
             return value  # type: ignore[return-value]
-        left = policy.deadline - (clock() - start)
+        left = policy.deadline - (clock.monotonic() - start)
         if left <= 0:
             raise ServiceError(service, None, f"{what} still {state} after {policy.deadline:.0f} s (the deadline); try again later")
-        if wait(min(interval, left)):
-            raise CancelledError("cancelled")
+        clock.sleep(min(interval, left), cancel)
     raise AssertionError("unreachable")

@@ -1,63 +1,57 @@
-"""The bridge between a ClmsSource and the engine: what ``services.BACKENDS`` points at.
+"""The bridge between a ClmsSource and the engine: settings -> options, service connection, engine.
 
-A service module subclasses :class:`LifecycleReader` and implements
-``make_backend``; the source then gets ``to_dask()`` and ``preload()`` for free.
+``preload(source)`` is all a source calls; which service, which store, which
+options are decided here once, so every service gets ``to_dask()`` and
+``preload()`` the same way.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-import xarray as xr
-
-from .backend import Backend
+from ..services import connector
+from ..store import Store
+from .clock import SYSTEM
 from .engine import Engine, Options
 from .handle import PreloadHandle
 from .polling import PollPolicy
 
-_OPTION_NAMES = {"workers", "chunk", "chunks"}
+_OPTION_NAMES = {"workers": int, "chunk": int, "chunks": None, "max_products": int}
 _POLL_NAMES = {"poll_first": "first", "poll_factor": "factor", "poll_cap": "cap", "poll_deadline": "deadline"}
 
 
 def options_from(values: dict[str, Any]) -> Options:
-    """Engine options from user keywords (``workers=8``, ``poll_deadline=3600``, ...); unknown keys are ignored."""
-    opts = Options(**{k: values[k] for k in _OPTION_NAMES if values.get(k) is not None})
+    """Engine options from user keywords (``workers=8``, ``poll_deadline=3600``, ``max_products=50``, ...)."""
+    opts = Options(**{k: (cast(values[k]) if cast else values[k]) for k, cast in _OPTION_NAMES.items()
+                      if values.get(k) is not None})
     poll = {_POLL_NAMES[k]: float(values[k]) for k in _POLL_NAMES if values.get(k) is not None}
     if poll:
         opts.poll = PollPolicy(**{**opts.poll.__dict__, **poll})
+    if values.get("entry"):
+        opts.entry = str(values["entry"])
     return opts
 
 
-class LifecycleReader:
-    """Reads a source through the preload lifecycle; subclasses say how to build their backend."""
+def engine_for(source: Any, service: str, **overrides: Any) -> Engine:
+    settings = {**(getattr(source, "options", None) or {}), **overrides}
+    clock = settings.get("clock") or SYSTEM
+    connect = connector(service)
+    store = Store(settings.get("cache_dir") or getattr(source, "cache_dir", None))
+    entry = settings.get("entry") or (getattr(source, "metadata", None) or {}).get("entry") or ""
+    return Engine(
+        source.request,
+        lambda cancel: connect({**settings, "cache_dir": store.base}, cancel, clock),
+        service_name=service,
+        store=store,
+        options=options_from({**settings, "entry": entry}),
+        clock=clock,
+    )
 
-    service = "?"
 
-    def __init__(self, source: Any, **overrides: Any):
-        self.source = source
-        self.settings = {**(getattr(source, "options", None) or {}), **overrides}
-
-    def make_backend(self, cancel: threading.Event) -> Backend:
-        raise NotImplementedError
-
-    def engine(self, **overrides: Any) -> Engine:
-        settings = {**self.settings, **overrides}
-        return Engine(
-            self.source.request,
-            self.make_backend,
-            cache_root=settings.get("cache_dir") or getattr(self.source, "cache_dir", None),
-            options=options_from(settings),
-        )
-
-    def preload(self, blocking: bool = True, progress_bar: bool | None = None, **overrides: Any) -> PreloadHandle:
-        """Run the lifecycle; blocking returns a finished handle (errors raised), else a running one."""
-        self.settings.update(overrides)
-        handle = self.engine().start(blocking=blocking, progress_bar=progress_bar)
-        if blocking and handle.error is not None:
-            raise handle.error
-        return handle
-
-    def to_dask(self) -> xr.Dataset:
-        """The lazy Dataset (from the cache when published, after a blocking preload otherwise)."""
-        return self.preload(blocking=True).result()
+def preload(source: Any, service: str, blocking: bool = True, progress_bar: bool | None = None,
+            **overrides: Any) -> PreloadHandle:
+    """Run the lifecycle; blocking returns a finished handle (errors raised), else a running one."""
+    handle = engine_for(source, service, **overrides).start(blocking=blocking, progress_bar=progress_bar)
+    if blocking and handle.error is not None:
+        raise handle.error
+    return handle

@@ -17,17 +17,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from intake_clms.backends.clms import (
-    ClmsApiClient,
-    ClmsBackend,
-    RateLimiter,
-    file_product,
-    general_items,
-    general_products,
-    item_key,
-    items_hash,
-)
-from intake_clms.backends.clms_auth import GrantRefusedError, default_key_path, load_service_key, service_key_path
+from intake_clms.services.clms_api import ClmsApiService, connect
+from intake_clms.services.clms_auth import GrantRefusedError, default_key_path, load_service_key, service_key_path
 from intake_clms.clms_listing import (
     fetch_listing,
     find_dataset,
@@ -38,13 +29,15 @@ from intake_clms.clms_listing import (
 )
 from intake_clms.errors import CredentialsError, ParameterError, ServiceError, UnknownIdentifierError
 from intake_clms.lifecycle import CancelledError, PreloadError
-from intake_clms.lifecycle.cache import CacheEntry
 from intake_clms.lifecycle.errors import OrderExpiredError
 from intake_clms.params import Request
 from intake_clms.sandbox import Sandbox, clms_api
 from intake_clms.source import ClmsSource
 
-from .lifecycle_helpers import FAST
+from intake_clms.services.clms_items import file_product, general_items, general_products, item_key, items_hash
+from intake_clms.services.ratelimit import RateLimiter
+
+from .lifecycle_helpers import FAST, assert_nothing_published
 
 FOREST = "forest-type-2015"
 TILE = "FTY_2015_100m_eu_03035_d02_E30N20"
@@ -68,8 +61,9 @@ def source(dataset_id: str = FOREST, **kw: Any) -> ClmsSource:
     return ClmsSource(dataset_id=dataset_id, service="clms", **{**FAST, **kw})
 
 
-def client(dataset_id: str = FOREST, cancel: threading.Event | None = None, **kw: Any) -> ClmsApiClient:
-    return ClmsBackend(source(dataset_id, **kw)).make_backend(cancel or threading.Event())
+def client(dataset_id: str = FOREST, cancel: threading.Event | None = None, **kw: Any) -> ClmsApiService:
+    src = source(dataset_id, **kw)
+    return connect({**src.options, "cache_dir": src.cache_dir}, cancel or threading.Event())
 
 
 def tasks(sb: Sandbox) -> list[Any]:
@@ -101,8 +95,7 @@ def raw_post(sb: Sandbox, items: list[dict[str, Any]]) -> str:
 
 
 def _assert_nothing_published(src: ClmsSource) -> None:
-    entry = CacheEntry(src.request)
-    assert entry.published() is None and not entry.product.exists()
+    assert_nothing_published(src)
 
 
 # --------------------------------------------------------------------------- listing
@@ -437,7 +430,7 @@ def test_link_older_than_the_bound_is_requested_again(clms_env: Sandbox) -> None
     while api.poll(fresh)[0] != "done":
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert api.fetch(fresh, 0).status_code == 200
+    assert api.fetch(product, fresh, 0).status_code == 200
 
 
 def test_every_link_past_the_bound_fails_after_one_reorder(clms_env: Sandbox) -> None:

@@ -8,20 +8,13 @@ import pytest
 
 from intake_clms.errors import CredentialsError, ServiceError
 from intake_clms.lifecycle import CancelledError, IntegrityError, PreloadError, QuotaError, UnsafeArchiveError
-from intake_clms.lifecycle.cache import CacheEntry
-
-from .lifecycle_helpers import ndvi_source
+from .lifecycle_helpers import assert_nothing_published, ndvi_source, store, stored_files
 
 ONE = {"start": "2024-01-01", "end": "2024-01-05"}  # a single 10-daily product
 
 
 def _assert_nothing_published(src) -> None:
-    entry = CacheEntry(src.request)
-    assert entry.published() is None
-    assert not entry.product.exists()
-    ready = entry.work / "ready"
-    assert not ready.exists() or not any(ready.rglob("*.nc"))
-    assert not list(entry.root.glob(".publish-*"))
+    assert_nothing_published(src)
 
 
 def test_token_expiring_during_queue_wait_is_renewed(hda_env):
@@ -77,8 +70,7 @@ def test_connection_drop_mid_download_is_resumed(hda_env):
     assert len(gets) == 2
     assert gets[1].range == f"bytes={cut}-"
     total = gets[0].bytes_sent + gets[1].bytes_sent
-    entry = CacheEntry(src.request)
-    published = sum(p.stat().st_size for p in entry.product.rglob("*.nc"))
+    published = sum(p.stat().st_size for p in stored_files(src, "*.nc"))
     assert published > 0
     assert gets[1].bytes_sent <= (total - cut) + 4 * 1024 * 1024  # remaining + at most one chunk
 
@@ -97,8 +89,8 @@ def test_cancel_stops_within_two_seconds(hda_env):
     with pytest.raises(CancelledError):
         handle.wait(0)
     _assert_nothing_published(src)
-    state = CacheEntry(src.request).state_path.read_text()
-    assert '"order_id"' in state  # the order is kept for a rerun
+    (job,) = store().jobs.all()
+    assert job.service == "wekeo" and job.stage == "ordered" and job.order_id  # kept for a rerun (HDA has no cancel)
 
 
 def test_terminal_failure_reports_the_server_message(hda_env):

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from intake_clms.lifecycle.cache import CacheEntry
-
-from .lifecycle_helpers import BBOX, ndvi_source
+from .lifecycle_helpers import BBOX, ndvi_source, store, view_of
 
 
 def test_preload_gives_lazy_cropped_dataset_with_crs(hda_env):
@@ -38,5 +36,8 @@ def test_reopening_from_cache_makes_no_http_call(hda_env, monkeypatch):
     ds = ndvi_source().to_dask()
     assert ds.sizes["time"] == 3
     assert len(hda_env.log.entries()) == before
-    entry = CacheEntry(ndvi_source().request)
-    assert entry.published() is not None and not entry.work.exists()
+    assert view_of(ndvi_source()) is not None
+    st = store()
+    assert len(list(st.products.keys())) == 3
+    assert not [p for p in st.downloads.rglob("*") if p.is_file()], "downloads are removed once their product is stored"
+    assert not any((st.root / "staging").iterdir())

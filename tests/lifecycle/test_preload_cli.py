@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from intake_clms.lifecycle.cache import CacheEntry
 from intake_clms.lifecycle.cli import add_preload_parser, source_for
+
+from .lifecycle_helpers import view_of
 
 
 def test_preload_command_fills_the_cache(hda_env, tmp_path):
@@ -18,7 +19,7 @@ def test_preload_command_fills_the_cache(hda_env, tmp_path):
     )
     assert args.func(args) == 0
     src = source_for(args.entry, args)
-    assert CacheEntry(src.request, cache).published() is not None
+    assert view_of(src, cache) is not None
     assert hda_env.log.count("hda", "order") == 1
 
 

@@ -11,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from intake_clms.lifecycle.cache import CacheEntry
 
-from .lifecycle_helpers import FAST, ndvi_source
+from .lifecycle_helpers import FAST, ndvi_source, store, stored_files
 
 ONE = {"start": "2024-01-01", "end": "2024-01-05"}
 SCRIPT = f"""
@@ -37,13 +36,13 @@ def _digest(root: Path) -> dict[str, str]:
 def test_kill_9_then_rerun_reuses_the_order(hda_env):
     hda_env.ctx.queue_delay = 3600.0  # the first process waits in the queue until killed
     src = ndvi_source(**ONE)
-    entry = CacheEntry(src.request)
+    jobs = store().jobs
     proc = _spawn()
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if any(p.get("order_id") for p in json.loads(entry.state_path.read_text())["products"].values()):
+                if any(j.order_id for j in jobs.all()):
                     break
             except (FileNotFoundError, ValueError, KeyError):
                 pass
@@ -61,7 +60,7 @@ def test_kill_9_then_rerun_reuses_the_order(hda_env):
     assert hda_env.log.count("hda", "order") == 1  # no second order
     item = hda_env.ctx.store.items("ndvi_global_300m_10daily_v2", None, ONE["start"], ONE["end"])[0]
     expected = hashlib.sha256(Path(hda_env.ctx.store.materialize(item)).read_bytes()).hexdigest()
-    assert list(_digest(entry.product).values()) == [expected]
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in stored_files(src, "*.nc")] == [expected]
 
 
 def test_two_processes_share_one_order_and_one_download(hda_env):

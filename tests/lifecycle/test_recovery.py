@@ -19,12 +19,11 @@ from rasterio.warp import transform_bounds
 from intake_clms import cli
 from intake_clms.errors import ParameterError
 from intake_clms.lifecycle import PreloadError, QuotaError
-from intake_clms.lifecycle.cache import CacheEntry
 from intake_clms.lifecycle.errors import OrderExpiredError
 from intake_clms.resolve import load_sources
 from intake_clms.source import ClmsSource
 
-from .lifecycle_helpers import FAST, NDVI, ndvi_source
+from .lifecycle_helpers import FAST, NDVI, ndvi_source, store, view_of
 
 ONE = {"start": "2024-01-01", "end": "2024-01-05"}  # a single 10-daily product
 
@@ -98,9 +97,9 @@ def test_forgotten_order_or_dead_link_is_ordered_again_once(hda_env, kind, endpo
     assert 404 in [e.status for e in hda_env.log.entries("hda", endpoint)]
     first, second = dict.fromkeys(_download_ids(hda_env, "download_head"))  # two orders, polled in turn
     assert _download_ids(hda_env, "download")[-1] == second  # the file came from the new order
-    state = CacheEntry(src.request).load_state()
-    assert second in str(state) and first not in str(state)
-    assert CacheEntry(src.request).published() is not None
+    assert store().jobs.all() == []  # the job is over once its product is stored
+    assert first != second
+    assert view_of(src) is not None
 
 
 def test_an_order_forgotten_twice_fails_instead_of_looping(hda_env):
@@ -110,7 +109,7 @@ def test_an_order_forgotten_twice_fails_instead_of_looping(hda_env):
         src.to_dask()
     assert all(isinstance(e, OrderExpiredError) for e in info.value.failures.values())
     assert hda_env.log.count("hda", "order") == 2
-    assert CacheEntry(src.request).published() is None
+    assert view_of(src) is None
 
 
 # --------------------------------------------------------------------------- 3. GeoTIFF tiles mosaicked

@@ -6,6 +6,11 @@ pre-July-2026 ``<broker>/gettoken`` as a fallback), credentials from explicit
 arguments, then ``HDA_USER``/``HDA_PASSWORD``, then ``~/.hdarc`` (or ``HDA_RC``).
 Tokens are fetched when first needed and renewed on 401/403 or expiry, so a
 queue wait longer than a token's life goes through.
+
+WEkEO is the service; HDA (Harmonised Data Access) is its protocol.  An order POST
+is sent once: when its answer is lost, :meth:`WekeoService.find_order` looks the
+order up in the user's download listing (``GET dataaccess/downloads``) before the
+engine orders again.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import logging
 import os
 import re
 import threading
-import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -23,10 +27,10 @@ import requests
 
 from ..config import endpoints, hdarc_path
 from ..errors import CredentialsError, ServiceError
-from ..lifecycle.backend import Product, Ready
-from ..lifecycle.errors import OrderExpiredError
+from ..lifecycle.clock import SYSTEM, Clock
+from ..lifecycle.errors import OrderExpiredError, OrderFailedError
 from ..lifecycle.http import HttpClient, server_message
-from ..lifecycle.reader import LifecycleReader
+from ..lifecycle.service import ORDERED, Hit, Ready, product_key
 from ..params import Request
 
 log = logging.getLogger(__name__)
@@ -68,8 +72,8 @@ def _token_urls(broker: str) -> list[str]:
 class HdaAuth:
     """Bearer tokens obtained at request time, renewed by refresh token or a new login (thread-safe)."""
 
-    def __init__(self, http: HttpClient, broker: str, user: str, password: str):
-        self.http, self.broker = http, broker
+    def __init__(self, http: HttpClient, broker: str, user: str, password: str, clock: Clock = SYSTEM):
+        self.http, self.broker, self.clock = http, broker, clock
         self._user, self._password = user, password
         self._access: str | None = None
         self._refresh: str | None = None
@@ -80,7 +84,7 @@ class HdaAuth:
 
     def headers(self) -> dict[str, str]:
         with self._lock:
-            if self._access is None or time.time() > self._expires - self._margin:
+            if self._access is None or self.clock.time() > self._expires - self._margin:
                 self._renew_locked()
             return {"Authorization": f"Bearer {self._access}"}
 
@@ -92,7 +96,7 @@ class HdaAuth:
         self._access = body["access_token"]
         self._refresh = body.get("refresh_token")
         life = float(body.get("expires_in") or 3600)
-        self._expires = time.time() + life
+        self._expires = self.clock.time() + life
         self._margin = min(60.0, life / 10)  # renew a little early, but a short-lived token is still used
 
     def _renew_locked(self) -> None:
@@ -138,16 +142,16 @@ def _iso(day: dt.date | None, end: bool) -> str | None:
     return f"{day.isoformat()}T23:59:59.999Z" if end else f"{day.isoformat()}T00:00:00.000Z"
 
 
-class HdaClient:
-    """The HDA protocol as a lifecycle :class:`~intake_clms.lifecycle.backend.Backend`."""
+class WekeoService:
+    """WEkEO through the HDA protocol, as a lifecycle :class:`~intake_clms.lifecycle.service.Service`."""
 
-    service = SERVICE
+    name = SERVICE
 
     def __init__(self, http: HttpClient, user: str, password: str, broker: str | None = None):
         self.http = http
         self.broker = (broker or endpoints().hda).rstrip("/")
         self.api = f"{self.broker}/api/v1"
-        self.auth = HdaAuth(http, self.broker, user, password)
+        self.auth = HdaAuth(http, self.broker, user, password, clock=http.clock)
         self._terms_done: set[str] = set()
 
     def _call(self, method: str, path: str, what: str, ok: tuple[int, ...] = (200,), **kw: Any) -> requests.Response:
@@ -162,7 +166,7 @@ class HdaClient:
             self._call("PUT", f"termsaccepted/{quote(str(term), safe='')}", "terms acceptance", json={"accepted": True})
         self._terms_done.add(dataset_id)
 
-    def search(self, request: Request) -> list[Product]:
+    def search(self, request: Request) -> list[Hit]:
         dataset_id = request.dataset_id
         self.accept_terms(dataset_id)
         query: dict[str, Any] = {"dataset_id": dataset_id, "bbox": list(request.bbox), "itemsPerPage": PAGE}
@@ -175,7 +179,7 @@ class HdaClient:
         for name, value in zip(names, (_iso(request.start, False), _iso(request.end, True))):
             if value:
                 query[name] = value
-        products: list[Product] = []
+        products: list[Hit] = []
         index = 0
         while True:
             body = self._call("POST", "dataaccess/search", "search", json={**query, "startIndex": index}).json()
@@ -183,14 +187,16 @@ class HdaClient:
             for f in features:
                 props = f.get("properties") or {}
                 size = props.get("size")
+                title = str(props.get("title") or f["id"])
                 products.append(
-                    Product(
-                        id=str(f["id"]),
-                        name=str(props.get("title") or f["id"]),
+                    Hit(
+                        key=product_key(title),
+                        name=title,
+                        access=ORDERED,
                         size=int(size) if isinstance(size, (int, float)) and size > 0 else None,
                         start=props.get("startdate"),
                         end=props.get("enddate"),
-                        extra={"dataset_id": dataset_id, "location": props.get("location")},
+                        extra={"dataset_id": dataset_id, "product_id": str(f["id"]), "location": props.get("location")},
                     )
                 )
             paging = body.get("properties") or {}
@@ -207,10 +213,22 @@ class HdaClient:
             index = nxt
         return products
 
-    def order(self, product: Product) -> str:
-        body = {"dataset_id": product.extra["dataset_id"], "product_id": product.id, "location": product.extra["location"]}
-        answer = self._call("POST", "dataaccess/download", "order", ok=(200, 201, 202), json=body).json()
+    def order(self, hit: Hit) -> str:
+        """One POST, never retried blindly: a lost answer raises AmbiguousOrderError (see find_order)."""
+        body = {"dataset_id": hit.extra["dataset_id"], "product_id": hit.extra["product_id"], "location": hit.extra["location"]}
+        answer = self._call("POST", "dataaccess/download", "order", ok=(200, 201, 202), json=body, idempotent=False).json()
         return str(answer["download_id"])
+
+    def find_order(self, hit: Hit, since: float) -> str | None:
+        """The newest live order of this product in the user's download listing (it has no dates: ``since``
+        is not checked), or None."""
+        body = self._call("GET", "dataaccess/downloads", "order listing").json()
+        found = None
+        for f in body.get("features") or []:
+            if str(f.get("product_id")) == hit.extra["product_id"] and f.get("dataset_id") == hit.extra["dataset_id"] \
+                    and str(f.get("status", "")).lower() not in ("error", "failed", "cancelled"):
+                found = str(f.get("download_id"))
+        return found
 
     def poll(self, order_id: str) -> tuple[str, Ready | None]:
         try:
@@ -220,7 +238,7 @@ class HdaClient:
                 raise OrderExpiredError(SERVICE, 404, "the order is unknown to the server (expired)") from None
             if exc.status is None or exc.status >= 500:
                 raise
-            raise ServiceError(SERVICE, exc.status, f"order failed: {self._order_message(order_id) or exc.message}") from None
+            raise OrderFailedError(SERVICE, exc.status, f"order failed: {self._order_message(order_id) or exc.message}") from None
         r.close()
         if r.status_code == 202:
             return "running", None
@@ -236,23 +254,20 @@ class HdaClient:
         except (ServiceError, ValueError):
             return None
 
-    def fetch(self, order_id: str, offset: int) -> requests.Response:
+    def fetch(self, hit: Hit, order_id: str | None, offset: int) -> requests.Response:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            return self._call("GET", f"dataaccess/download/{quote(order_id, safe='')}", "download", ok=(200, 206), stream=True, headers=headers)
+            return self._call("GET", f"dataaccess/download/{quote(str(order_id), safe='')}", "download", ok=(200, 206, 416),
+                              stream=True, headers=headers)
         except ServiceError as exc:
             if exc.status in (404, 410):
                 raise OrderExpiredError(SERVICE, exc.status, "the download is no longer available (expired)") from None
             raise
 
 
-class HdaBackend(LifecycleReader):
-    """What ``services.BACKENDS["wekeo"]`` names: reads a ClmsSource through WEkEO HDA."""
-
-    service = SERVICE
-
-    def make_backend(self, cancel: threading.Event) -> HdaClient:
-        user, password = read_credentials(self.settings.get("username"), self.settings.get("password"))
-        http = HttpClient(SERVICE, cancel=cancel, attempts=int(self.settings.get("attempts", 5)),
-                          backoff=float(self.settings.get("backoff", 0.5)))
-        return HdaClient(http, user, password)
+def connect(settings: dict[str, Any], cancel: threading.Event, clock: Clock = SYSTEM) -> WekeoService:
+    """The WEkEO service for one preload: credentials from the settings, the environment or ~/.hdarc."""
+    user, password = read_credentials(settings.get("username"), settings.get("password"))
+    http = HttpClient(SERVICE, cancel=cancel, attempts=int(settings.get("attempts", 5)),
+                      backoff=float(settings.get("backoff", 0.5)), clock=clock)
+    return WekeoService(http, user, password)

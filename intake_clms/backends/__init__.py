@@ -1,1 +1,0 @@
-"""Service backends for the preload lifecycle (imported only when a read needs them)."""

@@ -1,0 +1,105 @@
+"""What every running preload is doing, readable from any process (``intake-clms status``).
+
+Each process that preloads writes ``running/<host>.<pid>.json``: its preloads (stage,
+products, bytes, order ids) and the products its open requests read.  A file whose
+process no longer runs is ignored and removed by the next reader.  ``cache clean``
+never removes a product a live process lists.  Byte counts are written at most once
+a second; stage changes at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .fsutil import HOST, pid_alive, read_json, write_json_atomic
+
+THROTTLE = 1.0
+
+
+class ProcessActivity:
+    """This process's record (one per store root and process)."""
+
+    def __init__(self, root: Path):
+        self.path = root / "running" / f"{HOST}.{os.getpid()}.json"
+        self._lock = threading.Lock()
+        self._data: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                                      "preloads": {}, "in_use": []}
+        self._written = 0.0
+
+    def use(self, keys: list[str]) -> None:
+        with self._lock:
+            have = set(self._data["in_use"])
+            if have.issuperset(keys):
+                return
+            self._data["in_use"] = sorted(have | set(keys))
+        self._write(force=True)
+
+    def listener(self, request_key: str, entry: str, service: str) -> PreloadActivity:
+        return PreloadActivity(self, request_key, entry, service)
+
+    def _update(self, request_key: str, fn: Any, force: bool) -> None:
+        with self._lock:
+            fn(self._data["preloads"])
+        self._write(force)
+
+    def _write(self, force: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._written < THROTTLE:
+                return
+            self._written = now
+            snapshot = {**self._data, "updated": time.time()}
+        try:
+            write_json_atomic(self.path, snapshot)
+        except Exception:  # noqa: BLE001 - status display must never fail a preload
+            pass
+
+    def finish(self, request_key: str) -> None:
+        self._update(request_key, lambda p: p.pop(request_key, None), True)
+
+
+class PreloadActivity:
+    """A progress listener that mirrors one preload into the process's record."""
+
+    def __init__(self, owner: ProcessActivity, request_key: str, entry: str, service: str):
+        self.owner, self.key = owner, request_key
+        owner._update(request_key, lambda p: p.__setitem__(request_key, {
+            "entry": entry, "service": service, "stage": "resolve", "products": {}}), True)
+
+    def on_stage(self, stage: str) -> None:
+        self.owner._update(self.key, lambda p: p.get(self.key, {}).__setitem__("stage", stage), True)
+
+    def on_product(self, key: str, name: str, stage: str) -> None:
+        def set_(p: dict[str, Any]) -> None:
+            prod = p.get(self.key, {}).setdefault("products", {}).setdefault(key, {"name": name, "bytes": 0, "total": None})
+            prod["stage"] = stage
+        self.owner._update(self.key, set_, True)
+
+    def on_bytes(self, key: str, done: int, total: int | None) -> None:
+        def set_(p: dict[str, Any]) -> None:
+            prod = p.get(self.key, {}).setdefault("products", {}).setdefault(key, {"name": key, "stage": "downloading"})
+            prod["bytes"], prod["total"] = done, total
+        self.owner._update(self.key, set_, False)
+
+
+def live_records(root: Path) -> list[dict[str, Any]]:
+    """The records of processes still running on this host (dead ones are removed); other hosts' as they are."""
+    out = []
+    folder = root / "running"
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        data, _ = read_json(path)
+        if not isinstance(data, dict):
+            continue
+        host, _, pid = path.stem.rpartition(".")
+        if host == HOST and pid.isdigit() and not pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            continue
+        out.append(data)
+    return out

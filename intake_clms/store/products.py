@@ -1,0 +1,195 @@
+"""The product store: every server product once, complete and immutable, with a record of its files.
+
+A product is one server product (e.g. ``c_gls_NDVI300_202401010000_GLOBE_OLCI_V2.0.1.nc``),
+keyed by what identifies it whatever the service that delivered it (see
+:func:`intake_clms.lifecycle.service.product_key`).  Layout under the store root::
+
+    products/<key>/             the product's files + record.json; complete or absent
+    staging/<key>.<host>.<pid>.<hex>/   a product being built (extracted, indexed)
+
+A product is built in its staging folder, its ``record.json`` (every file's size and
+content hash: the server's checksum where it gave one, else the sha256 computed while
+the bytes streamed in) is written there, and the folder is renamed to
+``products/<key>`` in one step.  Nothing writes into a published product again; it is
+only ever removed whole (renamed aside first), so a reader sees all of it or none.
+
+Reopening checks every file's size against the record (a ``stat`` each, no hashing);
+``verify`` re-hashes (``intake-clms cache verify``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..lifecycle.errors import DamagedProductError
+from .fsutil import fsync_dir, is_dead_leftover, local_faults, owned, read_json, remove_tree, write_json_atomic
+
+RECORD = "record.json"
+RECORD_VERSION = 1
+HASH_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One stored file: path relative to the product folder, size, hashes, role (data or metadata)."""
+
+    path: str
+    size: int
+    hashes: dict[str, str] = field(default_factory=dict)  # {"sha256": ..., "md5": ...}
+    role: str = "data"  # data | metadata
+    kind: str | None = None  # netcdf | geotiff | vector (data files)
+
+
+@dataclass(frozen=True)
+class ProductRecord:
+    key: str
+    name: str
+    files: tuple[FileRecord, ...]
+    service: str = ""  # through which it was fetched
+    start: str | None = None
+    end: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)  # what was downloaded: name, size, hashes
+    published: float = 0.0
+    version: int = RECORD_VERSION
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def data(self) -> list[FileRecord]:
+        return [f for f in self.files if f.role == "data"]
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["files"] = [asdict(f) for f in self.files]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> ProductRecord:
+        if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+            raise ValueError(f"record version {data.get('version') if isinstance(data, dict) else None!r} is not {RECORD_VERSION}")
+        files = tuple(FileRecord(**f) for f in data["files"])
+        fields = {k: data[k] for k in ("key", "name", "service", "start", "end", "payload", "published") if k in data}
+        return cls(files=files, **fields)
+
+
+def hash_file(path: Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            for h in hashers.values():
+                h.update(chunk)
+    return {name: h.hexdigest() for name, h in hashers.items()}
+
+
+class ProductStore:
+    """``products/`` and ``staging/`` under one store root."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.products = root / "products"
+        self.staging_root = root / "staging"
+
+    def path(self, key: str) -> Path:
+        return self.products / key
+
+    def keys(self) -> Iterator[str]:
+        try:
+            names = sorted(os.listdir(self.products))
+        except FileNotFoundError:
+            return iter(())
+        return iter(n for n in names if not n.startswith("."))
+
+    def record(self, key: str) -> ProductRecord | None:
+        """The record of a stored product, None if absent; DamagedProductError if the record is unreadable."""
+        folder = self.path(key)
+        data, problem = read_json(folder / RECORD)
+        if data is None and problem is None:
+            if folder.is_dir():
+                raise DamagedProductError(key, str(folder / RECORD), "the record is missing")
+            return None
+        try:
+            if problem:
+                raise ValueError(problem)
+            return ProductRecord.from_json(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DamagedProductError(key, str(folder / RECORD), f"the record is unreadable ({exc})") from None
+
+    def check(self, key: str) -> ProductRecord | None:
+        """The record if the product is stored and every file has its recorded size; no hashing."""
+        rec = self.record(key)
+        if rec is None:
+            return None
+        folder = self.path(key)
+        for f in rec.files:
+            path = folder / f.path
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise DamagedProductError(key, str(path), "the file is missing") from None
+            except OSError as exc:
+                raise DamagedProductError(key, str(path), f"cannot stat it ({exc.strerror})") from None
+            if size != f.size:
+                raise DamagedProductError(key, str(path), f"{size} bytes, the record says {f.size}")
+        return rec
+
+    def verify(self, key: str) -> list[DamagedProductError]:
+        """Every problem of a stored product: sizes and content hashes (reads every byte)."""
+        try:
+            rec = self.check(key)
+        except DamagedProductError as exc:
+            return [exc]
+        if rec is None:
+            return []
+        problems = []
+        folder = self.path(key)
+        for f in rec.files:
+            algos = tuple(a for a in ("sha256", "md5") if a in f.hashes)
+            if not algos:
+                continue
+            got = hash_file(folder / f.path, algos)
+            for a in algos:
+                if got[a] != f.hashes[a]:
+                    problems.append(DamagedProductError(key, str(folder / f.path), f"{a} {got[a]} differs from the record's {f.hashes[a]}"))
+                    break
+        return problems
+
+    def new_staging(self, key: str) -> Path:
+        with local_faults(self.staging_root):
+            self.staging_root.mkdir(parents=True, exist_ok=True)
+            folder = self.staging_root / owned(key)
+            folder.mkdir()
+        return folder
+
+    def put(self, staging: Path, record: ProductRecord) -> ProductRecord:
+        """Publish a staged product: write its record, then one rename.  A product already there wins."""
+        final = self.path(record.key)
+        with local_faults(staging):
+            write_json_atomic(staging / RECORD, record.to_json())
+            self.products.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+                return self.record(record.key) or record
+            os.replace(staging, final)
+            fsync_dir(self.products)
+        return record
+
+    def remove(self, key: str) -> None:
+        remove_tree(self.path(key))
+
+    def leftovers(self) -> list[Path]:
+        """Staging folders and trash of processes of this host that no longer run."""
+        found = []
+        for base in (self.staging_root, self.products):
+            try:
+                names = os.listdir(base)
+            except FileNotFoundError:
+                continue
+            found += [base / n for n in names if is_dead_leftover(n)]
+        return found
