@@ -1,7 +1,7 @@
-"""Protocol-level tests of the WEkEO HDA client replayed from cassettes, and the secret scan of every cassette.
+"""Protocol-level tests of the WEkEO (HDA protocol) client replayed from cassettes, and the secret scan of every cassette.
 
 The cassettes under ``tests/cassettes/`` were recorded from the sandbox by
-``tests/cassettes/record.py`` (our own ``HdaClient`` over ``HttpClient``) and
+``tests/cassettes/record.py`` (our own ``WekeoService`` over ``HttpClient``) and
 scrubbed.  Replays run with ``record_mode="none"`` and sockets disabled: an
 unrecorded request raises, and nothing can reach a network.  Each replay also
 checks that every recorded answer was used, so the client made exactly the
@@ -34,17 +34,19 @@ from cassettes.samples import JWT_SAMPLE, PEM_SAMPLE
 from cassettes.scan import cassette_files, load_cassette, scan_cassette
 from cassettes.scrub import CAPABILITY_BASE, PLACEHOLDER, Scrubber, sandbox_secrets
 from cassettes.stable import FIXED_BASE
-from intake_clms.backends import hda
 from intake_clms.errors import CredentialsError, ServiceError
+from intake_clms.lifecycle.errors import OrderFailedError
 from intake_clms.lifecycle.http import HttpClient
+from intake_clms.lifecycle.service import ORDERED, product_key
 from intake_clms.params import Request
 from intake_clms.sandbox.server import DEFAULT_CREDENTIALS
+from intake_clms.services import wekeo
 
 REPLAY_USER, REPLAY_PASSWORD = "replay-user", "replay-password"  # not what was recorded: scrubbed fields never match
 
 
-def hda_client(password: str = REPLAY_PASSWORD, broker: str = H.BROKER) -> hda.HdaClient:
-    return hda.HdaClient(HttpClient("wekeo", attempts=3, backoff=0.0), REPLAY_USER, password, broker=broker)
+def hda_client(password: str = REPLAY_PASSWORD, broker: str = H.BROKER) -> wekeo.WekeoService:
+    return wekeo.WekeoService(HttpClient("wekeo", attempts=3, backoff=0.0), REPLAY_USER, password, broker=broker)
 
 
 
@@ -55,7 +57,7 @@ def search_indexes(cassette: Any) -> list[int]:
 @pytest.fixture
 def replay(socket_disabled: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     """``with replay("scenario") as cas:`` plays one HDA cassette offline and checks every answer was used."""
-    monkeypatch.setattr(hda, "PAGE", H.PAGE)  # the page size the cassettes were recorded with
+    monkeypatch.setattr(wekeo, "PAGE", H.PAGE)  # the page size the cassettes were recorded with
     return functools.partial(replaying, H.SERVICE)
 
 
@@ -71,8 +73,9 @@ def test_login_terms_and_search_with_dataset_identifier_pages_by_next_index(repl
     with replay("search_new_id") as cas:
         products = hda_client().search(H.NEW_ID)
     assert len(products) == H.NEW_ID_COUNT
-    assert len({p.id for p in products}) == H.NEW_ID_COUNT, "a page was read twice"
+    assert len({p.extra["product_id"] for p in products}) == H.NEW_ID_COUNT, "a page was read twice"
     assert all(p.extra["dataset_id"] == "EO:JRC:DAT:CLMS" and p.extra["location"] for p in products)
+    assert all(p.access == ORDERED and p.name and p.key == product_key(p.name) for p in products)  # the title names it
     assert all(p.start and p.start.startswith("2024") for p in products)
     assert all(p.size is None or p.size > 0 for p in products)  # "ND" sizes become None
     assert search_indexes(cas) == H.NEW_ID_INDEXES
@@ -90,7 +93,7 @@ def test_login_terms_and_search_with_dataset_identifier_pages_by_next_index(repl
 def test_search_with_an_old_dataset_id_pages_by_total_results(replay: Callable[..., Any]) -> None:
     with replay("search_old_id") as cas:
         products = hda_client().search(H.OLD_ID)
-    assert len(products) == H.OLD_ID_COUNT == len({p.id for p in products})
+    assert len(products) == H.OLD_ID_COUNT == len({p.extra["product_id"] for p in products})
     assert all(p.extra["dataset_id"] == H.OLD_ID.dataset_id for p in products)
     assert search_indexes(cas) == H.OLD_ID_INDEXES
     query = json.loads(cas.requests[-1].body)
@@ -106,12 +109,12 @@ def test_order_poll_until_ready_then_download_and_resume(replay: Callable[..., A
         assert client.poll(order) == ("running", None)  # 202
         state, ready = client.poll(order)  # 200
         assert state == "done" and ready is not None
-        full = client.fetch(order, 0)
+        full = client.fetch(product, order, 0)
         body = b"".join(full.iter_content(1024))
-        rest = client.fetch(order, H.RANGE_OFFSET)
+        rest = client.fetch(product, order, H.RANGE_OFFSET)
         tail = rest.content
     assert ready.size == len(body) == int(full.headers["Content-Length"])
-    assert ready.name and ready.name.endswith(".zip") and product.id in ready.name
+    assert ready.name and ready.name.endswith(".zip") and product.extra["product_id"] in ready.name
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
         assert zf.testzip() is None and any(n.endswith(".tif") for n in zf.namelist())
     assert rest.status_code == 206 and tail == body[H.RANGE_OFFSET :]
@@ -142,8 +145,9 @@ def test_a_terminal_failure_carries_the_server_message(replay: Callable[..., Any
         client = hda_client()
         order = client.order(client.search(H.ONE)[0])
         assert client.poll(order) == ("running", None)
-        with pytest.raises(ServiceError) as failed:
+        with pytest.raises(OrderFailedError) as failed:  # a ServiceError: a rerun orders anew
             client.poll(order)
+    assert isinstance(failed.value, ServiceError)
     assert failed.value.status == 400 and failed.value.service == "wekeo"
     assert H.FAILURE_MESSAGE in failed.value.message and H.FAILURE_MESSAGE in str(failed.value)
     assert calls(cas)[-1] == ("GET", "/hda-broker/api/v1/dataaccess/downloads")  # where a HEAD's failure is explained

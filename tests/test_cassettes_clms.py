@@ -1,7 +1,7 @@
 """Protocol-level tests of the CLMS download API client replayed from cassettes, and their secret scan.
 
 The cassettes under ``tests/cassettes/clms/`` were recorded from the sandbox
-by ``tests/cassettes/record.py --service clms`` (our own ``ClmsApiClient`` and
+by ``tests/cassettes/record.py --service clms`` (our own ``ClmsApiService`` and
 ``ClmsAuth`` over ``HttpClient``) and scrubbed.  Replays run with
 ``record_mode="none"`` and sockets disabled, and sign their grants with
 throwaway RSA keys made here: the grant's assertion is scrubbed on both sides,
@@ -38,12 +38,14 @@ from cassettes.samples import JWT_SAMPLE, PEM_SAMPLE
 from cassettes.scan import cassette_files, load_cassette, scan_cassette
 from cassettes.scrub import CAPABILITY_BASE, PLACEHOLDER, Scrubber
 from cassettes.stable import FIXED_BASE, FIXED_STAMP, Normalizer
-from intake_clms.backends.clms import ClmsApiClient, items_hash
-from intake_clms.backends.clms_auth import JWT_BEARER, GrantRefusedError
 from intake_clms.clms_listing import FIELDS, ApiDataset, fetch_listing, find_dataset, listing_cache_path
 from intake_clms.errors import ServiceError
-from intake_clms.lifecycle.errors import OrderExpiredError
+from intake_clms.lifecycle.errors import OrderExpiredError, OrderFailedError
+from intake_clms.lifecycle.service import DIRECT, ORDERED
 from intake_clms.sandbox.clms_api import DEFAULT_USER
+from intake_clms.services.clms_api import ClmsApiService
+from intake_clms.services.clms_auth import JWT_BEARER, GrantRefusedError
+from intake_clms.services.clms_items import items_hash
 
 # --------------------------------------------------------------------------- replay machinery
 
@@ -71,11 +73,11 @@ def listing(tmp_path_factory: pytest.TempPathFactory) -> list[ApiDataset]:
 
 
 @pytest.fixture
-def new_client(tmp_path: Path, keys: dict[str, Path], listing: list[ApiDataset]) -> Callable[..., ClmsApiClient]:
-    """``new_client(key="mine")``: a client with its own task records and the listing in its disk cache."""
+def new_client(tmp_path: Path, keys: dict[str, Path], listing: list[ApiDataset]) -> Callable[..., ClmsApiService]:
+    """``new_client(key="mine")``: a client with a cache dir of its own and the listing in it."""
     caches = itertools.count(1)
 
-    def make(key: str = "mine", link_max_age: float = math.inf) -> ClmsApiClient:
+    def make(key: str = "mine", link_max_age: float = math.inf) -> ClmsApiService:
         cache = tmp_path / f"cache-{next(caches)}"
         C.seed_listing(cache, C.API, listing)
         return C.client(C.API, keys[key], cache, link_max_age=link_max_age)
@@ -83,7 +85,7 @@ def new_client(tmp_path: Path, keys: dict[str, Path], listing: list[ApiDataset])
     return make
 
 
-def watch(client: ClmsApiClient) -> list[requests.PreparedRequest]:
+def watch(client: ClmsApiService) -> list[requests.PreparedRequest]:
     """The requests the client really sends during a replay (headers included, which matching ignores)."""
     sent: list[requests.PreparedRequest] = []
     client.http.session.hooks["response"].append(lambda r, *args, **kwargs: sent.append(r.request))
@@ -122,7 +124,7 @@ def test_every_clms_scenario_has_a_cassette_and_is_scanned() -> None:
 
 
 def test_listing_pages_by_batching_next_then_grant_and_refused_grant(
-    replay: Callable[..., Any], new_client: Callable[..., ClmsApiClient], tmp_path: Path
+    replay: Callable[..., Any], new_client: Callable[..., ClmsApiService], tmp_path: Path
 ) -> None:
     with replay("grant_listing") as cas:
         datasets = fetch_listing(C.API, cache_dir=tmp_path / "fresh", page_size=C.LISTING_PAGE)
@@ -172,24 +174,25 @@ def test_grant_matching_ignores_the_assertion_but_not_the_grant_type(replay: Cal
 
 
 def test_prepackaged_file_is_queued_then_finished_then_downloaded_and_resumed(
-    replay: Callable[..., Any], new_client: Callable[..., ClmsApiClient], listing: list[ApiDataset]
+    replay: Callable[..., Any], new_client: Callable[..., ClmsApiService], listing: list[ApiDataset]
 ) -> None:
     with replay("prepackaged_download") as cas:
         client = new_client()
         sent = watch(client)
-        (product,) = client.search(C.ONE_FILE)
-        order = client.order(product)
+        (hit,) = client.search(C.ONE_FILE)
+        order = client.order(hit)
         polls = [client.poll(order), client.poll(order)]
         state, ready = client.poll(order)
-        full = client.fetch(order, 0)
+        full = client.fetch(hit, order, 0)
         body = b"".join(full.iter_content(1024))
-        rest = client.fetch(order, C.RANGE_OFFSET)
+        rest = client.fetch(hit, order, C.RANGE_OFFSET)
         tail = rest.content
         with pytest.raises(OrderExpiredError, match="has expired") as dead:
-            client.fetch(order, 0)
+            client.fetch(hit, order, 0)
     forest = find_dataset(listing, C.FOREST)
     file_id = next(f.id for f in forest.files if f.file == C.TILE)
-    assert product.id == C.TILE and product.extra["items"] == [{"DatasetID": forest.uid, "FileID": file_id}]
+    assert hit.name == C.TILE and hit.key == f"clms-{C.FOREST}-{C.TILE}" and hit.access == ORDERED
+    assert hit.extra["items"] == [{"DatasetID": forest.uid, "FileID": file_id}]
     posted = json.loads(next(r.body for r in cas.requests if r.path.endswith("@datarequest_post")))
     assert posted == {"Datasets": [{"DatasetID": forest.uid, "FileID": file_id}]}
     assert order == "task-0001"
@@ -200,7 +203,7 @@ def test_prepackaged_file_is_queued_then_finished_then_downloaded_and_resumed(
         assert zf.testzip() is None and zf.namelist()
     assert rest.status_code == 206 and tail == body[C.RANGE_OFFSET :]
     assert rest.headers["Content-Range"] == f"bytes {C.RANGE_OFFSET}-{len(body) - 1}/{len(body)}"
-    assert dead.value.status == C.DEAD_LINK_STATUS and client.records.get(order).get("dead") is True
+    assert dead.value.status == C.DEAD_LINK_STATUS and f"task {order}" in dead.value.message
     # the result link is a capability: fetched by its alias, never with the bearer token (API calls carry it)
     links = [r for r in sent if r.url.startswith(CAPABILITY_BASE)]
     assert [r.url for r in links] == [f"{CAPABILITY_BASE}/1"] * 3
@@ -212,7 +215,7 @@ def test_prepackaged_file_is_queued_then_finished_then_downloaded_and_resumed(
 
 
 def test_a_link_older_than_link_max_age_is_not_fetched(
-    replay: Callable[..., Any], new_client: Callable[..., ClmsApiClient]
+    replay: Callable[..., Any], new_client: Callable[..., ClmsApiService]
 ) -> None:
     """The recorded task finished on 2026-01-01: with the default 24 h bound its link counts as dead."""
     with replay("prepackaged_download", all_played=False) as cas:
@@ -220,62 +223,72 @@ def test_a_link_older_than_link_max_age_is_not_fetched(
         order = client.order(client.search(C.ONE_FILE)[0])
         assert client.poll(order) == ("queued", None)
         assert client.poll(order) == ("running", None)
-        with pytest.raises(OrderExpiredError, match="link_max_age"):
+        with pytest.raises(OrderExpiredError, match="link_max_age") as old:
             client.poll(order)
     assert not any(cas.play_counts[i] for i, r in enumerate(cas.requests) if r.uri.startswith(CAPABILITY_BASE))
-    assert client.records.get(order).get("dead") is True
+    assert f"task {order}" in old.value.message  # the engine orders again, once
 
 
 def test_duplicated_answer_finds_and_reuses_the_queued_task(
-    replay: Callable[..., Any], new_client: Callable[..., ClmsApiClient]
+    replay: Callable[..., Any], new_client: Callable[..., ClmsApiService]
 ) -> None:
+    registered = FIXED_STAMP.timestamp()  # the recorded task's RegistrationDateTime
     with replay("duplicated_reuse") as cas:
         first = new_client()
         product = first.search(C.CUT)[0]
         task = first.order(product)
         second = new_client()
-        reused = second.order(second.search(C.CUT)[0])
-    assert task == reused == "task-0001"
+        hit = second.search(C.CUT)[0]
+        reused = second.order(hit)
+        # after a lost order answer the engine asks find_order: only a task registered since the attempt began counts
+        since_before = second.find_order(hit, registered - 60.0)
+        since_after = second.find_order(hit, registered + C.FIND_LATER)
+    assert task == reused == since_before == "task-0001" and since_after is None
+    assert hit == product  # the same cut is the same hit (and the same store key) for every client
+    assert hit.access == ORDERED and hit.key.startswith(f"clms-{C.FOREST}")
+    search, post = ("GET", "@datarequest_search"), ("POST", "@datarequest_post")
     assert flow(cas) == [
         ("POST", "@@oauth2-token", 200),
-        ("GET", "@datarequest_search", 200), ("GET", "@datarequest_search", 200), ("POST", "@datarequest_post", 201),
+        (*search, 200), (*search, 200), (*post, 201),
         ("POST", "@@oauth2-token", 200),
-        ("GET", "@datarequest_search", 400), ("GET", "@datarequest_search", 200), ("POST", "@datarequest_post", 400),
-        ("GET", "@datarequest_search", 200),
+        (*search, 400), (*search, 200), (*post, 400),
+        (*search, 200), (*search, 200),  # the DUPLICATED refusal: look again among the live tasks
+        *[(*search, 200)] * 6,  # find_order, twice
     ]
     searches = [parse_qs(urlsplit(r.uri).query)["status"] for r in cas.requests if r.path.endswith("@datarequest_search")]
-    assert searches == [["Queued"], ["In_progress"]] * 2 + [["Queued"]]  # status-filtered, never the whole history
+    live, taken = [["Queued"], ["In_progress"]], [["Queued"], ["In_progress"], ["Finished_ok"]]
+    assert searches == live * 3 + taken * 2  # status-filtered, never the whole history
     assert C.DUPLICATED in answer(cas, 7)["msg"] and C.SEARCH_DOWN in answer(cas, 5)["message"]
     found = answer(cas, 8)
     assert list(found) == [task] and found[task]["Status"] == "Queued"
     assert items_hash(found[task]["Datasets"]) == items_hash(product.extra["items"])  # how the task was recognised
-    assert second.records.get(task).get("items") == items_hash(product.extra["items"])
+    assert found[task]["RegistrationDateTime"].startswith(FIXED_STAMP.strftime("%Y-%m-%dT%H:%M"))
     (item,) = json.loads(cas.requests[3].body)["Datasets"]
     assert item["OutputGCS"] == "EPSG:3035" and item["BoundingBox"] == [5.0, 45.0, 10.0, 50.0] and "FileID" not in item
 
 
 def test_terminal_failures_carry_the_status_and_the_server_message(
-    replay: Callable[..., Any], new_client: Callable[..., ClmsApiClient]
+    replay: Callable[..., Any], new_client: Callable[..., ClmsApiService]
 ) -> None:
     failures = []
     with replay("terminal_failure"):
         client = new_client()
-        (product,) = client.search(C.ONE_FILE)
+        (hit,) = client.search(C.ONE_FILE)
         for _ in range(2):
-            order = client.order(product)  # the first, failed task is not reused
+            order = client.order(hit)  # the first, failed task is not reused
             assert client.poll(order) == ("queued", None)
-            with pytest.raises(ServiceError) as failed:
+            with pytest.raises(OrderFailedError) as failed:
                 client.poll(order)
             failures.append((order, failed.value))
     (nok_id, nok), (rejected_id, rejected) = failures
     assert (nok_id, rejected_id) == ("task-0001", "task-0002")
     assert nok.service == "clms" and f"task {nok_id} ended Finished_nok: {C.NOK_MESSAGE}" in nok.message
     assert rejected.service == "clms" and f"task {rejected_id} ended Rejected: {C.REJECTED_MESSAGE}" in str(rejected)
-    assert client.records.get(nok_id).get("dead") is True and client.records.get(rejected_id).get("dead") is True
+    assert isinstance(nok, ServiceError) and isinstance(rejected, ServiceError)  # what callers of any service catch
 
 
 def test_an_expired_token_is_granted_again_and_the_call_resent(
-    replay: Callable[..., Any], new_client: Callable[..., ClmsApiClient]
+    replay: Callable[..., Any], new_client: Callable[..., ClmsApiService]
 ) -> None:
     with replay("token_expiry") as cas:
         client = new_client()
@@ -294,8 +307,8 @@ def test_an_expired_token_is_granted_again_and_the_call_resent(
     assert login[1]["Status"] == login[3]["Status"] == "Queued"
 
 
-def test_cancel_204_and_the_swapped_403_404_refusals_are_tolerated(
-    replay: Callable[..., Any], new_client: Callable[..., ClmsApiClient]
+def test_cancel_204_ends_the_task_and_the_swapped_403_404_refusals_raise(
+    replay: Callable[..., Any], new_client: Callable[..., ClmsApiService]
 ) -> None:
     with replay("cancel") as cas:
         mine = new_client()
@@ -303,13 +316,15 @@ def test_cancel_204_and_the_swapped_403_404_refusals_are_tolerated(
         order = mine.order(mine.search(C.ONE_FILE)[0])
         assert mine.poll(order) == ("queued", None)
         assert mine.cancel(order) is None  # 204
-        with pytest.raises(OrderExpiredError, match="cancelled at your request"):
+        with pytest.raises(OrderFailedError) as ended:  # a cancelled task is terminal, like any other
             mine.poll(order)
-        assert mine.cancel(C.UNKNOWN_TASK) is None  # 403 "TaskID not registered"
+        with pytest.raises(ServiceError) as unknown:
+            mine.cancel(C.UNKNOWN_TASK)  # 403 "TaskID not registered"
         other = new_client("other")
         theirs = other.order(other.search(C.ONE_FILE)[0])
-        assert mine.cancel(theirs) is None  # 404 "permission denied"
-        assert other.poll(theirs) == ("queued", None)
+        with pytest.raises(ServiceError) as denied:
+            mine.cancel(theirs)  # 404 "permission denied"
+        assert other.poll(theirs) == ("queued", None)  # a refused cancel leaves the task live
     assert (order, theirs) == ("task-0001", "task-0002")
     deletes = [(json.loads(r.body), a["status"]["code"], a) for r, a in zip(cas.requests, cas.responses)
                if r.method == "DELETE"]
@@ -317,22 +332,22 @@ def test_cancel_204_and_the_swapped_403_404_refusals_are_tolerated(
     assert "TaskID not registered" in _text(deletes[1][2]["body"])
     assert "permission denied" in _text(deletes[2][2]["body"])
     assert [r.headers.get("Authorization") for r in sent if r.method == "DELETE"] == [f"Bearer {PLACEHOLDER}"] * 3
-    assert mine.records.get(order).get("cancelled") is True
-    assert not mine.records.get(C.UNKNOWN_TASK).get("cancelled") and not mine.records.get(theirs).get("cancelled")
+    assert f"task {order} ended Cancelled" in ended.value.message and ended.value.service == "clms"
+    assert (unknown.value.status, denied.value.status) == (403, 404)
+    assert "TaskID not registered" in unknown.value.message and "permission denied" in denied.value.message
+    assert unknown.value.service == denied.value.service == "clms"
     cancelled = answer(cas, 6)
     assert cancelled["Status"] == "Cancelled" and cancelled["FinalizationDateTime"].endswith("+00:00")
 
 
 def test_auxiliary_api_lists_file_urls_and_one_file_is_fetched(
-    replay: Callable[..., Any], new_client: Callable[..., ClmsApiClient], listing: list[ApiDataset]
+    replay: Callable[..., Any], new_client: Callable[..., ClmsApiService], listing: list[ApiDataset]
 ) -> None:
     with replay("auxiliary") as cas:
         client = new_client()
         sent = watch(client)
         tiles = client.search(C.LANDCOVER)
-        order = client.order(tiles[-1])
-        state, ready = client.poll(order)
-        tile = client.fetch(order, 0)
+        tile = client.fetch(tiles[-1], None, 0)  # a direct hit: fetched at once, no order and no poll
         data = tile.content
         days = client.search(C.LEGACY)
         with pytest.raises(ServiceError) as empty:
@@ -344,8 +359,8 @@ def test_auxiliary_api_lists_file_urls_and_one_file_is_fetched(
     assert [(q["date_from"][0], q["date_to"][0]) for q in lists[1:]] == [("2020-01-01", "2020-01-31"), ("1990-01-01", "1990-01-31")]
     assert len(answer(cas, 1)) == C.LANDCOVER_LISTED  # every year of the tile is listed...
     assert [p.start[:4] for p in tiles] == C.LANDCOVER_KEPT  # ...the years asked for are kept
-    assert order == "direct:" + tiles[-1].extra["url"] and tiles[-1].extra["url"].startswith(f"{FIXED_BASE}/files/")
-    assert state == "done" and ready is not None and ready.name == tiles[-1].name
+    assert all(t.access == DIRECT for t in tiles) and tiles[-1].extra["url"].startswith(f"{FIXED_BASE}/files/")
+    assert tiles[-1].name == tiles[-1].extra["url"].rsplit("/", 1)[-1] and tiles[-1].key.startswith("clms-global-dynamic-land-cover-")
     assert tile.status_code == 200 and len(data) == int(tile.headers["Content-Length"]) > 0
     assert data[:4] in (b"II*\x00", b"MM\x00*")  # a GeoTIFF
     (fetched,) = [r for r in sent if "/files/" in r.url]
@@ -355,7 +370,7 @@ def test_auxiliary_api_lists_file_urls_and_one_file_is_fetched(
 
 
 def test_an_unrecorded_request_fails_instead_of_reaching_the_network(
-    replay: Callable[..., Any], new_client: Callable[..., ClmsApiClient]
+    replay: Callable[..., Any], new_client: Callable[..., ClmsApiService]
 ) -> None:
     with replay("prepackaged_download", all_played=False):
         client = new_client()

@@ -20,8 +20,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from intake_clms.backends.clms import DEFAULT_LINK_MAX_AGE, ClmsApiClient
-from intake_clms.backends.clms_auth import ClmsAuth, load_service_key
+from intake_clms.services.clms_api import DEFAULT_LINK_MAX_AGE, ClmsApiService
+from intake_clms.services.clms_auth import ClmsAuth, load_service_key
 from intake_clms.clms_listing import ApiDataset, listing_cache_path, save_listing
 from intake_clms.lifecycle.http import HttpClient
 from intake_clms.params import Request
@@ -64,6 +64,8 @@ OTHER_USER = "clms-other-user"  # owns a task our user may not cancel
 REFUSED_GRANT = "The assertion signature does not match the service key"
 DUPLICATED = "same thing at least twice"
 SEARCH_DOWN = "search unavailable"
+#: find_order(hit, since) with ``since`` this many seconds after the task was registered: too late, not found.
+FIND_LATER = 3600.0
 
 SCENARIOS = (
     "grant_listing",
@@ -96,12 +98,12 @@ def write_key(path: Path, *, client_id: str, user_id: str, token_uri: str, priva
 
 
 def client(api: str, key_path: Path, cache_dir: Path, *, link_max_age: float = DEFAULT_LINK_MAX_AGE,
-           cancel: threading.Event | None = None) -> ClmsApiClient:
-    """Our CLMS API client as the backend builds it, without retry waits (``backoff=0``)."""
+           cancel: threading.Event | None = None) -> ClmsApiService:
+    """Our CLMS API service as ``clms_api.connect`` builds it, without retry waits (``backoff=0``)."""
     http = HttpClient(SERVICE, attempts=3, backoff=0.0, cancel=cancel)
     auth = ClmsAuth(load_service_key(key_path), api_url=api,
                     http=HttpClient(SERVICE, session=http.session, attempts=3, backoff=0.0))
-    return ClmsApiClient(http, auth, api_url=api, cache_dir=cache_dir, link_max_age=link_max_age)
+    return ClmsApiService(http, auth, api_url=api, cache_dir=cache_dir, link_max_age=link_max_age)
 
 
 def seed_listing(cache_dir: Path, api: str, datasets: Sequence[ApiDataset]) -> Path:

@@ -1,6 +1,6 @@
 """What the HDA cassette scenarios ask, shared by the recorder and the replay tests so both send the same requests.
 
-``PAGE`` replaces ``intake_clms.backends.hda.PAGE`` (100) while recording and
+``PAGE`` replaces ``intake_clms.services.wekeo.PAGE`` (100) while recording and
 replaying, so a few tiny products already span several pages: the paging
 logic is exercised without recording hundreds of features.
 """

@@ -98,8 +98,8 @@ class Recorder:
 
 
 def record_hda(rec: Recorder) -> None:
-    """The WEkEO HDA sessions of our client (``HdaClient`` over ``HttpClient``)."""
-    from intake_clms.backends import hda
+    """The WEkEO HDA sessions of our client (``WekeoService`` over ``HttpClient``)."""
+    from intake_clms.services import wekeo
     from intake_clms.errors import CredentialsError, ServiceError
     from intake_clms.lifecycle.http import HttpClient
     from intake_clms.params import Request
@@ -108,9 +108,9 @@ def record_hda(rec: Recorder) -> None:
     creds = sb.credentials["hda"]
     broker = sb.urls["hda_root"]
 
-    def client(password: str | None = None) -> hda.HdaClient:
+    def client(password: str | None = None) -> wekeo.WekeoService:
         http = HttpClient("wekeo", attempts=3, backoff=0.0)
-        return hda.HdaClient(http, creds["username"], password or creds["password"], broker=broker)
+        return wekeo.WekeoService(http, creds["username"], password or creds["password"], broker=broker)
 
     def cassette(scenario: str) -> Any:
         return rec.cassette(H.SERVICE, scenario, H.ID_KEYS, H.ID_PREFIX)
@@ -118,7 +118,7 @@ def record_hda(rec: Recorder) -> None:
     def queue_done() -> None:
         sb.clock.advance(sb.ctx.queue_delay + 1)
 
-    saved_page, hda.PAGE = hda.PAGE, H.PAGE
+    saved_page, wekeo.PAGE = wekeo.PAGE, H.PAGE
     try:
         with cassette("search_new_id"):
             found = client().search(H.NEW_ID)
@@ -130,15 +130,15 @@ def record_hda(rec: Recorder) -> None:
 
         with cassette("order_poll_download"):
             c = client()
-            product = c.search(H.ONE)[0]
-            order = c.order(product)
+            hit = c.search(H.ONE)[0]
+            order = c.order(hit)
             assert c.poll(order) == ("running", None)
             queue_done()
             state, ready = c.poll(order)
             assert state == "done" and ready and ready.size, (state, ready)
-            body = c.fetch(order, 0).content
+            body = c.fetch(hit, order, 0).content
             assert len(body) == ready.size > H.RANGE_OFFSET, (len(body), ready)
-            rest = c.fetch(order, H.RANGE_OFFSET)
+            rest = c.fetch(hit, order, H.RANGE_OFFSET)
             assert rest.status_code == 206 and rest.content == body[H.RANGE_OFFSET :]
 
         with cassette("token_renewal"):
@@ -189,7 +189,7 @@ def record_hda(rec: Recorder) -> None:
             sb.faults.add("status", "hda", "search", times=H.UNAVAILABLE_TIMES, status=503, message=H.UNAVAILABLE_MESSAGE, retry_after=0)
             assert len(c.search(H.ONE)) == 2
     finally:
-        hda.PAGE = saved_page
+        wekeo.PAGE = saved_page
 
 
 # --------------------------------------------------------------------------- CLMS download API
@@ -207,11 +207,11 @@ def _raises(error: type[BaseException], call: Callable[[], Any], *words: str) ->
 
 
 def record_clms(rec: Recorder) -> None:
-    """The CLMS download API sessions of our client (``ClmsApiClient`` + ``ClmsAuth`` over ``HttpClient``)."""
-    from intake_clms.backends.clms_auth import GrantRefusedError
+    """The CLMS download API sessions of our client (``ClmsApiService`` + ``ClmsAuth`` over ``HttpClient``)."""
     from intake_clms.clms_listing import ApiDataset, fetch_listing
     from intake_clms.errors import ServiceError
-    from intake_clms.lifecycle.errors import OrderExpiredError
+    from intake_clms.lifecycle.errors import OrderExpiredError, OrderFailedError
+    from intake_clms.services.clms_auth import GrantRefusedError
     from intake_clms.sandbox import clms_api
 
     sb = rec.sandbox
@@ -232,7 +232,7 @@ def record_clms(rec: Recorder) -> None:
     caches = itertools.count(1)
 
     def client(path: Path = key_path) -> Any:
-        """A client of its own (fresh task records), starting with the listing in its disk cache."""
+        """A client of its own (a fresh cache dir), starting with the listing in its disk cache."""
         cache = work / f"cache-{next(caches)}"
         C.seed_listing(cache, api, listing)
         return C.client(api, path, cache)
@@ -254,39 +254,43 @@ def record_clms(rec: Recorder) -> None:
 
     with cassette("prepackaged_download"):
         c = client()
-        (product,) = c.search(C.ONE_FILE)
-        order = c.order(product)
+        (hit,) = c.search(C.ONE_FILE)
+        order = c.order(hit)
         assert c.poll(order) == ("queued", None)
         later(0.5)
         assert c.poll(order) == ("running", None)
         later(0.5)
         state, ready = c.poll(order)
         assert state == "done" and ready is not None and ready.size, (state, ready)
-        body = c.fetch(order, 0).content
+        body = c.fetch(hit, order, 0).content
         assert len(body) == ready.size > C.RANGE_OFFSET, (len(body), ready)
-        rest = c.fetch(order, C.RANGE_OFFSET)
+        rest = c.fetch(hit, order, C.RANGE_OFFSET)
         assert rest.status_code == 206 and rest.content == body[C.RANGE_OFFSET :]
         sb.faults.add("expired_link", "clms", "fme", status=C.DEAD_LINK_STATUS)
-        _raises(OrderExpiredError, lambda: c.fetch(order, 0), "has expired")
+        _raises(OrderExpiredError, lambda: c.fetch(hit, order, 0), "has expired")
 
     with cassette("duplicated_reuse"):
+        before = sb.clock.now() - 60.0  # the sandbox clock stamps the task
         first = client()  # another client of the same user (a second process, the portal)
         task = first.order(first.search(C.CUT)[0])
         second = client()
-        product = second.search(C.CUT)[0]
+        hit = second.search(C.CUT)[0]
         # the first look for a queued task fails, so the post goes out and is refused as DUPLICATED
         sb.faults.add("status", "clms", "datarequest_search", status=400, message=C.SEARCH_DOWN)
-        assert second.order(product) == task
+        assert second.order(hit) == task
+        # after a lost answer the engine asks find_order: the task is found if registered since the attempt began
+        assert second.find_order(hit, before) == task
+        assert second.find_order(hit, sb.clock.now() + C.FIND_LATER) is None
 
     with cassette("terminal_failure"):
         c = client()
-        (product,) = c.search(C.ONE_FILE)
+        (hit,) = c.search(C.ONE_FILE)
         for status, message in (("Finished_nok", C.NOK_MESSAGE), ("Rejected", C.REJECTED_MESSAGE)):
             sb.faults.add("terminal_failure", "clms", "datarequest_post", status=status, message=message)
-            order = c.order(product)  # the failed task of the first round is not reused
+            order = c.order(hit)  # the failed task of the first round is not reused
             assert c.poll(order) == ("queued", None)
             later()
-            _raises(ServiceError, lambda: c.poll(order), f"ended {status}: {message}")
+            _raises(OrderFailedError, lambda: c.poll(order), f"ended {status}: {message}")
 
     with cassette("token_expiry"):
         c = client()
@@ -301,21 +305,20 @@ def record_clms(rec: Recorder) -> None:
         c = client()
         order = c.order(c.search(C.ONE_FILE)[0])
         assert c.poll(order) == ("queued", None)
-        c.cancel(order)  # 204
-        _raises(OrderExpiredError, lambda: c.poll(order), "cancelled at your request")
-        c.cancel(C.UNKNOWN_TASK)  # 403 "TaskID not registered" (sic)
+        assert c.cancel(order) is None  # 204
+        _raises(OrderFailedError, lambda: c.poll(order), f"task {order} ended Cancelled")
+        _raises(ServiceError, lambda: c.cancel(C.UNKNOWN_TASK), "TaskID not registered")  # 403 (sic)
         theirs_client = client(other_path)
         theirs = theirs_client.order(theirs_client.search(C.ONE_FILE)[0])
-        c.cancel(theirs)  # 404 "permission denied" (sic)
+        _raises(ServiceError, lambda: c.cancel(theirs), "permission denied")  # 404 (sic)
         assert theirs_client.poll(theirs) == ("queued", None)
 
     with cassette("auxiliary"):
         c = client()
         tiles = c.search(C.LANDCOVER)
         assert [p.start[:4] for p in tiles] == C.LANDCOVER_KEPT, tiles
-        order = c.order(tiles[-1])
-        assert c.poll(order)[0] == "done"
-        assert c.fetch(order, 0).content[:4] in (b"II*\x00", b"MM\x00*")
+        assert tiles[-1].access == "direct", tiles[-1]  # fetched at once: no order, no poll
+        assert c.fetch(tiles[-1], None, 0).content[:4] in (b"II*\x00", b"MM\x00*")
         days = c.search(C.LEGACY)
         assert [p.start for p in days] == C.LEGACY_DAYS, days
         _raises(ServiceError, lambda: c.search(C.LEGACY_EMPTY), C.NO_CONTENT)

@@ -367,13 +367,13 @@ def test_duplicated_answer_finds_and_reuses_the_existing_task(clms_env: Sandbox)
     assert [t.task_id for t in tasks(clms_env)] == [task_id]
 
 
-def test_finished_task_with_a_fresh_link_is_reused_by_another_request(clms_env: Sandbox) -> None:
+def test_a_stored_file_is_reused_by_another_request_without_any_order(clms_env: Sandbox) -> None:
     source(file=TILE).to_dask()
     forest = next(d for d in clms_api.state(clms_env.ctx).catalog(clms_env.ctx) if d.short_name == FOREST)
-    ds = source(forest.uid, file=TILE).to_dask()  # another cache key (by UID), the same server request
+    ds = source(forest.uid, file=TILE).to_dask()  # another request (by UID), the same server product
     assert ds.rio.crs.to_epsg() == 3035
     assert posts(clms_env) == [201] and len(tasks(clms_env)) == 1
-    assert clms_env.log.count("clms", "fme") == 2
+    assert clms_env.log.count("clms", "fme") == 1  # the product store holds it: downloaded once
 
 
 # --------------------------------------------------------------------------- terminal states and expiry

@@ -442,8 +442,8 @@ def _order_result(sb: Sandbox, dest: Path) -> Path:
         return requests.get(task["DownloadURL"], headers={"Range": f"bytes={offset}-"} if offset else {},
                             stream=True, timeout=30)
 
-    size = download(open_body, dest, service="clms")
-    assert size == task["FileSize"]
+    got = download(open_body, dest, service="clms")
+    assert got.size == task["FileSize"] == dest.stat().st_size
     return dest
 
 

@@ -314,12 +314,9 @@ def test_open_reads_headers_once_then_only_the_index(tmp_path: Path, monkeypatch
 # --------------------------------------------------------------------------- the manifest and the sandbox's products
 
 
-def test_open_manifest_on_a_published_layout(tmp_path: Path) -> None:
+def test_open_files_on_a_stored_layout(tmp_path: Path) -> None:
     files, expected = grid_product(tmp_path / "product" / "data" / "FTY_2015", 2, 2)
-    root = tmp_path / "product"
-    manifest = {"kind": "geotiff", "bbox": WORLD,
-                "files": [{"path": f.relative_to(root).as_posix(), "start": "2015-01-01T00:00:00Z"} for f in files]}
-    ds = assemble.open_manifest(root, manifest)
+    ds = assemble.open_files("geotiff", files, ["2015-01-01T00:00:00Z"] * len(files), WORLD, index_dir=tmp_path)
     assert ds["band_data"].dims == ("time", "y", "x")
     np.testing.assert_array_equal(ds["band_data"].isel(time=0).values, expected)
 
@@ -421,7 +418,7 @@ def test_tiled_entry_through_the_whole_lifecycle(hda_env: Any) -> None:
     tcd = "clms_vlcc_tree-cover-density_europe_10m_yearly_v1"
     bbox = [9.0, 45.0, 13.0, 48.0]
     src = ClmsSource(dataset_id="EO:JRC:DAT:CLMS", dataset_identifier=tcd, bbox=bbox, start="2018-01-01",
-                     end="2019-12-31", service="wekeo", **FAST)
+                     end="2019-12-31", service="wekeo", max_products=40, **FAST)
     ds = src.to_dask()
     var = ds["band_data"]
     assert var.dims == ("time", "y", "x") and var.dtype == np.uint8 and var.chunks is not None
