@@ -8,7 +8,8 @@ see ``benchlib.BigNetcdfStore``).  Each run, alternately:
 - a fresh Python process runs ``ClmsSource(...).preload()`` into an empty cache in the
   same folder (search, order, poll, download, verify, publish, open).  Its download
   stage is timed from the product entering ``downloading`` to it leaving it (request,
-  streaming to ``.part``, size check, rename, state file), sampled every millisecond;
+  streaming to ``.part`` with sha256 computed as the bytes arrive, size check, rename),
+  sampled every millisecond;
   the whole lifecycle is timed too.  The process reports its peak RSS (``ru_maxrss``).
 
 Targets: download throughput >= 0.9 x curl's (best run of each); peak RSS <= 200 MiB.
@@ -48,6 +49,7 @@ def child(chunk: int | None) -> int:
     """One preload in this process (env points at the sandbox and an empty cache); prints a JSON line."""
     import intake_clms.services.wekeo  # noqa: F401  (the lifecycle's imports: xarray, dask, requests, ...)
     from intake_clms.source import ClmsSource
+    from intake_clms.store import Store
 
     rss_before = peak_rss_mib()
     src = ClmsSource(**BIG_REQUEST, service="wekeo", **({"chunk": chunk} if chunk else {}))
@@ -66,7 +68,11 @@ def child(chunk: int | None) -> int:
     t1 = time.perf_counter()
     marks.setdefault("download_end", t1)
     size = sum(p.total or 0 for p in handle.products.values())
+    store = Store()  # INTAKE_CLMS_CACHE: this run's cache
+    records = [store.products.record(k) for k in store.products.keys()]
     print(json.dumps({
+        "sha256_recorded": bool(records) and all(r is not None and "sha256" in r.payload.get("hashes", {})
+                                                 for r in records),
         "bytes": size,
         "download_s": marks["download_end"] - marks["download_start"],
         "lifecycle_s": t1 - t0,
@@ -169,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert all(o["bytes"] == nbytes or abs(o["bytes"] - nbytes) < MIB for o in our_runs), "size mismatch"
+    assert all(o["sha256_recorded"] for o in our_runs), "the stored product's record has no sha256 of the download"
     curl_best = max(c["bytes"] / c["download_s"] for c in curl_runs)
     ours_best = max(o["bytes"] / o["download_s"] for o in our_runs)
     life_best = max(o["bytes"] / o["lifecycle_s"] for o in our_runs)

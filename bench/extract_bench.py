@@ -17,8 +17,10 @@ takes no CPU time from the client) serves both files.  Each run, alternately:
 
 - reference: ``curl -o outer.zip URL``; ``unzip -q outer.zip -d out``;
   ``unzip -q out/Results/<name>.zip -d out/Results/<name>`` (twice: outer then inner);
-- ours: ``intake_clms.lifecycle.download.download`` with a ``requests`` opener, then
-  ``extract_zip`` and ``require_data`` (what the lifecycle engine runs).
+- ours: ``intake_clms.lifecycle.download.download`` with a ``requests`` opener (it hashes
+  sha256 while streaming and returns a ``Downloaded(path, size, hashes)``), then
+  ``extract_zip`` (hashing every extracted file for the product's record) and
+  ``require_data`` (what the lifecycle engine runs).
 
 Times are the best of the runs; dirty pages are written back between runs.  During
 every run a thread samples the bytes allocated in its work folder every 5 ms; the
@@ -168,9 +170,12 @@ def run_ours(url: str, work: Path) -> Path:
 
     archive = work / "outer.zip"
     target = work / "ready"
-    download(open_body, archive, service="bench")
-    extract_zip(archive, target)
-    require_data(target, archive.name)
+    got = download(open_body, archive, service="bench")  # sha256 computed while the bytes stream in
+    assert got.path == archive and got.size == archive.stat().st_size and "sha256" in got.hashes
+    member_hashes: dict[str, str] = {}  # each extracted file's sha256, for the product's record
+    extract_zip(got.path, target, hashes=member_hashes)
+    require_data(target, got.path.name)
+    assert member_hashes, "extract_zip reported no member hashes"
     session.close()
     return target
 

@@ -2,8 +2,8 @@
 
 The whole preload lifecycle runs against the sandbox (real HTTP) with the default
 ``PollPolicy``; only time is simulated: the sandbox clock stands still (speed 0) and
-the engine's ``poll`` gets a ``wait``/``clock`` pair that, instead of sleeping,
-advances the sandbox clock and a simulated monotonic clock in lock-step.  So the
+the engine's ``poll`` gets a clock (``lifecycle.clock.Clock``) whose sleeps, instead of
+sleeping, advance the sandbox clock and a simulated monotonic clock in lock-step.  So the
 order really queues for 10 sandbox minutes and every status check is a real HEAD
 request, logged by the server, without 10 real minutes passing.
 
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import client_env, emit, environment  # noqa: E402
 
 from intake_clms.lifecycle import engine, polling  # noqa: E402
+from intake_clms.lifecycle.errors import CancelledError  # noqa: E402
 from intake_clms.lifecycle.polling import PollPolicy  # noqa: E402
 from intake_clms.sandbox import Sandbox  # noqa: E402
 from intake_clms.source import ClmsSource  # noqa: E402
@@ -38,26 +39,31 @@ REQUEST = {"dataset_id": "EO:JRC:DAT:CLMS", "dataset_identifier": "ndvi_global_3
 
 
 class SimulatedTime:
-    """A monotonic clock that moves only when the poller waits, and drags the sandbox clock along."""
+    """A clock (``lifecycle.clock.Clock``) that moves only when the poller sleeps, and drags the sandbox clock along."""
 
     def __init__(self, sb: Sandbox):
         self.sb, self.now, self.waits = sb, 0.0, []
+        self._epoch = time.time()
         self._lock = threading.Lock()
 
-    def clock(self) -> float:
+    def time(self) -> float:
+        return self._epoch + self.now
+
+    def monotonic(self) -> float:
         return self.now
 
-    def poll(self, check: Any, *, policy: PollPolicy, cancel: threading.Event, what: str, service: str) -> Any:
-        """``polling.poll`` with this clock (the engine calls it for each product)."""
+    def sleep(self, seconds: float, cancel: threading.Event | None = None) -> None:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("cancelled")
+        with self._lock:
+            self.now += seconds
+            self.waits.append(seconds)
+            self.sb.clock.advance(seconds)
 
-        def wait(seconds: float) -> bool:
-            with self._lock:
-                self.now += seconds
-                self.waits.append(seconds)
-                self.sb.clock.advance(seconds)
-            return cancel.is_set()
-
-        return polling.poll(check, policy=policy, cancel=cancel, what=what, service=service, wait=wait, clock=self.clock)
+    def poll(self, check: Any, *, policy: PollPolicy, cancel: threading.Event, what: str, service: str,
+             clock: Any = None) -> Any:
+        """``polling.poll`` with this clock instead of the engine's (the engine calls it for each product)."""
+        return polling.poll(check, policy=policy, cancel=cancel, what=what, service=service, clock=self)
 
 
 def one_wait(work: Path, queue_delay: float) -> dict[str, Any]:

@@ -128,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands `sandbox ...` to the sandbox's own parser.
     sub.add_parser("sandbox", help="run the local sandbox server (WEkEO HDA, CLMS API, CDSE); see `sandbox --help`")
 
+    from .cache_cli import add_cache_parsers
     from .lifecycle.cli import add_preload_parser
 
     add_preload_parser(sub)
+    add_cache_parsers(sub)
     return parser
 
 
@@ -149,6 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except FileNotFoundError as exc:
         print(f"intake-clms {args.command}: error: file not found: {exc.filename}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a disk-side fault (full, read-only, not a folder) is the user's to fix: one line
+        from .store.fsutil import is_local_fault, storage_error
+
+        if not is_local_fault(exc):
+            raise
+        print(f"intake-clms {args.command}: error: {storage_error(exc, exc.filename or '?')}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"intake-clms {args.command}: interrupted", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Speed targets are not asserted here (they belong to the benchmarks, on a quiet
 machine); these tests catch a benchmark that crashes, or whose result line lost
-a field the README and ``bench/run.py`` rely on.  The four benchmarks run at once,
+a field the README and ``bench/run.py`` rely on.  The benchmarks run at once,
 in their own processes, so the module costs about as long as the slowest one.
 """
 
@@ -27,7 +27,10 @@ BENCH = ROOT / "bench"
 EXPECTED: dict[str, set[str]] = {
     "download": {"size_mib", "curl_mib_s", "ours_download_mib_s", "ours_lifecycle_mib_s", "ratio", "peak_rss_mib"},
     "open": {"ours_s", "open_dataset_s", "ratio", "allowed_s", "three_steps_ours_s", "three_steps_open_mfdataset_s",
-             "network_calls_while_reopening"},
+             "three_steps_allowed_s", "three_steps_size_check_s", "network_calls_while_reopening"},
+    "overlap": {"one", "sequential", "concurrent", "sequential_orders_ratio", "sequential_bytes_ratio",
+                "concurrent_orders_ratio", "concurrent_bytes_ratio", "concurrent_completed", "products"},
+    "cache_list": {"requests", "products", "product_statuses", "list_s", "list_s_median", "cli_s"},
     "queue": {"status_calls", "late_by_s", "calls_by_wait_s", "policy"},
     "hda_client": {"products", "queue_delay_s", "ours_s", "hda_s", "ratio"},
     "extract": {"ours_s", "ref_s", "ratio", "ours_peak_extra_bytes", "ref_peak_extra_bytes", "size_mib"},
@@ -90,6 +93,14 @@ def test_figures_are_plausible(runs: dict[str, tuple[int, str, str]]) -> None:
         assert res["open"]["network_calls_while_reopening"] == 0 and res["open"]["ours_s"] > 0
     if "hda_client" in res:
         assert res["hda_client"]["products"] == 2 and res["hda_client"]["hda_s"] > 0
+    if "overlap" in res:
+        one = res["overlap"]["one"]
+        assert res["overlap"]["products"] == 3 and one["orders"] == 3 and one["downloads"] == 3 and one["bytes"] > 0
+        for mode in ("sequential", "concurrent"):
+            assert set(res["overlap"][mode]) >= {"orders", "downloads", "bytes", "seconds"}
+    if "cache_list" in res:
+        assert res["cache_list"]["requests"] == 1000 and res["cache_list"]["products"] == 50
+        assert res["cache_list"]["list_s"] > 0
     assert res, "no benchmark ran"
 
 

@@ -32,7 +32,7 @@ import xarray as xr
 from ..errors import ClmsError, LocalStorageError, ParameterError, ServiceError
 from ..params import Request
 from ..store import FileRecord, Job, ProductRecord, Store, View, ViewProduct
-from ..store.fsutil import local_faults, safe_name
+from ..store.fsutil import is_local_fault, local_faults, safe_name, storage_error
 from ..store.jobs import SPENT
 from . import assemble
 from .clock import SYSTEM, Clock
@@ -137,23 +137,28 @@ class Engine:
 
     def run(self, progress: Progress, cancel: threading.Event) -> xr.Dataset:
         progress.stage("resolve")
-        refetch: str | None = None
+        damaged: DamagedProductError | None = None
         try:
             cached = open_view(self.store, self.request, self.options.chunks)
             if cached is not None:
+                self.store.remove_leftovers(quiet=True)  # a reopen also clears what killed runs left (offline)
                 progress.stage("open")
                 return cached
         except DamagedProductError as exc:
             log.warning("%s; fetching that product again", exc)
-            refetch = exc.key
+            damaged = exc
         self.store.ensure_writable()
         self.store.remove_leftovers()
-        if refetch is not None:
-            self.store.products.remove(refetch)
+        if damaged is not None:
+            self.store.products.remove(damaged.key)
         activity = self.store.activity().listener(self.request.key(), self.options.entry, self.service_name)
         progress.add(activity)
         try:
             return self._fetch_and_open(progress, cancel)
+        except ClmsError as exc:
+            if damaged is None or isinstance(exc, CancelledError):
+                raise
+            raise DamagedProductError(damaged.key, damaged.path, f"{damaged.problem}; fetching it again failed: {exc}") from exc
         finally:
             self.store.activity().finish(self.request.key())
 
@@ -184,14 +189,18 @@ class Engine:
             progress.stage("download")
             self._fetch_all(service, missing, held, progress, cancel)
         finally:
-            for lock in held.values():
+            for lock in list(held.values()):
                 lock.release()
+            held.clear()
         progress.stage("publish")
         view = self._publish(service.name, hits)
         progress.stage("open")
         ds = open_view(self.store, self.request, self.options.chunks)
         if ds is None:
             raise IntegrityError(f"the view of request {view.key} vanished while it was opened (a concurrent `cache clean`?)")
+        from ..store.maintenance import apply_budget
+
+        apply_budget(self.store)  # after the open: this request's products are in use, so they stay
         return ds
 
     def _stored(self, key: str) -> bool:
@@ -271,7 +280,10 @@ class Engine:
         failures: dict[str, BaseException] = {}
         pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers), thread_name_prefix="intake-clms-dl")
         try:
-            futures = {pool.submit(self._product, service, h, held, progress, cancel): h for h in hits}
+            # products this request holds the lock of go first: a worker waits for another process's (or
+            # request's) product only once its own are under way, so two requests never wait on each other
+            work = sorted(hits, key=lambda h: h.key not in held)
+            futures = {pool.submit(self._product, service, h, held, progress, cancel): h for h in work}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
@@ -295,8 +307,20 @@ class Engine:
 
     def _product(self, service: Service, hit: Hit, held: dict[str, filelock.FileLock],
                  progress: Progress, cancel: threading.Event) -> None:
-        """wait -> download -> verify -> unpack -> store, for one product (under its lock)."""
+        """wait -> download -> verify -> unpack -> store, for one product (under its lock, released at the end)."""
         self._lock(hit.key, held, cancel)
+        try:
+            self._fetch_one(service, hit, progress, cancel)
+        except OSError as exc:  # a disk-side fault anywhere in the product's steps is the user's to fix
+            if is_local_fault(exc):
+                raise storage_error(exc, self.store.root) from None
+            raise
+        finally:
+            lock = held.pop(hit.key, None)
+            if lock is not None:
+                lock.release()
+
+    def _fetch_one(self, service: Service, hit: Hit, progress: Progress, cancel: threading.Event) -> None:
         if self._stored(hit.key):  # another process (or request) stored it meanwhile
             progress.product(hit.key, hit.name, "cached")
             return

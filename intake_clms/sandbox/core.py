@@ -52,6 +52,9 @@ class Clock:
 #: middleware to any endpoint; body ones by :func:`serve_file`; the others are
 #: read by the protocol module that owns the behaviour.
 GENERIC_FAULTS = {"status"}  # params: status (int), message, retry_after, headers (dict)
+#: The server does the work, then the answer is lost: ``lost_answer`` answers 502 (params: status)
+#: or, with ``drop=1``, closes the connection without an answer (what a proxy timeout looks like).
+AFTER_FAULTS = {"lost_answer"}
 BODY_FAULTS = {"reset", "truncate", "wrong_length", "trickle"}  # params: after_bytes, rate (B/s)
 PROTOCOL_FAULTS = {
     "token_expiry",  # every token issued so far is expired now
@@ -63,7 +66,7 @@ PROTOCOL_FAULTS = {
     "quota",  # HDA: answer 429 as if the hourly quota were used up; params: reset_after (sandbox s)
     "order_expired",  # HDA: the server forgets the order the call names (404 from then on)
 }
-FAULT_KINDS = GENERIC_FAULTS | BODY_FAULTS | PROTOCOL_FAULTS
+FAULT_KINDS = GENERIC_FAULTS | AFTER_FAULTS | BODY_FAULTS | PROTOCOL_FAULTS
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from intake_clms.sandbox.core import (
+    AFTER_FAULTS,
     Clock,
     EventLog,
     FaultPlan,
@@ -177,6 +178,15 @@ def make_middleware(ctx: SandboxContext) -> Callable[..., Awaitable[web.StreamRe
             response = await apply_generic_fault(request, ctx)
             if response is None:
                 response = await handler(request)
+                lost = ctx.faults.take(service, endpoint, AFTER_FAULTS)
+                if lost is not None:  # the work is done; its answer never reaches the client
+                    if lost.params.get("drop"):
+                        if request.transport is not None:
+                            request.transport.close()
+                        status = 0
+                        raise ConnectionResetError("sandbox: lost_answer fault dropped the connection")
+                    status = int(lost.params.get("status", 502))
+                    response = web.json_response({"detail": "Bad Gateway", "message": "Bad Gateway"}, status=status)
             status = response.status
             return response
         except web.HTTPException as exc:

@@ -70,8 +70,20 @@ class Store:
             act = _ACTIVITY[self.root] = ProcessActivity(self.root)
         return act
 
-    def remove_leftovers(self) -> list[Path]:
-        """Remove what dead processes left: staging folders, trash, temp files; downloads of stored products."""
+    def remove_leftovers(self, quiet: bool = False) -> list[Path]:
+        """Remove what dead processes left: staging folders, trash, temp files, status records; downloads of
+        stored products.  ``quiet``: a read-only store is left as it is (a reopen must still work)."""
+        try:
+            return self._remove_leftovers()
+        except OSError:
+            if not quiet:
+                raise
+            return []
+
+    def _remove_leftovers(self) -> list[Path]:
+        from .activity import live_records
+
+        live_records(self.root)  # drops the status records of dead processes
         removed = []
         for path in self.products.leftovers():
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

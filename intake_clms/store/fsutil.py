@@ -36,6 +36,7 @@ _LOCAL = {
     errno.ENOTDIR: "a path component is a file, not a folder",
     errno.EISDIR: "a folder stands where a file should be",
     errno.EEXIST: "a file stands where a folder should be",
+    errno.EFBIG: "the file is larger than the file system (or the process's file size limit) allows",
 }
 
 

@@ -1,0 +1,67 @@
+"""The child of test_kill: one preload against the sandbox named by the environment, then ``OK``.
+
+Run as ``python kill_child.py SCENARIO CACHE [STRETCH]``.  ``STRETCH`` (seconds, default 0)
+makes every ``os.replace`` of the process sleep that long before and after it, which
+widens the windows between the store's steps (extract, record, publish, view) so
+that a kill at a random instant lands in them more often; the engine's logic is
+unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+try:
+    from .lifecycle_helpers import BBOX, FAST, NDVI
+except ImportError:  # run as a script: this folder is sys.path[0]
+    from lifecycle_helpers import BBOX, FAST, NDVI  # type: ignore[no-redef]
+
+FOREST = "forest-type-2015"
+TILE = "FTY_2015_100m_eu_03035_d02_E30N20"
+CORINE = ("corine-land-cover-2018", "U2018_CLC2018_V2020_20u1")
+MONTH = {"start": "2024-01-01", "end": "2024-01-31"}  # three dekads
+
+# name -> (service, ClmsSource keyword arguments)
+SCENARIOS: dict[str, dict[str, Any]] = {
+    # WEkEO HDA: three NDVI dekads, three orders
+    "wekeo-ndvi": {**NDVI, "bbox": BBOX, **MONTH, "service": "wekeo", **FAST},
+    # CLMS download API, pre-packaged file: one task, a zip of several GeoTIFF tiles (mosaic index)
+    "clms-tiles": {"dataset_id": CORINE[0], "file": CORINE[1], "service": "clms", **FAST},
+    # CLMS download API, pre-packaged single tile
+    "clms-tile": {"dataset_id": FOREST, "file": TILE, "service": "clms", **FAST},
+    # CLMS download API, cut-to-order NetCDF of three dekads (one task)
+    "clms-cut": {**NDVI, "bbox": BBOX, **MONTH, "service": "clms", **FAST},
+}
+
+
+def source(scenario: str, cache: str):
+    from intake_clms.source import ClmsSource
+
+    return ClmsSource(cache_dir=cache, **SCENARIOS[scenario])
+
+
+def _stretch(seconds: float) -> None:
+    real = os.replace
+
+    def slow_replace(src: Any, dst: Any, *a: Any, **kw: Any) -> None:
+        time.sleep(seconds)
+        real(src, dst, *a, **kw)
+        time.sleep(seconds)
+
+    os.replace = slow_replace  # type: ignore[assignment]
+
+
+def main(argv: list[str]) -> int:
+    scenario, cache = argv[0], argv[1]
+    if len(argv) > 2 and float(argv[2]) > 0:
+        _stretch(float(argv[2]))
+    ds = source(scenario, cache).to_dask()
+    print("OK", dict(ds.sizes), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
