@@ -1030,6 +1030,11 @@ class ProductStore:
                 for fmt in fmts:
                     yield self._make_item(spec, fmt, s, e, tile, token)
 
+    def step_starts(self, key: str) -> Iterator[dt.datetime]:
+        """Start of every time step of a dataset, in order (one per step, whatever the tiles or formats)."""
+        for s, _ in _steps(self._data_spec(self.dataset(key)), self.size_class.hours):
+            yield s
+
     def items(self, key: str, bbox: Sequence[float] | None = None, start: Any = None, end: Any = None,
               format: str | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
         """A deterministic list of items (see :meth:`iter_items`); ``limit``/``offset`` page through long series."""
