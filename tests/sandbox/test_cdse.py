@@ -16,7 +16,7 @@ import requests
 
 from intake_clms.sandbox.odata_filter import FilterError, intersects_bbox, parse_filter
 
-TIMEOUT = 10
+TIMEOUT = 30  # a listing may generate a dozen global COGs first (a few tenths of a second each)
 CLMS = "Collection/Name eq 'CLMS'"
 PRODUCT_FIELDS = {
     "@odata.mediaContentType", "Id", "Name", "ContentType", "ContentLength", "OriginDate", "PublicationDate",
