@@ -197,13 +197,13 @@ def _ptype(spec: Any) -> str:
 def find_object(st: CdseState, key: str) -> CdseProduct | None:
     """The product whose one file has this key (``CLMS/.../<Name>/<file>``), or None."""
     parts = key.split("/")
-    if len(parts) != 10 or parts[0] != "CLMS":
+    if len(parts) != 9 or parts[0] != "CLMS":
         return None
     try:
-        item = st.ctx.store.item(parts[8])
+        item = st.ctx.store.item(parts[7])
     except (KeyError, ValueError):
         return None
-    if str(item.format).lower() not in ("nc", "cog") or item.name != parts[9]:
+    if str(item.format).lower() not in ("nc", "cog") or item.name != parts[8]:
         return None
     product = st.product(item)
     if product.identifier is None or product.s3_key != f"/{BUCKET}/{key}":
