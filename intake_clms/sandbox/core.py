@@ -55,7 +55,9 @@ GENERIC_FAULTS = {"status"}  # params: status (int), message, retry_after, heade
 #: The server does the work, then the answer is lost: ``lost_answer`` answers 502 (params: status)
 #: or, with ``drop=1``, closes the connection without an answer (what a proxy timeout looks like).
 AFTER_FAULTS = {"lost_answer"}
-BODY_FAULTS = {"reset", "truncate", "wrong_length", "trickle"}  # params: after_bytes, rate (B/s)
+#: ``bad_checksum``: the whole body is sent, but the byte at file offset ``offset``
+#: (default: the middle) is flipped, so it no longer matches the announced MD5.
+BODY_FAULTS = {"reset", "truncate", "wrong_length", "trickle", "bad_checksum"}  # params: after_bytes, rate (B/s), offset
 PROTOCOL_FAULTS = {
     "token_expiry",  # every token issued so far is expired now
     "expired_link",  # params: status (403/404/410)
@@ -65,6 +67,8 @@ PROTOCOL_FAULTS = {
     "server_cancel",  # the server cancels the next queued order/task
     "quota",  # HDA: answer 429 as if the hourly quota were used up; params: reset_after (sandbox s)
     "order_expired",  # HDA: the server forgets the order the call names (404 from then on)
+    "token_cut",  # CDSE: the transfer is cut after after_bytes, then access tokens are refused until refreshed
+    "connection_cap",  # CDSE: answer 429 as if the user's connection cap were exceeded
 }
 FAULT_KINDS = GENERIC_FAULTS | AFTER_FAULTS | BODY_FAULTS | PROTOCOL_FAULTS
 
@@ -254,12 +258,15 @@ async def serve_file(
     filename: str | None = None,
     content_type: str = "application/octet-stream",
     extra_headers: dict[str, str] | None = None,
+    fault: Fault | None = None,
 ) -> web.StreamResponse:
     """Serve a file with Content-Length, Content-Disposition and single-range support.
 
     Without a pending body fault, aiohttp's FileResponse streams with sendfile
     (hundreds of MB/s over loopback).  With one, the body is written by hand so
-    the fault can cut, shorten, mislabel or slow it.
+    the fault can cut, shorten, mislabel, corrupt or slow it.  ``fault`` forces
+    one (a protocol module's own fault, e.g. CDSE's ``token_cut``) instead of
+    taking a pending one from the plan.
     """
     service = request.get("sandbox_service", "*")
     endpoint = request.get("sandbox_endpoint", "*")
@@ -269,7 +276,8 @@ async def serve_file(
         "Content-Disposition": f'attachment; filename="{filename or path.name}"',
     }
     headers.update(extra_headers or {})
-    fault = ctx.faults.take(service, endpoint, BODY_FAULTS)
+    if fault is None:
+        fault = ctx.faults.take(service, endpoint, BODY_FAULTS)
     rng = _parse_range(request.headers.get("Range"), size)
     if rng == "bad":
         return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
@@ -291,8 +299,9 @@ async def serve_file(
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
     limit = length
-    if fault.kind in ("reset", "truncate"):
+    if fault.kind in ("reset", "truncate", "token_cut"):
         limit = min(length, int(fault.params.get("after_bytes", length // 2)))
+    flip = int(fault.params.get("offset", size // 2)) if fault.kind == "bad_checksum" else -1
     rate = float(fault.params.get("rate", 64 * 1024)) if fault.kind == "trickle" else None
     sent = 0
     with open(path, "rb") as fh:
@@ -302,12 +311,15 @@ async def serve_file(
             data = fh.read(step)
             if not data:
                 break
+            at = start + sent
+            if at <= flip < at + len(data):
+                data = data[: flip - at] + bytes([data[flip - at] ^ 0xFF]) + data[flip - at + 1 :]
             await response.write(data)
             sent += len(data)
             if rate is not None:
                 await asyncio.sleep(len(data) / rate)
     request["sandbox_bytes"] = sent
-    if fault.kind == "reset" and request.transport is not None:
+    if fault.kind in ("reset", "token_cut") and request.transport is not None:
         request.transport.abort()  # RST-like: the client sees a dropped connection
         return response
     if fault.kind in ("truncate", "wrong_length") and request.transport is not None:

@@ -49,6 +49,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from . import cog as _cog
+
 __all__ = [
     "DatasetSpec",
     "Item",
@@ -536,6 +538,20 @@ class _Field:
         return out
 
 
+@lru_cache(maxsize=4)
+def _land_mask(seed: int, west: float, north: float, res: float, ny: int, nx: int) -> np.ndarray:
+    """Land pixels of a lat/lon grid (time-independent, so kept: it is half the cost of a fine global raster)."""
+    lon = west + res * (np.arange(nx) + 0.5)
+    lat = north - res * (np.arange(ny) + 0.5)
+    land = _Field(_hash_int(seed, "land"), 140.0)(lon, lat)
+    land *= np.float32(0.75)
+    land += np.float32(0.25) * _Field(_hash_int(seed, "coast"), 20.0)(lon, lat)
+    mask = land > 0.45
+    mask |= _on_land(*np.meshgrid(lon, lat))  # Europe is land, so European queries find data
+    mask.setflags(write=False)
+    return mask
+
+
 def _encode(var: _Var, value: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Raw integers for a field in [0, 1]: classes, or a noisy ramp over the valid range."""
     if var.classes:
@@ -923,7 +939,8 @@ class ProductStore:
     """Every dataset the sandbox serves, its items, and the files behind them (generated on first use)."""
 
     def __init__(self, data_dir: Path | str, seed: int = 0, size: str = "tiny", catalog: Path | str | None = None,
-                 present: dt.date = PRESENT, bomb_bytes: int | str = "1GiB", many_entries: int = 50_000):
+                 present: dt.date = PRESENT, bomb_bytes: int | str = "1GiB", many_entries: int = 50_000,
+                 cache_dir: Path | str | None = None):
         if size not in SIZE_CLASSES:
             raise ValueError(f"unknown size class {size!r}; expected one of {sorted(SIZE_CLASSES)}")
         self.data_dir = Path(data_dir)
@@ -934,6 +951,9 @@ class ProductStore:
         self.bomb_bytes = parse_size(bomb_bytes)
         self.many_entries = int(many_entries)
         self.root = self.data_dir / f"seed{self.seed}-{size}"
+        # global COGs are slow to make: kept where several stores (tests) can share them
+        shared = cache_dir if cache_dir is not None else os.environ.get("INTAKE_CLMS_SANDBOX_CACHE") or None
+        self.cog_root = (Path(shared) if shared else self.data_dir) / f"seed{self.seed}-{size}-{_cog.VERSION}"
         path = Path(catalog) if catalog is not None else _default_catalog()
         if path is None:  # no catalog generated yet: read the bundled table instead
             path = Path(__file__).resolve().parents[2] / "catalogs" / "clms_transition_table.xlsx"
@@ -1030,6 +1050,11 @@ class ProductStore:
                 for fmt in fmts:
                     yield self._make_item(spec, fmt, s, e, tile, token)
 
+    def step_starts(self, key: str) -> Iterator[dt.datetime]:
+        """Start of every time step of a dataset, in order (one per step, whatever the tiles or formats)."""
+        for s, _ in _steps(self._data_spec(self.dataset(key)), self.size_class.hours):
+            yield s
+
     def items(self, key: str, bbox: Sequence[float] | None = None, start: Any = None, end: Any = None,
               format: str | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
         """A deterministic list of items (see :meth:`iter_items`); ``limit``/``offset`` page through long series."""
@@ -1093,9 +1118,9 @@ class ProductStore:
             return 600 * sc.features + 200
         if tile is not None:
             return int(sc.tile_px**2 * (0.45 if fmt == "tif" else 0.6)) + 1500
-        ny, nx = _grid_shape(spec.bbox, sc.global_res)
+        ny, nx = _grid_shape(spec.bbox, sc.global_res if fmt == "nc" else _cog.grid(self.size).res)
         itemsize = np.dtype(_nc_var(_family_of(spec)).dtype).itemsize
-        return int(ny * nx * itemsize * (0.35 if fmt == "nc" else 0.5)) + (9000 if fmt == "nc" else 1500)
+        return int(ny * nx * itemsize * (0.35 if fmt == "nc" else 0.4)) + (9000 if fmt == "nc" else 1500)
 
     def item(self, item_id: str) -> Item:
         """The item with this id, or with this CDSE product name (``<stem>_<format>``).
@@ -1158,7 +1183,8 @@ class ProductStore:
         if item.format == "bin" or item.dataset == "bulk":
             return self.root / "bulk" / item.name
         spec = self.dataset(item.dataset)
-        return self.root / "products" / _slug(spec.key) / item.format / f"{item.start:%Y}" / item.name
+        root = self.cog_root if item.format == "cog" and self._data_spec(spec).pattern == "global_nc" else self.root
+        return root / "products" / _slug(spec.key) / item.format / f"{item.start:%Y}" / item.name
 
     def materialize(self, item: Item) -> Path:
         """The item's file, generated once (atomically) and cached under ``data_dir``."""
@@ -1288,10 +1314,10 @@ class ProductStore:
             "date_created": produced.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
-    def _global_raster(self, spec: DatasetSpec, start: dt.datetime,
-                       var: _Var) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """lat (descending), lon and raw values of one time step on the size class's lat/lon grid."""
-        res = self.size_class.global_res
+    def _global_raster(self, spec: DatasetSpec, start: dt.datetime, var: _Var,
+                       res: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """lat (descending), lon and raw values of one time step on a lat/lon grid (the size class's by default)."""
+        res = res or self.size_class.global_res
         w, s, e, n = _snap(spec.bbox, res)
         ny, nx = int(round((n - s) / res)), int(round((e - w) / res))
         lon = w + res * (np.arange(nx) + 0.5)
@@ -1304,37 +1330,23 @@ class ProductStore:
             value *= (1.0 - 0.5 * np.abs(lat) / 90.0).astype(np.float32)[:, None]
             value += (0.2 * math.cos(2 * math.pi * (t % 1.0)) * np.sin(np.radians(lat))).astype(np.float32)[:, None]
             np.clip(value, 0, 1, out=value)
-        land = _Field(_hash_int(self.seed, "land"), 140.0)(lon, lat)
-        land *= np.float32(0.75)
-        land += np.float32(0.25) * _Field(_hash_int(self.seed, "coast"), 20.0)(lon, lat)
-        land = land > 0.45
-        land |= _on_land(*np.meshgrid(lon, lat))  # Europe is land, so European queries find data
+        land = _land_mask(self.seed, w, n, res, ny, nx)
         rng = np.random.default_rng(_hash_int(self.seed, spec.key, start.isoformat()))
         raw = _encode(var, value, land, rng)
         return np.round(lat, 10), np.round(lon, 10), raw
 
     def _write_global_cog(self, path: Path, spec: DatasetSpec, start: dt.datetime, end: dt.datetime) -> None:
-        import rasterio
-        from affine import Affine
-
+        """A global COG on :mod:`.cog`'s finer grid (many internal tiles, so window reads can be measured)."""
         var = _nc_var(_family_of(spec))
-        lat, lon, raw = self._global_raster(spec, start, var)
-        res = self.size_class.global_res
-        transform = Affine(res, 0.0, float(lon[0] - res / 2), 0.0, -res, float(lat[0] + res / 2))
-        profile = dict(driver="COG", width=len(lon), height=len(lat), count=1, dtype=raw.dtype.name,
-                       crs="EPSG:4326", transform=transform, nodata=var.fill, compress="DEFLATE",
-                       blocksize=self.size_class.cog_block,
-                       overview_resampling="nearest" if var.classes else "average")
-        with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-            with rasterio.open(path, "w", **profile) as dst:
-                dst.write(raw, 1)
-                dst.scales = (var.scale,)
-                dst.offsets = (var.offset,)
-                dst.units = (var.units,)
-                dst.set_band_description(1, var.name)
-                dst.update_tags(PRODUCT=_stem(spec, start, None), VERSION=spec.version,
-                                TIME_COVERAGE_START=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                TIME_COVERAGE_END=end.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        grid = _cog.grid(self.size)
+        k = _cog.UPSAMPLE  # values made on a k-times coarser grid, each pixel repeated k x k: 1/k^2 of the cost
+        lat, lon, coarse = self._global_raster(spec, start, var, grid.res * k)
+        raw = np.repeat(np.repeat(coarse, k, axis=0), k, axis=1)
+        west, north = round(float(lon[0]) - grid.res * k / 2, 9), round(float(lat[0]) + grid.res * k / 2, 9)
+        tags = dict(PRODUCT=_stem(spec, start, None), VERSION=spec.version,
+                    TIME_COVERAGE_START=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    TIME_COVERAGE_END=end.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        _cog.write_global_cog(path, raw, west, north, grid.res, grid.block, var, tags)
 
     def _tile_raster(self, spec: DatasetSpec, start: dt.datetime, tile: Tile) -> tuple[np.ndarray, Any]:
         from affine import Affine

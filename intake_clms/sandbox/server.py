@@ -45,7 +45,8 @@ PROTOCOL_MODULES = ("hda", "clms_api", "cdse")
 #: across restarts; nothing here protects real data.
 DEFAULT_CREDENTIALS: dict[str, dict[str, str]] = {
     "hda": {"username": "sandbox-user", "password": "sandbox-password"},
-    "cdse": {"username": "sandbox-user@example.org", "password": "sandbox-password"},
+    "cdse": {"username": "sandbox-user@example.org", "password": "sandbox-password",
+             "s3_access_key": "SANDBOXS3ACCESSKEY01", "s3_secret_key": "sandbox-s3-secret-key-0123456789abcdef"},
 }
 
 #: Service of a request whose route has no name (404s, ...), by path prefix.
@@ -60,6 +61,7 @@ _PREFIX_SERVICE = (
     ("/odata", "cdse"),
     ("/download", "cdse"),
     ("/s3", "cdse"),
+    ("/eodata", "cdse"),
 )
 
 _SHUTDOWN_TIMEOUT = 1.0  # seconds given to in-flight requests on stop()
@@ -72,8 +74,21 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_cache_dir("intake-clms", appauthor=False)) / "sandbox"
 
 
+def _other_host(base: str) -> str:
+    """The same server under its other loopback name (CDSE's download and S3 hosts differ from the catalogue's)."""
+    for one, other in (("//127.0.0.1:", "//localhost:"), ("//localhost:", "//127.0.0.1:")):
+        if one in base:
+            return base.replace(one, other, 1)
+    return base
+
+
 def service_urls(base: str) -> dict[str, str]:
-    """The public URLs of every service behind one base URL ``http://host:port``."""
+    """The public URLs of every service behind one base URL ``http://host:port``.
+
+    CDSE's S3 endpoint is given under the other loopback host name (``localhost``
+    for ``127.0.0.1``), like the target of the download redirect, so a client
+    meets several host names as on the real service.
+    """
     return {
         "base": base,
         "hda": f"{base}/hda-broker/api/v1",
@@ -84,6 +99,7 @@ def service_urls(base: str) -> dict[str, str]:
         "cdse_token": f"{base}/auth/realms/CDSE/protocol/openid-connect/token",
         "cdse_odata": f"{base}/odata/v1",
         "cdse_download": f"{base}/download/odata/v1",
+        "cdse_s3": _other_host(base),  # S3 path style: /eodata/<key>
     }
 
 
@@ -122,6 +138,9 @@ class _LazyStore:
             method = value
 
             def serialised(*args: Any, **kwargs: Any) -> Any:
+                item = args[0] if args else None
+                if name == "materialize" and getattr(item, "format", None) == "cog":
+                    return method(*args, **kwargs)  # GDAL only, no HDF5: COGs are made in parallel
                 with _GENERATE_LOCK:
                     return method(*args, **kwargs)
 
@@ -389,6 +408,9 @@ class Sandbox:
             "CDSE_DOWNLOAD_URL": urls["cdse_download"],
             "CDSE_USERNAME": creds["cdse"]["username"],
             "CDSE_PASSWORD": creds["cdse"]["password"],
+            "CDSE_S3_ENDPOINT": urls["cdse_s3"],
+            "CDSE_S3_ACCESS_KEY": creds["cdse"].get("s3_access_key", DEFAULT_CREDENTIALS["cdse"]["s3_access_key"]),
+            "CDSE_S3_SECRET_KEY": creds["cdse"].get("s3_secret_key", DEFAULT_CREDENTIALS["cdse"]["s3_secret_key"]),
         }
         return env
 
