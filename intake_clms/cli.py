@@ -83,8 +83,8 @@ def _with_api_datasets(args: argparse.Namespace) -> tuple[dict[str, dict], str]:
     if not path.is_file():
         if args.listing:
             raise FileNotFoundError(2, "No such file or directory", str(path))
-        return sources, (f"intake-clms {args.command}: note: the CLMS download API's datasets were not searched: "
-                         f"no saved listing (open cat.{nested[0]} once, or give --listing FILE)")
+        return sources, (f"the CLMS download API's datasets were not searched: no saved listing "
+                         f"(open cat.{nested[0]} once, or give --listing FILE)")
     prefix = nested[0] if nested else API_CATALOG_NAME
     for name, spec in api_entries(clms_listing.load_listing_file(path)).items():
         sources[f"{prefix}.{name}"] = spec
@@ -98,11 +98,11 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     sources, note = _with_api_datasets(args)
     try:
         names = resolve(args.id, args.catalog)
-    except UnknownIdentifierError:
+    except UnknownIdentifierError as exc:
         names = build_index(sources).get("".join(args.id.split()).lower())
         if not names:
             if note:
-                print(note, file=sys.stderr)
+                raise UnknownIdentifierError(f"{exc}; {note}") from None
             raise
     for name in names:
         md = sources[name].get("metadata") or {}
@@ -115,8 +115,6 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     words = (args.search or "").lower().split()
     sources, note = _with_api_datasets(args)
-    if note and words:
-        print(note, file=sys.stderr)
     shown = 0
     for name, spec in sorted(sources.items()):
         md = spec.get("metadata") or {}
@@ -128,7 +126,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<72} {status:<13} {md.get('resolution') or '':<8} {md.get('frequency') or ''}")
             shown += 1
     if shown == 0 and words:
-        raise ClmsError(f"no entry matches {args.search!r}")
+        raise ClmsError(f"no entry matches {args.search!r}" + (f"; {note}" if note else ""))
+    if note and words:
+        print(f"intake-clms list: note: {note}", file=sys.stderr)
     return 0
 
 
