@@ -32,10 +32,28 @@ from .errors import (  # noqa: E402
     ServiceError,
     ServiceNotImplementedError,
     TableError,
+    UnknownEntryError,
     UnknownIdentifierError,
 )
 from .resolve import default_catalog_path, resolve  # noqa: E402
-from .table import read_transition_table  # noqa: E402
+
+
+def open_catalog(path=None, **kwargs):
+    """The bundled catalog (or the YAML file at ``path``), whose unknown entry names raise
+    :class:`UnknownEntryError` with close matches; see :mod:`intake_clms.lookup`."""
+    from .lookup import open_catalog as _open
+
+    return _open(path, **kwargs)
+
+
+def __getattr__(name: str):
+    """``read_transition_table`` on first use: the table reader pulls in pandas and openpyxl, which only
+    ``generate`` needs (opening a catalog and creating a source must stay light)."""
+    if name == "read_transition_table":
+        from .table import read_transition_table
+
+        return read_transition_table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ClmsError",
@@ -45,10 +63,12 @@ __all__ = [
     "ServiceError",
     "ServiceNotImplementedError",
     "TableError",
+    "UnknownEntryError",
     "UnknownIdentifierError",
     "__version__",
     "default_catalog_path",
     "filter_intake_warnings",
+    "open_catalog",
     "read_transition_table",
     "resolve",
 ]

@@ -62,10 +62,15 @@ def parameters(product: Product) -> dict[str, dict[str, Any]]:
     tc = product.time_coverage
     start = tc.start.isoformat() if tc.start else ""
     end = "present" if tc.ongoing else (tc.end.isoformat() if tc.end else "")
+    # Validation is the driver's (intake_clms.params), not intake's: intake turns a bad value into a
+    # plain ValueError (``allowed``) or splits a string into characters (``type: list``), so ``bbox``
+    # is typed ``str`` (a list is rendered as its text and read back) and ``service`` lists its
+    # choices in the description; the driver's ParameterError names the field and the valid values.
     return {
         "bbox": {
-            "description": "Area of interest [west, south, east, north] in degrees (EPSG:4326).",
-            "type": "list",
+            "description": "Area of interest [west, south, east, north] in degrees (EPSG:4326), "
+            "as a list or a string such as '5,45,10,50'.",
+            "type": "str",
             "default": coverage_bbox(product.spatial_coverage),
         },
         "start": {
@@ -80,10 +85,9 @@ def parameters(product: Product) -> dict[str, dict[str, Any]]:
         },
         "service": {
             "description": "Where to fetch from: auto (by migration status and the credentials at hand), "
-            "wekeo, clms or cdse.",
+            f"{', '.join(SERVICES[1:-1])} or {SERVICES[-1]}.",
             "type": "str",
             "default": "auto",
-            "allowed": list(SERVICES),
         },
     }
 
@@ -190,8 +194,19 @@ def dump_catalog(catalog: dict[str, Any]) -> str:
     return yaml.dump(catalog, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110, default_flow_style=False)
 
 
+def _umask() -> int:
+    """The process umask (read by setting it, the only portable way, and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_catalog(catalog: dict[str, Any], path: str | PathLike[str]) -> Path:
-    """Write atomically: a temporary file beside the target, renamed into place (never a partial file)."""
+    """Write atomically: a temporary file beside the target, renamed into place (never a partial file).
+
+    A catalog is no secret: the file gets the mode any new file gets (0666
+    less the umask), not the 0600 of the temporary file it is written through.
+    """
     path = Path(path)
     text = dump_catalog(catalog)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +214,7 @@ def write_catalog(catalog: dict[str, Any], path: str | PathLike[str]) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

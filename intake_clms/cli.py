@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,26 +52,69 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.output in (None, "-"):
         sys.stdout.write(dump_catalog(catalog))
     else:
-        path = write_catalog(catalog, args.output)
+        try:
+            path = write_catalog(catalog, args.output)
+        except OSError as exc:  # a read-only folder, a directory in the way, a full disk: the user's to fix
+            why = f"{exc.filename} is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or exc
+            raise ClmsError(f"cannot write {args.output}: {why}") from None
         print(f"wrote {len(catalog['sources'])} entries to {path}", file=sys.stderr)
     return 0
 
 
-def _cmd_resolve(args: argparse.Namespace) -> int:
-    from .resolve import load_sources, resolve
+def _with_api_datasets(args: argparse.Namespace) -> tuple[dict[str, dict], str]:
+    """The catalog's entries, plus the nested CLMS download API catalog's as ``clms_download_api.NAME``.
+
+    Never touches the network: the API's datasets come from ``--listing FILE``
+    or the listing the nested catalog cached on disk when it was last opened
+    (whatever its age).  Without either, the second value is a note saying how to get one.
+    """
+    from .catalog import API_CATALOG_NAME
+    from .resolve import load_sources
 
     sources = load_sources(args.catalog)
-    for name in resolve(args.id, args.catalog):
+    nested = [n for n, spec in sources.items() if spec.get("driver") == "clms_api"]
+    if not nested and not args.listing:
+        return sources, ""
+    from . import clms_listing
+    from .clms_api_catalog import api_entries
+    from .config import endpoints
+
+    path = Path(args.listing) if args.listing else clms_listing.listing_cache_path(endpoints().clms_api)
+    if not path.is_file():
+        if args.listing:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return sources, (f"the CLMS download API's datasets were not searched: no saved listing "
+                         f"(open cat.{nested[0]} once, or give --listing FILE)")
+    prefix = nested[0] if nested else API_CATALOG_NAME
+    for name, spec in api_entries(clms_listing.load_listing_file(path)).items():
+        sources[f"{prefix}.{name}"] = spec
+    return sources, ""
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    from .errors import UnknownIdentifierError
+    from .resolve import build_index, resolve
+
+    sources, note = _with_api_datasets(args)
+    try:
+        names = resolve(args.id, args.catalog)
+    except UnknownIdentifierError as exc:
+        names = build_index(sources).get("".join(args.id.split()).lower())
+        if not names:
+            if note:
+                raise UnknownIdentifierError(f"{exc}; {note}") from None
+            raise
+    for name in names:
         md = sources[name].get("metadata") or {}
-        print(f"{name}\t{md.get('migration_status', '')}\t{md.get('dataset_id', '')}\t{md.get('dataset_identifier') or ''}")
+        status = md.get("migration_status") or ("clms_api" if md.get("service") == "clms" else "")
+        ident = md.get("dataset_id") or (sources[name].get("args") or {}).get("dataset_id", "")
+        print(f"{name}\t{status}\t{ident}\t{md.get('dataset_identifier') or ''}")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .resolve import load_sources
-
     words = (args.search or "").lower().split()
-    sources = load_sources(args.catalog)
+    sources, note = _with_api_datasets(args)
     shown = 0
     for name, spec in sorted(sources.items()):
         md = spec.get("metadata") or {}
@@ -78,12 +122,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
             [name, spec.get("description", ""), str(md.get("identifier", "")), " ".join(md.get("old_ids") or [])]
         ).lower()
         if all(w in haystack for w in words):
-            status = md.get("migration_status") or ("catalog" if spec.get("driver") != "clms" else "")
+            status = md.get("migration_status") or ("catalog" if spec.get("driver") != "clms" else "clms_api")
             print(f"{name:<72} {status:<13} {md.get('resolution') or '':<8} {md.get('frequency') or ''}")
             shown += 1
     if shown == 0 and words:
-        raise ClmsError(f"no entry matches {args.search!r}")
+        raise ClmsError(f"no entry matches {args.search!r}" + (f"; {note}" if note else ""))
+    if note and words:
+        print(f"intake-clms list: note: {note}", file=sys.stderr)
     return 0
+
+
+_LISTING_HELP = ("a saved CLMS download API listing whose datasets are included as clms_download_api.NAME "
+                 "(default: the listing cached when the nested catalog was last opened; never the network)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,11 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "that serve an old WEkEO ID or a datasetIdentifier.")
     p.add_argument("id", help="e.g. EO:CLMS:DAT:CLMS_GLOBAL_NDVI_300M_V1_10DAILY_NETCDF or ndvi_global_300m_10daily_v1")
     p.add_argument("--catalog", help="catalog YAML (default: the bundled catalogs/clms.yaml)")
+    p.add_argument("--listing", metavar="FILE", help=_LISTING_HELP)
     p.set_defaults(func=_cmd_resolve)
 
     p = sub.add_parser("list", help="list catalog entries", description="List catalog entries, optionally filtered.")
     p.add_argument("--search", metavar="TEXT", help="only entries whose name, description or IDs contain every word")
     p.add_argument("--catalog", help="catalog YAML (default: the bundled catalogs/clms.yaml)")
+    p.add_argument("--listing", metavar="FILE", help=_LISTING_HELP)
     p.set_defaults(func=_cmd_list)
 
     # Listed for --help only: main() hands `sandbox ...` to the sandbox's own parser.
@@ -136,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options whose value may start with "-" (a western longitude): ``--bbox -10,35,0,44`` as written.
+_SIGNED_VALUES = ("--bbox",)
+_SIGNED = re.compile(r"^-\d")
+
+
+def glue_signed_values(argv: Sequence[str]) -> list[str]:
+    """``--bbox -10,35,0,44`` -> ``--bbox=-10,35,0,44``: argparse takes a value starting with "-" for an option."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] in _SIGNED_VALUES and i + 1 < len(args) and _SIGNED.match(args[i + 1]):
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+            continue
+        if args[i] == "--":
+            out += args[i:]
+            break
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sandbox"]:  # its options belong to the sandbox's own parser
@@ -143,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sandbox_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(glue_signed_values(argv))
     try:
         return args.func(args)
     except ClmsError as exc:

@@ -28,6 +28,8 @@ from intake.catalog.local import LocalCatalogEntry, UserParameter
 from . import __version__
 from .clms_listing import FORMAT_CONVERSION, canonical_format
 from .errors import ClmsError, ParameterError, ServiceError
+from .lookup import EntryLookup
+from .params import parse_bbox
 from .products import entry_name
 
 if TYPE_CHECKING:  # the listing module is imported when a listing is needed, never at import time
@@ -285,6 +287,8 @@ class ApiParameter(UserParameter):
     """A user parameter whose refusal is a :class:`ParameterError` naming the field and what it accepts."""
 
     def validate(self, value: Any) -> Any:
+        if self.name == "bbox" and self.type == "list":  # intake's list coercion would split a string into characters
+            return list(parse_bbox(value))
         if self.allowed is not None and value not in self.allowed:
             shown = ", ".join(repr(v) for v in self.allowed)
             hint = " ('' for a request without a pre-packaged file)" if self.name == "file" and "" in self.allowed else ""
@@ -330,7 +334,7 @@ class _LazyEntries(Mapping):
         return self._get().pop(key, *default)
 
 
-class ClmsApiCatalog(Catalog):
+class ClmsApiCatalog(EntryLookup, Catalog):
     """The CLMS download API's datasets as a catalog, listed from ``@search`` when first opened.
 
     Creating it touches no network (intake's GUI instantiates every entry of a

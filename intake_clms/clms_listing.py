@@ -22,9 +22,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
+if TYPE_CHECKING:  # only annotations: the HTTP stack is imported when a listing is fetched
+    import requests
 
 from .config import cache_dir as default_cache_dir
 from .config import endpoints

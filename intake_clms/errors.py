@@ -7,6 +7,8 @@ server's own message, because that is what a user needs to act on.
 
 from __future__ import annotations
 
+import difflib
+
 
 class ClmsError(Exception):
     """Root of every error intake-clms raises on purpose."""
@@ -41,6 +43,25 @@ class ParameterError(ClmsError, ValueError):
 
 class UnknownIdentifierError(ClmsError, KeyError):
     """An ID resolves to no catalog entry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownEntryError(ClmsError, AttributeError, KeyError):
+    """A catalog has no entry of that name; names the closest ones.
+
+    An AttributeError for ``cat.name`` and a KeyError for ``cat["name"]``, so
+    ``hasattr``, ``getattr(cat, name, default)`` and intake keep working.
+    """
+
+    def __init__(self, name: str, choices: list[str], catalog: str = "the catalog"):
+        self.name, self.choices = name, list(choices)
+        close = difflib.get_close_matches(name, self.choices, n=3, cutoff=0.5)
+        close += [c for c in self.choices if name.lower() in c.lower() and c not in close][: max(0, 5 - len(close))]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        more = f" ({len(self.choices)} entries: list(cat), or `intake-clms list --search WORD`)" if self.choices else ""
+        super().__init__(f"{catalog} has no entry {name!r}{hint}{more}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""

@@ -6,12 +6,13 @@ cache key, so two spellings of the same request must give the same Request.
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
+import difflib
 import hashlib
 import json
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from .errors import ParameterError
@@ -19,22 +20,76 @@ from .errors import ParameterError
 SERVICES = ("auto", "wekeo", "clms", "cdse")
 _OPEN_END = {"present", "now", "today", "ongoing"}
 
+#: The keywords of ``ClmsSource`` that describe the request (validated into a :class:`Request`).
+REQUEST_PARAMETERS = ("dataset_id", "dataset_identifier", "bbox", "start", "end", "service", "file", "output_format", "crs")
 
-def parse_bbox(value: object) -> tuple[float, float, float, float]:
-    """[west, south, east, north] in degrees, from a list/tuple or a string "[w, s, e, n]" / "w,s,e,n"."""
-    raw = value
+#: Every option a source keyword may set besides the request: what the engine and the backends read
+#: (``workers=3``, ``poll_deadline=3600``, ``service_key=...``).  The one list of them: a keyword
+#: outside it and :data:`REQUEST_PARAMETERS` is a typo, refused by :func:`check_keywords`.
+ENGINE_OPTIONS = frozenset({
+    "cache_dir",  # the cache folder (default: INTAKE_CLMS_CACHE or the user cache dir)
+    "workers", "chunk", "chunks",  # concurrent downloads, download chunk bytes, dask chunks when opening
+    "poll_first", "poll_factor", "poll_cap", "poll_deadline",  # queue polling
+    "attempts", "backoff",  # HTTP retries
+    "username", "password",  # WEkEO HDA credentials
+    "service_key", "link_max_age", "listing_max_age", "files_rate",  # CLMS download API
+    "max_products",  # refuse a request needing more products than this (quota guard)
+    "access",  # CDSE: how products are reached
+})
+
+
+def check_keywords(given: Iterable[str], extra: Iterable[str] = ()) -> None:
+    """Refuse a keyword that is neither a request parameter nor an engine option, naming close matches."""
+    valid = sorted({*REQUEST_PARAMETERS, *ENGINE_OPTIONS, *extra, "metadata"})
+    for name in given:
+        if name in valid:
+            continue
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise ParameterError(name, f"unknown keyword; {hint}valid keywords: {', '.join(valid)}")
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A value as the user typed it, shortened: never split into characters or pages long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bbox_items(value: object) -> list[object]:
+    """The four corners as given: a string "[w, s, e, n]" / "w,s,e,n" / "w s e n", or any sequence or array."""
     if isinstance(value, str):
         text = value.strip()
+        if text[:1] in "[(" and text[-1:] in "])":
+            text = text[1:-1]
+        return [p for p in re.split(r"[,;\s]+", text) if p]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ParameterError("bbox", f"got {_shown(value)}; expected four numbers [west, south, east, north] in degrees")
+    return list(value)
+
+
+def parse_bbox(value: object) -> tuple[float, float, float, float]:
+    """[west, south, east, north] in degrees, from a list/tuple/array or a string "[w, s, e, n]" / "w,s,e,n".
+
+    Every value must be a finite number: NaN or infinity would make every
+    comparison below false and reach the services as a meaningless area.
+    """
+    items = _bbox_items(value)
+    if len(items) != 4:
+        raise ParameterError(
+            "bbox", f"got {_shown(value)}; expected four numbers [west, south, east, north] in degrees, e.g. [5, 45, 10, 50]"
+        )
+    corners = []
+    for label, item in zip(("west", "south", "east", "north"), items):
         try:
-            value = ast.literal_eval(text) if text.startswith(("[", "(")) else [p for p in re.split(r"[,\s]+", text) if p]
-        except (ValueError, SyntaxError):
-            raise ParameterError("bbox", f"cannot read {raw!r}; expected [west, south, east, north] in degrees") from None
-    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 4:
-        raise ParameterError("bbox", f"got {raw!r}; expected four numbers [west, south, east, north] in degrees")
-    try:
-        west, south, east, north = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ParameterError("bbox", f"got {raw!r}; every value must be a number") from None
+            if isinstance(item, bool):
+                raise TypeError
+            number = float(item)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ParameterError("bbox", f"{label}={_shown(item)} in {_shown(value)}: every value must be a number") from None
+        if not math.isfinite(number):
+            raise ParameterError("bbox", f"{label} is {number} in {_shown(value)}: every value must be a finite number")
+        corners.append(number)
+    west, south, east, north = corners
     for label, v, lim in (("west", west, 180), ("east", east, 180), ("south", south, 90), ("north", north, 90)):
         if not -lim <= v <= lim:
             raise ParameterError("bbox", f"{label}={v:g} is out of range [-{lim}, {lim}] degrees")
@@ -155,3 +210,54 @@ class Request:
         """Stable hash of the canonical request (the cache key)."""
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _day(value: object) -> dt.date | None:
+    if value in (None, "", "None"):
+        return None
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def check_coverage(request: Request, metadata: Mapping[str, object] | None, *, today: dt.date | None = None) -> None:
+    """Refuse a bbox or dates that miss the product's coverage (catalog metadata), before any network call.
+
+    Uses ``coverage_bbox`` and ``time_start`` / ``time_end`` / ``time_ongoing``
+    as both catalogs write them; a missing field checks nothing.  An ongoing
+    product (or one whose end is unknown) has no upper date bound but today.
+    Only a request that misses the coverage entirely is refused: a partly
+    overlapping one is the services' to cut.  A pre-packaged file ignores area
+    and dates, so it is never refused here.
+    """
+    md = metadata or {}
+    if request.file is not None:
+        return
+    cov = md.get("coverage_bbox")
+    if isinstance(cov, (list, tuple)) and len(cov) == 4:
+        try:
+            cw, cs, ce, cn = (float(v) for v in cov)
+        except (TypeError, ValueError):
+            cw, cs, ce, cn = -180.0, -90.0, 180.0, 90.0
+        w, s, e, n = request.bbox
+        if w >= ce or e <= cw or s >= cn or n <= cs:
+            where = f"{md['spatial_coverage']} " if md.get("spatial_coverage") else ""
+            raise ParameterError(
+                "bbox", f"[{w:g}, {s:g}, {e:g}, {n:g}] lies outside the product's coverage "
+                f"({where}[{cw:g}, {cs:g}, {ce:g}, {cn:g}]); give an area that overlaps it"
+            )
+    first, last = _day(md.get("time_start")), _day(md.get("time_end"))
+    ongoing = bool(md.get("time_ongoing")) or (first is not None and last is None)
+    if first is None:
+        return
+    if ongoing:
+        last = None
+    shown = f"{first.isoformat()} to {last.isoformat() if last else 'present'}"
+    if request.end is not None and request.end < first:
+        raise ParameterError("end", f"{request.end.isoformat()} is before the product's time coverage ({shown})")
+    if request.start is not None and last is not None and request.start > last:
+        raise ParameterError("start", f"{request.start.isoformat()} is after the product's time coverage ({shown})")
+    now = today or dt.date.today()
+    if request.start is not None and last is None and request.start > now:
+        raise ParameterError("start", f"{request.start.isoformat()} is in the future (time coverage: {shown})")

@@ -1,6 +1,7 @@
 """The intake driver behind every catalog entry (``driver: clms``).
 
-Creating a source only validates its parameters: no network, no file system
+Creating a source only validates its parameters (unknown keywords, values,
+and the product's coverage from the catalog metadata): no network, no file system
 beyond what intake itself does, because intake's GUI instantiates every entry
 of a catalog when it shows it.  Reading hands the validated request to the
 backend of the chosen service.
@@ -14,7 +15,7 @@ from intake.source.base import DataSource, Schema
 
 from . import __version__
 from .config import available_services
-from .params import Request
+from .params import Request, check_coverage, check_keywords
 from .services import choose_service
 
 
@@ -41,9 +42,11 @@ class ClmsSource(DataSource):
         crs: str | None = None,
         **kwargs: Any,
     ):
+        check_keywords(kwargs)  # a typo (bbx=, wrokers=) must not silently run on the defaults
         self.request = Request.build(
             dataset_id, dataset_identifier, bbox, start, end, service, file=file, output_format=output_format, crs=crs
         )
+        check_coverage(self.request, metadata)
         self.cache_dir = cache_dir
         self.options = kwargs
         self._ds = None

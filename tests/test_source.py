@@ -73,7 +73,7 @@ def test_bad_parameters_fail_clearly(cat, kwargs, field, text):
 
 
 def test_service_outside_allowed_values_is_refused(cat):
-    with pytest.raises(ValueError, match="cdse"):
+    with pytest.raises(ParameterError, match="service: got 'sentinelhub'; expected one of auto, wekeo, clms, cdse"):
         cat.ndvi_global_300m_10daily_v2(service="sentinelhub")
     with pytest.raises(ParameterError, match="service: got 'ftp'"):
         ClmsSource("EO:JRC:DAT:CLMS", "x", service="ftp")

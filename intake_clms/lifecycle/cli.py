@@ -19,11 +19,16 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
     ENTRY is a catalog entry name, an old WEkEO ID or a datasetIdentifier; with
     ``--service clms`` it may also be a CLMS download API dataset (``forest-type-2015``).
     """
+    from ..errors import UnknownIdentifierError
+    from ..params import parse_bbox, parse_date
     from ..resolve import load_sources, resolve
     from ..source import ClmsSource
 
-    from ..errors import UnknownIdentifierError
-
+    # The values given are checked first: a bad one is the error to report, whatever else is missing.
+    if args.bbox is not None:
+        parse_bbox(args.bbox)
+    parse_date("start", args.start)
+    parse_date("end", args.end)
     sources = load_sources(args.catalog)
     try:
         names = [entry] if entry in sources else resolve(entry, args.catalog)
@@ -73,7 +78,9 @@ def add_preload_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("entry", metavar="ENTRY",
                    help="catalog entry name, datasetIdentifier or old WEkEO ID (with --service clms: a CLMS dataset name)")
-    p.add_argument("--bbox", metavar="W,S,E,N", help="bounding box in degrees (required for WEkEO products)")
+    p.add_argument("--bbox", metavar="W,S,E,N",
+                   help="bounding box in degrees (required for WEkEO products); negative values as written: "
+                        "--bbox -10,35,0,44")
     p.add_argument("--start", help="first date (ISO)")
     p.add_argument("--end", help="last date (ISO)")
     p.add_argument("--file", help="CLMS download API: a pre-packaged file (e.g. FTY_2015_100m_eu_03035_d02_Full)")

@@ -440,12 +440,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="inject a fault: SERVICE.ENDPOINT:KIND[:key=value,...], e.g. hda.download:reset:after_bytes=1000",
     )
+    p.add_argument("--env-file", type=Path, default=None,
+                   help="once listening, write the `export NAME=value` lines to this file (for `. FILE`)")
+    p.add_argument("--background", action="store_true",
+                   help="start detached, print the export lines once it listens and return "
+                        "(eval \"$(intake-clms sandbox --background)\"); `intake-clms sandbox stop` ends it")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``intake-clms sandbox``: serve in the foreground until Ctrl-C, printing what a client needs."""
+    """``intake-clms sandbox``: serve in the foreground until Ctrl-C, printing what a client needs.
+
+    ``--background``, ``--env-file`` and ``sandbox stop``: see :mod:`intake_clms.sandbox.launcher`.
+    """
+    from intake_clms.sandbox import launcher
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["stop"]:
+        return launcher.stop_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.background:
+        return launcher.start_background(argv, args.env_file)
     sandbox = Sandbox(
         data_dir=args.data_dir,
         port=args.port,
@@ -485,15 +500,19 @@ def main(argv: list[str] | None = None) -> int:
         out.append("environment for clients (paste into a shell):")
         out += [f"export {name}={shlex.quote(value)}" for name, value in sandbox.env().items()]
         out.append("Press Ctrl-C to stop.")
-        print("\n".join(out), flush=True)
+        if args.env_file:
+            out.insert(-1, f"environment written to {launcher.write_env_file(args.env_file, sandbox.env(), urls['base'])}")
+        launcher.say(*out)
         while not stop.wait(0.5):
             if not sandbox.running:
                 print("intake-clms sandbox: the server thread stopped", file=sys.stderr)
                 return 1
-        print("stopping", flush=True)
+        launcher.say("stopping")
         return 0
     finally:
         sandbox.stop()
+        if args.env_file:
+            Path(args.env_file).expanduser().unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
