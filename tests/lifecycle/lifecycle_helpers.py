@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from intake_clms.lifecycle.clock import FakeClock
 from intake_clms.source import ClmsSource
 
 NDVI = {"dataset_id": "EO:JRC:DAT:CLMS", "dataset_identifier": "ndvi_global_300m_10daily_v2"}
@@ -44,3 +45,17 @@ def assert_nothing_published(src: ClmsSource, cache: Any = None) -> None:
     assert st.views.get(src.request.key()) is None
     assert not list(st.products.keys())
     assert not (st.root / "staging").exists() or not any((st.root / "staging").iterdir())
+
+
+class Lockstep(FakeClock):
+    """A fake clock whose sleeps also move the sandbox's clock: client and server age together, no real sleep."""
+
+    def __init__(self, sb: Any):
+        import time
+
+        super().__init__(time.time())
+        self.sb = sb
+
+    def sleep(self, seconds: float, cancel: Any = None) -> None:
+        super().sleep(seconds, cancel)
+        self.sb.clock.advance(seconds)

@@ -8,7 +8,7 @@ import pytest
 
 from intake_clms.errors import CredentialsError, ServiceError
 from intake_clms.lifecycle import CancelledError, IntegrityError, PreloadError, QuotaError, UnsafeArchiveError
-from .lifecycle_helpers import assert_nothing_published, ndvi_source, store, stored_files
+from .lifecycle_helpers import Lockstep, assert_nothing_published, ndvi_source, store, stored_files
 
 ONE = {"start": "2024-01-01", "end": "2024-01-05"}  # a single 10-daily product
 
@@ -26,11 +26,12 @@ def test_token_expiring_during_queue_wait_is_renewed(hda_env):
 
 
 def test_tokens_outliving_their_lifetime_during_a_long_wait(sandbox_factory, hda_env, monkeypatch):
-    # tokens (and refresh tokens) live 0.1 s real, the queue 0.5 s: they die long before the order is ready
-    sb = sandbox_factory(token_lifetime=6.0, queue_delay=30.0)
+    # tokens live 6 s and refresh tokens 12 s; the client checks the queue every 20 s of a 60 s wait, on a
+    # fake clock moving the sandbox's too: both tokens are dead at every check (no real sleep, no race)
+    sb = sandbox_factory(speed=1.0, token_lifetime=6.0, queue_delay=60.0)
     for name, value in sb.env().items():
         monkeypatch.setenv(name, value)
-    ds = ndvi_source(**ONE).to_dask()
+    ds = ndvi_source(**ONE, clock=Lockstep(sb), poll_first=20.0, poll_cap=20.0, poll_deadline=3600).to_dask()
     assert ds.sizes["time"] == 1
     assert sb.log.count("hda", "token") >= 2  # logged in again once the refresh token had expired too
 

@@ -23,7 +23,7 @@ from intake_clms.lifecycle.errors import OrderExpiredError
 from intake_clms.resolve import load_sources
 from intake_clms.source import ClmsSource
 
-from .lifecycle_helpers import FAST, NDVI, ndvi_source, store, view_of
+from .lifecycle_helpers import FAST, NDVI, Lockstep, ndvi_source, store, view_of
 
 ONE = {"start": "2024-01-01", "end": "2024-01-05"}  # a single 10-daily product
 
@@ -250,13 +250,16 @@ def test_dataset_attrs_hold_only_what_every_time_step_shares(hda_env):
 
 
 def test_tokens_are_renewed_before_they_expire_during_a_long_queue_wait(sandbox_factory, hda_env, monkeypatch):
-    # tokens live 1 real second (expires_in says so), the order queues 1.7 real seconds
-    sb = _use(sandbox_factory(speed=120.0, token_lifetime=120.0, queue_delay=200.0), monkeypatch)
-    ds = ndvi_source(**ONE).to_dask()
+    # tokens live 20 s, the order queues 300 s: all on a fake clock (no real sleep, no wall-clock race;
+    # the real-time version of this test failed intermittently under load)
+    sb = _use(sandbox_factory(speed=1.0, token_lifetime=20.0, queue_delay=300.0), monkeypatch)
+    clock = Lockstep(sb)
+    ds = ndvi_source(**ONE, clock=clock, poll_first=2.0, poll_cap=10.0, poll_deadline=3600).to_dask()
     assert ds.sizes["time"] == 1
+    assert sum(clock.slept) >= 300  # the whole queue wait happened, on the fake clock
     assert sb.log.count("hda", "download_head") >= 3  # several status calls across the tokens' life
     assert [e for e in sb.log.entries("hda") if e.status == 401] == []  # renewed in time: never refused
-    assert sb.log.count("hda", "refresh") + sb.log.count("hda", "token") >= 2  # ... by a renewal
+    assert sb.log.count("hda", "refresh") + sb.log.count("hda", "token") >= 10  # ... by renewals
 
 
 def test_a_token_is_not_renewed_while_it_has_long_to_live(hda_env):
