@@ -10,6 +10,7 @@ native dtype.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,19 @@ def _grid_crs(ds: xr.Dataset) -> Any:
     return "EPSG:4326"
 
 
+#: netCDF4's ``nc_open`` is not thread-safe (HDF5 is not built thread-safe) and xarray does not lock the
+#: open itself, only later reads: concurrent preloads in one process opening their views at once
+#: crashed with SIGBUS (bench/overlap_bench.py).  Our opens take turns.
+_OPEN_LOCK = threading.Lock()
+
+
 def open_netcdf(files: Sequence[Path], bbox: Sequence[float], chunks: Any = "auto") -> xr.Dataset:
     """Stack time steps along sorted ``time``, crop lazily to bbox (lon/lat), attach the CRS."""
+    with _OPEN_LOCK:
+        return _open_netcdf(files, bbox, chunks)
+
+
+def _open_netcdf(files: Sequence[Path], bbox: Sequence[float], chunks: Any) -> xr.Dataset:
     import rioxarray  # noqa: F401  (registers .rio)
 
     west, south, east, north = bbox

@@ -37,7 +37,8 @@ def engine_for(source: Any, service: str, **overrides: Any) -> Engine:
     clock = settings.get("clock") or SYSTEM
     connect = connector(service)
     store = Store(settings.get("cache_dir") or getattr(source, "cache_dir", None))
-    entry = settings.get("entry") or (getattr(source, "metadata", None) or {}).get("entry") or ""
+    name = getattr(source, "name", "")  # intake sets the entry's name on the sources it builds
+    entry = settings.get("entry") or (name if name and name != getattr(type(source), "name", None) else "")
     return Engine(
         source.request,
         lambda cancel: connect({**settings, "cache_dir": store.base}, cancel, clock),

@@ -166,7 +166,7 @@ class ClmsAuth:
 
     def headers(self) -> dict[str, str]:
         with self._lock:
-            if self._token is None or time.time() > self._expires - self._margin:
+            if self._token is None or self.http.clock.time() > self._expires - self._margin:
                 self._grant_locked()
             self._seen.generation = self._generation
             return {"Authorization": f"Bearer {self._token}"}
@@ -179,7 +179,7 @@ class ClmsAuth:
             self._grant_locked()
 
     def assertion(self, now: float | None = None) -> str:
-        """The signed JWT of a grant (never logged)."""
+        """The signed JWT of a grant (never logged); its times are wall-clock times, as the server checks them."""
         now = int(time.time() if now is None else now)
         claims = {"iss": self.key.client_id, "sub": self.key.user_id, "aud": self.key.token_uri,
                   "iat": now, "exp": now + self.lifetime}
@@ -200,7 +200,7 @@ class ClmsAuth:
             life = float(body.get("expires_in") or self.lifetime)
         except (TypeError, ValueError):
             life = float(self.lifetime)
-        self._token, self._expires = token, time.time() + life
+        self._token, self._expires = token, self.http.clock.time() + life
         self._margin = min(RENEW_MARGIN, life / 10.0)  # a short-lived token is not renewed before every call
         self._generation += 1
         self.grants += 1
