@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -61,15 +62,44 @@ def _total(response: requests.Response, offset: int) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
-def _hashers(algorithms: Iterable[str]) -> dict[str, "hashlib._Hash"]:
-    return {name: hashlib.new(name) for name in dict.fromkeys(["sha256", *algorithms])}
+class _Digests:
+    """Content hashes of a stream, computed on a helper thread so that hashing overlaps the socket reads
+    (hashlib releases the GIL on large buffers); ``hexdigests()`` waits for the last bytes."""
 
+    def __init__(self, algorithms: Iterable[str]):
+        self.algorithms = tuple(dict.fromkeys(["sha256", *algorithms]))
+        self.reset()
 
-def _hash_prefix(part: Path, hashers: dict[str, "hashlib._Hash"], chunk: int) -> None:
-    with open(part, "rb") as fh:
-        while data := fh.read(chunk):
-            for h in hashers.values():
+    def reset(self) -> None:
+        """Start over (the download restarts from byte 0, or a .part is hashed from disk)."""
+        if getattr(self, "_thread", None) is not None:
+            self.close()
+        self._hashers = {name: hashlib.new(name) for name in self.algorithms}
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)  # at most 8 chunks in flight
+        self._thread = threading.Thread(target=self._run, name="intake-clms-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            for h in self._hashers.values():
                 h.update(data)
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def hash_file(self, path: Path, chunk: int) -> None:
+        with open(path, "rb") as fh:
+            while data := fh.read(chunk):
+                self.update(data)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigests(self) -> dict[str, str]:
+        self.close()
+        return {name: h.hexdigest() for name, h in self._hashers.items()}
 
 
 def download(
@@ -88,7 +118,16 @@ def download(
     part = final.with_name(final.name + ".part")
     with local_faults(final.parent):
         final.parent.mkdir(parents=True, exist_ok=True)
-    hashers = _hashers(algorithms)
+    hashers = _Digests(algorithms)
+    try:
+        return _download(open_body, final, part, service, chunk, progress, cancel, max_resumes, hashers)
+    finally:
+        hashers.close()
+
+
+def _download(open_body: Opener, final: Path, part: Path, service: str, chunk: int,
+              progress: Callable[[int, int | None], None] | None, cancel: threading.Event, max_resumes: int,
+              hashers: _Digests) -> Downloaded:
     hashed = 0  # bytes of the .part already fed to the hashers
     drops = restarts = 0
     total: int | None = None
@@ -108,7 +147,8 @@ def download(
                 log.info("%s: the server refused a resume at byte %d (its file has %s bytes); restarting from zero",
                          service, have, real if real is not None else "an unknown number of")
                 part.unlink(missing_ok=True)
-                hashers, hashed, total = _hashers(algorithms), 0, None
+                hashers.reset()
+                hashed, total = 0, None
                 continue
             if have and response.status_code == 200:
                 log.info("%s: server ignored the Range request; restarting the download", service)
@@ -117,12 +157,13 @@ def download(
             if total is not None and announced is not None and announced != total:
                 raise IntegrityError(f"the file changed size on the server during the download ({total} -> {announced} bytes)")
             total = announced if announced is not None else total
-            if have == 0:
-                hashers, hashed = _hashers(algorithms), 0
+            if have == 0 and hashed:
+                hashers.reset()
+                hashed = 0
             elif hashed != have:
-                hashers = _hashers(algorithms)
+                hashers.reset()
                 with local_faults(part):
-                    _hash_prefix(part, hashers, chunk)
+                    hashers.hash_file(part, chunk)
                 hashed = have
             if progress:
                 progress(have, total)
@@ -156,8 +197,7 @@ def download(
                         if is_local_fault(exc):
                             raise storage_error(exc, part, (total or done + len(data)) - done) from None
                         raise
-                    for h in hashers.values():
-                        h.update(data)
+                    hashers.update(data)
                     done += len(data)
                     hashed = done
                     if progress:
@@ -184,8 +224,8 @@ def download(
         log.info("%s: body ended at %d of %d bytes; resuming", service, size, total)
     size = part.stat().st_size
     if hashed != size:  # e.g. a complete .part from a killed run: hash it once
-        hashers = _hashers(algorithms)
-        _hash_prefix(part, hashers, chunk)
+        hashers.reset()
+        hashers.hash_file(part, chunk)
     with local_faults(final):
         os.replace(part, final)
-    return Downloaded(final, size, {name: h.hexdigest() for name, h in hashers.items()})
+    return Downloaded(final, size, hashers.hexdigests())
