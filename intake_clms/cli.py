@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import ClmsError
+from .gui import add_gui_parser
 
 EXIT_USAGE = 2
 
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .lifecycle.cli import add_preload_parser
 
     add_preload_parser(sub)
+    add_gui_parser(sub)
     return parser
 
 
