@@ -192,6 +192,9 @@ class PlotView:
 
 
 _GUI_CLASS: type | None = None
+#: Preloads the GUI's plots are waiting for (every session): cancelled when the server stops, so that
+#: Ctrl-C does not wait for an order in a queue.
+_RUNNING: set[Any] = set()
 
 
 def gui_class() -> type:
@@ -221,7 +224,6 @@ def _make_gui_class() -> type:
             self.end_input = pn.widgets.TextInput(name="end", width=150)
             self.request_note = pn.pane.Markdown("", width=480)
             self._selected: tuple[str, Any] | None = None
-            self._handle: Any = None
             super().__init__(cats=dict(cats))
             # intake's layout: row0 = (logo, catalogs, sources + plot button, source panel); row1 = plots.
             row0 = self.main[0]
@@ -362,8 +364,12 @@ def _make_gui_class() -> type:
                 self.plot_button.disabled = False
 
         def _read(self, source: Any) -> Any:
-            self._handle = source.preload(blocking=False, progress_bar=False)
-            return self._handle.wait()
+            handle = source.preload(blocking=False, progress_bar=False)
+            _RUNNING.add(handle)
+            try:
+                return handle.wait()
+            finally:
+                _RUNNING.discard(handle)
 
         def plot_now(self, name: str | None = None) -> Any:
             """Read and draw synchronously (scripts and tests); returns the HoloViews object drawn."""
@@ -439,6 +445,14 @@ def build_gui(catalog: str | Path | None = None, today: dt.date | None = None) -
 # --------------------------------------------------------------------------- serving
 
 
+def cancel_plots() -> int:
+    """Cancel the preloads plots are waiting for (the server is stopping); how many there were."""
+    running = list(_RUNNING)
+    for handle in running:
+        handle.cancel()
+    return len(running)
+
+
 def free_port(address: str = DEFAULT_ADDRESS) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((address, 0))
@@ -478,6 +492,7 @@ def serve(catalog: str | Path | None = None, port: int = DEFAULT_PORT, address: 
     except KeyboardInterrupt:
         pass
     finally:
+        cancel_plots()
         server.stop()
     print("intake-clms gui: stopped", file=sys.stderr, flush=True)
     return 0

@@ -125,3 +125,32 @@ def test_a_fitted_spec_renders_to_bokeh_with_the_colour_limits() -> None:
     mappers = [r.glyph.color_mapper for r in fig.renderers if hasattr(r.glyph, "color_mapper")]
     assert mappers and (mappers[0].low, mappers[0].high) == (0.0, 1.0)
     assert "RdYlGn" in str(mappers[0].palette) or len(mappers[0].palette) > 2
+
+
+def test_fit_points_draws_lon_lat_columns_and_names_what_is_missing() -> None:
+    import holoviews as hv
+    import hvplot.pandas  # noqa: F401
+
+    from intake_clms.plots import fit_points
+
+    frame = pd.DataFrame({"lon": [5.0, 6.5, 8.0], "lat": [45.0, 46.0, 47.5], "height": [210.0, 190.5, 305.2]})
+    spec = yaml.safe_load(yaml.safe_dump(plots_for({"is_vector": True})["map"]))
+    fitted_frame, fitted = fit_points(frame, spec)
+    fig = hv.render(fitted_frame.hvplot(**fitted), backend="bokeh")
+    xs = [r.data_source.data.get("lon") for r in fig.renderers if "lon" in r.data_source.data]
+    assert xs and list(xs[0]) == [5.0, 6.5, 8.0]
+    with pytest.raises(ValueError, match="no 'lon'/'lat' columns and no geometry"):
+        fit_points(pd.DataFrame({"a": [1]}), spec)
+
+
+def test_fit_points_takes_a_geodataframe_s_representative_points_in_lon_lat() -> None:
+    gpd = pytest.importorskip("geopandas")
+    from shapely.geometry import Point, Polygon
+
+    from intake_clms.plots import fit_points
+
+    frame = gpd.GeoDataFrame({"name": ["lake", "square"]},
+                             geometry=[Point(7.0, 46.0), Polygon([(0, 40), (2, 40), (2, 42), (0, 42)])], crs="EPSG:4326")
+    out, spec = fit_points(frame, plots_for({"is_vector": True})["map"])
+    assert "geometry" not in out.columns
+    assert out["lon"].tolist()[0] == 7.0 and 0 < out["lon"].tolist()[1] < 2 and 40 < out["lat"].tolist()[1] < 42

@@ -174,3 +174,36 @@ def test_cli_refuses_a_missing_catalog_in_one_line(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"intake-clms gui: error: no catalog file at {tmp_path / 'nope.yaml'}"]
+
+
+def test_stopping_the_server_cancels_a_plot_waiting_in_the_queue(sandbox_factory, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from intake_clms.gui import cancel_plots
+    from intake_clms.lifecycle import CancelledError
+
+    sb = sandbox_factory(queue_delay=10**6)  # an order that never leaves the queue
+    for name, value in sb.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("INTAKE_CLMS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HDA_RC", str(tmp_path / "no-hdarc"))
+    gui = build_gui(today=TODAY)
+    gui.sourcesel.value = [NDVI]
+    outcome: list[BaseException] = []
+
+    def click() -> None:
+        try:
+            gui.plot_now()
+        except BaseException as exc:  # noqa: BLE001  (recorded for the assertion)
+            outcome.append(exc)
+
+    worker = threading.Thread(target=click)
+    worker.start()
+    for _ in range(2400):  # until the order is placed (bounded: 2 min)
+        if sb.log.count("hda", "order") or not worker.is_alive():
+            break
+        worker.join(0.05)
+    assert cancel_plots() == 1
+    worker.join(60)
+    assert not worker.is_alive() and outcome and isinstance(outcome[0], CancelledError)
