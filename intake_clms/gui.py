@@ -40,6 +40,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import ClmsError, ParameterError
+from .params import parse_bbox
 
 #: A quicklook's area spans about this many pixels across at the product's resolution.
 QUICKLOOK_PIXELS = 800
@@ -224,6 +225,7 @@ def _make_gui_class() -> type:
             self.end_input = pn.widgets.TextInput(name="end", width=150)
             self.request_note = pn.pane.Markdown("", width=480)
             self._selected: tuple[str, Any] | None = None
+            self._editing = False
             super().__init__(cats=dict(cats))
             # intake's layout: row0 = (logo, catalogs, sources + plot button, source panel); row1 = plots.
             row0 = self.main[0]
@@ -266,28 +268,19 @@ def _make_gui_class() -> type:
             source = self._sources[name]
             self._selected = (name, source)
             params = quicklook_params(source, self.today)
-            with self._quiet_edits():
+            self._editing = True  # filling the fields is no user edit
+            try:
                 self.bbox_input.value = _show(params.get("bbox")) if "bbox" in params else ""
                 self.start_input.value = str(params.get("start") or "")
                 self.end_input.value = str(params.get("end") or "")
                 for widget, key in ((self.bbox_input, "bbox"), (self.start_input, "start"), (self.end_input, "end")):
                     widget.disabled = key not in params or bool(params.get("file"))
+            finally:
+                self._editing = False
             self._show_request()
 
-        def _quiet_edits(self) -> Any:
-            gui = self
-
-            class _Quiet:
-                def __enter__(self) -> None:
-                    gui._editing = True
-
-                def __exit__(self, *exc: Any) -> None:
-                    gui._editing = False
-
-            return _Quiet()
-
         def _request_edited(self, *_: Any) -> None:
-            if not getattr(self, "_editing", False) and self._selected is not None:
+            if not self._editing and self._selected is not None:
                 self._show_request()
 
         def request_params(self) -> dict[str, Any]:
@@ -300,7 +293,9 @@ def _make_gui_class() -> type:
                 return params
             if "bbox" in params:
                 text = self.bbox_input.value.strip()
-                params["bbox"] = [float(v) for v in re.split(r"[,\s]+", text.strip("[]() ")) if v] if text else None
+                if not text:  # never the whole coverage by accident
+                    raise ParameterError("bbox", "is empty; expected west, south, east, north in degrees")
+                params["bbox"] = list(parse_bbox(text))
             for key, widget in (("start", self.start_input), ("end", self.end_input)):
                 if key in params:
                     params[key] = widget.value.strip()

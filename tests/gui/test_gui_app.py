@@ -207,3 +207,17 @@ def test_stopping_the_server_cancels_a_plot_waiting_in_the_queue(sandbox_factory
     assert cancel_plots() == 1
     worker.join(60)
     assert not worker.is_alive() and outcome and isinstance(outcome[0], CancelledError)
+
+
+def test_an_emptied_or_garbled_bbox_is_refused_not_read_as_the_whole_coverage(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTAKE_CLMS_CACHE", str(tmp_path / "cache"))
+    gui = build_gui(today=TODAY)
+    gui.sourcesel.value = [NDVI]
+    gui.bbox_input.value = ""
+    with pytest.raises(ParameterError, match="bbox: is empty"):
+        gui.quicklook_source()
+    gui.bbox_input.value = "5, 45, nope, 50"
+    assert "Cannot read the request" in gui.request_note.object and "bbox" in gui.request_note.object
+    with pytest.raises(ParameterError, match="bbox"):
+        gui.quicklook_source()
