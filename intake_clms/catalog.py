@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .params import SERVICES
+from .plots import plots_for
 from .products import NOT_MIGRATED, Product, coverage_bbox
 
 DRIVER = "clms"
@@ -94,7 +95,7 @@ def parameters(product: Product) -> dict[str, dict[str, Any]]:
 
 def metadata(product: Product) -> dict[str, Any]:
     tc = product.time_coverage
-    return {
+    md: dict[str, Any] = {
         "identifier": product.key,
         "dataset_id": product.dataset_id,
         "dataset_identifier": product.dataset_identifier,
@@ -114,6 +115,9 @@ def metadata(product: Product) -> dict[str, Any]:
         "is_vector": product.is_vector,
         "notes": list(product.notes),
     }
+    # The quicklook intake's GUI draws (one line per entry in the YAML: see _FlowMap).
+    md["plots"] = {name: _FlowMap(spec) for name, spec in plots_for(md).items()}
+    return md
 
 
 def entry(product: Product) -> dict[str, Any]:
@@ -187,7 +191,16 @@ def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
 
+class _FlowMap(dict):
+    """A mapping written on one line (``{kind: image, z: NDVI, ...}``): plot specs stay one line per entry."""
+
+
+def _represent_flow_map(dumper: yaml.SafeDumper, data: _FlowMap) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True)
+
+
 _Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(_FlowMap, _represent_flow_map)
 
 
 def dump_catalog(catalog: dict[str, Any]) -> str:

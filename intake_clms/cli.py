@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import ClmsError
+from .gui import add_gui_parser
 
 EXIT_USAGE = 2
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_preload_parser(sub)
     add_cache_parsers(sub)
+    add_gui_parser(sub)
     return parser
 
 
