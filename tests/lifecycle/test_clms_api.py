@@ -399,6 +399,24 @@ def test_terminal_statuses_end_with_the_server_message(clms_env: Sandbox, kind: 
     _assert_nothing_published(src)
 
 
+@pytest.mark.parametrize(
+    "kind, params",
+    [
+        ("terminal_failure", {"status": "Finished_nok", "message": "FME exploded"}),  # was: failed in 0.1 s on every rerun
+        ("server_cancel", {"message": "Cancelled by the operator"}),  # was: polled again forever
+        ("corrupt_zip", {}),  # was: the bad archive's task and link were reused for 24 h
+    ],
+)
+def test_a_rerun_after_a_spent_task_orders_anew_and_succeeds(clms_env: Sandbox, kind: str, params: dict[str, Any]) -> None:
+    clms_env.faults.add(kind, "clms", "datarequest_post" if kind != "corrupt_zip" else "*", **params)
+    with pytest.raises(PreloadError):
+        source(file=TILE).to_dask()
+    ds = source(file=TILE).to_dask()
+    assert ds[list(ds.data_vars)[0]].dtype == np.uint8
+    assert posts(clms_env) == [201, 201]  # exactly one new task: the spent one is never polled or fetched again
+    assert len(tasks(clms_env)) == 2
+
+
 def test_unknown_status_does_not_loop_forever(clms_env: Sandbox) -> None:
     clms_env.faults.add("terminal_failure", "clms", "datarequest_post", status="Paused")
     with pytest.raises(PreloadError, match="'Paused'") as info:
