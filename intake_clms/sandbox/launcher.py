@@ -71,17 +71,9 @@ def say(*lines: str, stream=None) -> None:
 
 def _alive(pid: int) -> bool:
     """True while the process exists and is no zombie (a parent that never reaps must not stall ``stop``)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    from intake_clms.store.fsutil import pid_alive
+
+    return pid_alive(pid)
 
 
 def start_background(argv: Sequence[str], env_file: str | os.PathLike[str] | None) -> int:

@@ -52,13 +52,18 @@ def owned(name: str) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while the process exists and is no zombie (a killed child its parent has not reaped yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def is_dead_leftover(name: str) -> bool:
