@@ -354,3 +354,25 @@ def test_max_products_refuses_before_any_order(hda_env):
         src.to_dask()
     assert "max_products=9" in str(info.value)
     assert hda_env.log.count("hda", "order") == 0
+
+
+def test_the_size_budget_is_applied_after_each_preload(hda_env, monkeypatch):
+    """INTAKE_CLMS_CACHE_MAX: after a preload, least recently used products of no live process are removed."""
+    script = """
+import sys
+from intake_clms.source import ClmsSource
+start, end = sys.argv[1:3]
+ClmsSource(dataset_id="EO:JRC:DAT:CLMS", dataset_identifier="ndvi_global_300m_10daily_v2", bbox=[5, 45, 10, 50],
+           start=start, end=end, service="wekeo", poll_first=0.05, poll_cap=0.2).to_dask()
+"""
+    run = lambda *dates, **env: subprocess.run([sys.executable, "-c", script, *dates], env={**os.environ, **env},  # noqa: E731
+                                               capture_output=True, text=True, timeout=120)
+    first = run("2024-01-01", "2024-01-05")
+    assert first.returncode == 0, first.stderr[-2000:]
+    st = store()
+    (old,) = list(st.products.keys())
+    size = st.products.check(old).size
+    second = run("2024-01-11", "2024-01-15", INTAKE_CLMS_CACHE_MAX=str(int(size * 1.5)))
+    assert second.returncode == 0, second.stderr[-2000:]
+    keys = list(st.products.keys())
+    assert len(keys) == 1 and keys != [old]  # the older product made room for the newer one
