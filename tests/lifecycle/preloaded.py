@@ -1,4 +1,5 @@
-"""A cache filled through the catalog against a sandbox, once per test module, the sandbox stopped after.
+"""A cache filled through the catalog against a sandbox, once per test module, the sandbox stopped after;
+and a virtual environment with intake + intake-xarray only (what a colleague without intake-clms has).
 
 For the tests that only read what is cached (export, dask.distributed): the sandbox is
 gone when they run, so anything that would reach the network fails instead of passing.
@@ -6,11 +7,19 @@ gone when they run, so anything that would reach the network fails instead of pa
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import intake
 import pytest
 
@@ -22,6 +31,11 @@ from .lifecycle_helpers import FAST
 NDVI = "ndvi_global_300m_10daily_v2"  # NetCDF, one global file per dekad
 HRL = "eo_eea_dat_hrl_imp"  # GeoTIFF, EPSG:3035 uint8 100 km tiles with nodata
 HRL_BBOX = [9.5, 47.8, 10.8, 48.8]  # across four tiles of the EEA grid
+
+
+#: What a colleague installs: intake and intake-xarray pinned as ours, the file readers, jinja2 (intake 2's
+#: V1 catalogs need it to expand ``{{ CATALOG_DIR }}``, but do not declare it).
+PLAIN = ["intake==2.0.9", "intake-xarray==2.0.0", "jinja2", "netcdf4", "rioxarray", "zarr", "dask"]
 
 
 @dataclass
@@ -59,3 +73,26 @@ def preload(base: Path, requests: dict[str, tuple[str, dict[str, Any]]] = REQUES
         for name in sb.env():
             mp.delenv(name, raising=False)
         yield Preloaded(cache, {k: {"entry": e, **kw} for k, (e, kw) in requests.items()}, datasets, keys)
+
+
+def plain_venv() -> Path:
+    """A venv with intake + intake-xarray and the readers only, from the registry; reused between runs."""
+    given = os.environ.get("INTAKE_CLMS_PLAIN_VENV")
+    if given:
+        return Path(given)
+    tag = hashlib.sha256(json.dumps([sys.version, PLAIN]).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / "intake-clms-test-venvs"
+    root.mkdir(exist_ok=True)
+    venv = root / f"plain-{tag}"
+    with filelock.FileLock(str(root / f"plain-{tag}.lock")):
+        if (venv / "ready").is_file() and subprocess.run(
+                [str(venv / "bin" / "python"), "-c", "import intake, intake_xarray, rioxarray, zarr, netCDF4"],
+                capture_output=True).returncode == 0:
+            return venv
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *PLAIN],
+                             capture_output=True, text=True, timeout=900)
+        assert pip.returncode == 0, pip.stderr[-3000:]
+        (venv / "ready").write_text("\n".join(PLAIN))
+    return venv

@@ -23,7 +23,6 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import filelock
 import numpy as np
 import pytest
 import xarray as xr
@@ -35,7 +34,7 @@ from intake_clms.export import export_catalog
 from intake_clms.resolve import load_sources
 from intake_clms.store import Store
 
-from .preloaded import HRL, HRL_BBOX, NDVI, Preloaded, preload
+from .preloaded import HRL, HRL_BBOX, NDVI, Preloaded, plain_venv, preload
 
 REQUESTS = {
     "ndvi_alps": (NDVI, {"bbox": [5, 45, 10, 50], "start": "2024-01-01", "end": "2024-01-31"}),
@@ -43,9 +42,6 @@ REQUESTS = {
     "hrl_2018": (HRL, {"bbox": HRL_BBOX, "start": "2018-01-01", "end": "2018-12-31"}),
     "hrl_all": (HRL, {"bbox": HRL_BBOX, "start": "2012-01-01", "end": "2020-12-31"}),  # three dates
 }
-#: What a colleague installs: intake and intake-xarray pinned as ours, the file readers, jinja2 (intake 2's
-#: V1 catalogs need it to expand ``{{ CATALOG_DIR }}``, but do not declare it).
-PLAIN = ["intake==2.0.9", "intake-xarray==2.0.0", "jinja2", "netcdf4", "rioxarray", "zarr", "dask"]
 
 
 @pytest.fixture(scope="module")
@@ -188,27 +184,6 @@ def test_zarr_export_holds_what_to_dask_gives(cached, tmp_path):
 # --------------------------------------------------------------------------- opened without intake-clms
 
 
-def _plain_venv() -> Path:
-    """A venv with intake + intake-xarray and the readers only, from the registry; reused between runs."""
-    given = os.environ.get("INTAKE_CLMS_PLAIN_VENV")
-    if given:
-        return Path(given)
-    tag = hashlib.sha256(json.dumps([sys.version, PLAIN]).encode()).hexdigest()[:12]
-    root = Path(tempfile.gettempdir()) / "intake-clms-test-venvs"
-    root.mkdir(exist_ok=True)
-    venv = root / f"plain-{tag}"
-    with filelock.FileLock(str(root / f"plain-{tag}.lock")):
-        if (venv / "ready").is_file():
-            return venv
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *PLAIN],
-                             capture_output=True, text=True, timeout=900)
-        assert pip.returncode == 0, pip.stderr[-3000:]
-        (venv / "ready").write_text("\n".join(PLAIN))
-    return venv
-
-
 CHILD = textwrap.dedent('''
     """Open every entry of an exported catalog with intake alone, no network; dump the values."""
     import importlib.util, json, socket, sys
@@ -259,7 +234,7 @@ def _as_dataarray(arrays: dict, key: str, dims: list[str]) -> xr.DataArray:
 
 @pytest.mark.slow
 def test_the_export_opens_with_intake_and_intake_xarray_alone(cached, tmp_path):
-    venv = _plain_venv()
+    venv = plain_venv()
     files = export_catalog(tmp_path / "files", cache_dir=cached.cache)
     zarrs = export_catalog(tmp_path / "zarr", cache_dir=cached.cache, zarr=True)
     # the folders move: paths are relative to the catalog
