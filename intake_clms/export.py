@@ -163,16 +163,12 @@ def _choose(store: Store, sources: dict[str, dict[str, Any]], wanted: list[str])
 
 
 def _targets(want: str, sources: dict[str, dict[str, Any]]) -> set[str]:
-    """Entry names meant by ``want``: the entry itself, or what resolve finds for an ID."""
-    from .errors import UnknownIdentifierError
+    """Entry names meant by ``want``: the entry itself, or the entries an ID resolves to (old IDs too)."""
     from .resolve import build_index
 
     if want in sources:
         return {want}
-    try:
-        return set(build_index(sources).get("".join(want.split()).lower()) or ()) or {want}
-    except UnknownIdentifierError:
-        return {want}
+    return set(build_index(sources).get("".join(want.split()).lower()) or ()) or {want}
 
 
 def _entry_of(view: View, sources: dict[str, dict[str, Any]]) -> str:
