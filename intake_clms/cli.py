@@ -182,11 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sandbox", help="run the local sandbox server (WEkEO HDA, CLMS API, CDSE); see `sandbox --help`")
 
     from .cache_cli import add_cache_parsers
+    from .export_cli import add_export_parser
     from .lifecycle.cli import add_preload_parser
 
     add_preload_parser(sub)
     add_cache_parsers(sub)
     add_gui_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
