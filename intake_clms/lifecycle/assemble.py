@@ -215,6 +215,8 @@ def _time_column(frame: Any) -> str | None:
         values = frame[column]
         if pd.api.types.is_datetime64_any_dtype(values):
             return column
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            continue  # numbers (a year, a count) are no instants to compare with dates
         parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed") if len(values) else values
         if len(values) and parsed.notna().sum() == values.notna().sum():
             return column
@@ -257,7 +259,7 @@ def _read_vector_file(path: Path, when: str | None, bbox: Sequence[float] | None
         column = _time_column(frame)
         if column is not None:
             frame = frame[_in_period(frame, column, period).to_numpy()]
-        else:
+        elif "time" not in frame.columns:  # never over a column of the data's own
             stamp = parse_time(when)
             frame = frame.assign(time=np.datetime64("NaT", "ns") if stamp is None else np.datetime64(stamp, "ns"))
         if len(layers) > 1:
@@ -271,9 +273,10 @@ def open_vector(files: Sequence[Path], times: Sequence[str | None], bbox: Sequen
     """One GeoDataFrame of every file's features in bbox (lon/lat) and period, in the first file's CRS.
 
     ``times`` are the products' times (one per file): a file without a time column gets a ``time``
-    column from its product; one with a column (``time``, ``datetime``, ``date``, ``timestamp``)
-    keeps its rows within ``period`` (dates, both ends included, either may be None).  Files in
-    another CRS than the first are reprojected to it, so the frame has one CRS.
+    column from its product (unless it has a column of that name); one with a time column
+    (``time``, ``datetime``, ``date``, ``timestamp``: datetimes or ISO text) keeps its rows within
+    ``period`` (dates, both ends included, either may be None).  A file without a CRS is taken as
+    EPSG:4326; files in another CRS than the first are reprojected to it, so the frame has one CRS.
     """
     import geopandas as gpd
     import pandas as pd

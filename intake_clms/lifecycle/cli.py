@@ -56,6 +56,8 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
              "output_format": args.format, "crs": args.crs}
     params = {**fixed, **{k: v for k, v in given.items() if v is not None}}
     params["service"] = args.service
+    if metadata.get("is_vector"):  # a vector entry (driver clms_vector) gives a GeoDataFrame
+        from ..vector_source import ClmsVectorSource as ClmsSource  # noqa: N814
     return ClmsSource(**params, cache_dir=args.cache_dir, metadata=metadata, workers=args.workers)
 
 
@@ -64,7 +66,8 @@ def _cmd_preload(args: argparse.Namespace) -> int:
     handle = src.preload(blocking=True, progress_bar=not args.quiet)
     ds = handle.result()
     done, _ = handle.progress
-    print(f"preloaded {args.entry}: {len(handle.products)} product(s), {done} bytes; dims {dict(ds.sizes)}", file=sys.stderr)
+    shape = f"dims {dict(ds.sizes)}" if hasattr(ds, "sizes") else f"{len(ds)} feature(s)"
+    print(f"preloaded {args.entry}: {len(handle.products)} product(s), {done} bytes; {shape}", file=sys.stderr)
     return 0
 
 

@@ -169,3 +169,23 @@ def test_the_readme_vector_example_runs_as_written(hda_env, monkeypatch, capsys)
     gdf = scope["gdf"]
     assert isinstance(gdf, gpd.GeoDataFrame) and len(gdf) > 0
     assert capsys.readouterr().out.strip() == f"{len(gdf)} EPSG:4326"
+
+
+def test_preload_command_of_a_vector_entry(hda_env, monkeypatch, tmp_path, capsys):
+    import argparse
+
+    from intake_clms.lifecycle.cli import add_preload_parser, source_for
+
+    monkeypatch.setattr("intake_clms.lifecycle.reader.SYSTEM", Lockstep(hda_env))
+    parser = argparse.ArgumentParser()
+    add_preload_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["preload", "wl_rivers_global_vector_daily_v2", "--bbox=-60,-40,60,60", "--start",
+                              "2024-01-01", "--end", "2024-01-02", "--service", "wekeo", "-q",
+                              "--cache-dir", str(tmp_path / "c")])
+    assert args.func(args) == 0
+    src = source_for(args.entry, args)
+    assert isinstance(src, ClmsVectorSource)
+    rows = len(src.read())
+    err = capsys.readouterr().err
+    assert "preloaded wl_rivers_global_vector_daily_v2: 2 product(s)" in err and f"; {rows} feature(s)" in err
+    assert rows > 0 and hda_env.log.count("hda", "order") == 2

@@ -137,6 +137,10 @@ def test_a_time_column_filters_rows_by_the_requested_dates(tmp_path: Path) -> No
                  driver="GeoJSON")
     got = open_vector([text], [None], BBOX, period=(dt.date(2020, 1, 1), None))
     assert list(got["id"]) == [2, 3] and "time" not in got.columns
+    # a number named time is no time: nothing filtered, and the column is left as it is
+    numbers = write(frame([INSIDE] * 2, time=[7, 2030]), tmp_path / "n.gpkg", driver="GPKG")
+    got = open_vector([numbers], ["2024-01-01"], BBOX, period=(dt.date(2024, 1, 2), dt.date(2024, 1, 4)))
+    assert list(got["time"]) == [7, 2030]
 
 
 def test_without_a_time_column_rows_get_their_products_time_and_products_are_concatenated(tmp_path: Path) -> None:
