@@ -33,7 +33,7 @@ class ClmsVectorSource(ClmsSource):
         """Run the preload lifecycle (blocking) and return the features as a ``geopandas.GeoDataFrame``."""
         if self._ds is None:
             self.preload(blocking=True)
-        return self._frame()
+        return self._ds
 
     def to_dask(self):
         """A ``dask_geopandas.GeoDataFrame`` partitioned from :meth:`read` (needs dask-geopandas).
@@ -49,20 +49,19 @@ class ClmsVectorSource(ClmsSource):
         frame = self.read()
         return dask_geopandas.from_geopandas(frame, npartitions=max(1, math.ceil(len(frame) / ROWS_PER_PARTITION)))
 
-    def _frame(self):
+    def _checked(self, data: Any) -> Any:
         import geopandas as gpd
 
-        if not isinstance(self._ds, gpd.GeoDataFrame):
-            got = type(self._ds).__name__
-            self._close()
-            raise ClmsError(f"{self.request.dataset_identifier or self.request.dataset_id} holds raster data ({got}), "
-                            "not vector features: open it with driver 'clms' (ClmsSource), which gives an xarray Dataset")
-        return self._ds
+        if not isinstance(data, gpd.GeoDataFrame):
+            if callable(getattr(type(data), "close", None)):
+                data.close()
+            raise ClmsError(f"{self.request.dataset_identifier or self.request.dataset_id} holds raster data "
+                            f"({type(data).__name__}), not vector features: open it with driver 'clms' (ClmsSource), "
+                            "which gives an xarray Dataset")
+        return data
 
     def _get_partition(self, i: int) -> Any:
         return self.read()
 
     def _close(self) -> None:
-        if callable(getattr(type(self._ds), "close", None)):  # a GeoDataFrame holds no open file; a stray Dataset does
-            self._ds.close()
-        self._ds = None
+        self._ds = None  # a GeoDataFrame holds no open file

@@ -127,6 +127,18 @@ def test_raster_product_through_the_vector_driver_names_the_right_driver(hda_env
         src.read()
 
 
+def test_vector_product_through_the_raster_driver_names_the_vector_driver(hda_env):
+    """Old IDs whose table row says nothing of vectors (EU-Hydro, N2K, ...) keep driver clms: they say what to use."""
+    from intake_clms.source import ClmsSource
+
+    src = ClmsSource("EO:EEA:DAT:EU-HYDRO", bbox=[-170, 30, 0, 70], start="2018-01-01", end="2018-12-31",
+                     service="wekeo", clock=Lockstep(hda_env), **POLL)
+    with pytest.raises(ClmsError, match="driver 'clms_vector'"):
+        src.to_dask()
+    with pytest.raises(ClmsError, match="driver 'clms_vector'"):  # reopened from the cache: the same answer
+        src.read()
+
+
 def test_every_vector_entry_uses_the_vector_driver():
     import yaml
 
