@@ -197,7 +197,8 @@ def _prefilter_window(bbox: Sequence[float], crs: Any) -> tuple[float, float, fl
         if west >= east or south >= north:
             return None
     try:
-        box = Transformer.from_crs(WGS84, target, always_xy=True).transform_bounds(west, south, east, north, densify_pts=21)
+        to_layer = Transformer.from_crs(WGS84, target, always_xy=True)
+        box = to_layer.transform_bounds(west, south, east, north, densify_pts=21)
     except Exception:  # noqa: BLE001 - a CRS pyproj cannot bound: read everything, filter exactly after
         return None
     return box if all(np.isfinite(box)) else None

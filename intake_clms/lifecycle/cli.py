@@ -23,6 +23,7 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
     from ..params import parse_bbox, parse_date
     from ..resolve import load_sources, resolve
     from ..source import ClmsSource
+    from ..vector_source import ClmsVectorSource
 
     # The values given are checked first: a bad one is the error to report, whatever else is missing.
     if args.bbox is not None:
@@ -56,9 +57,8 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
              "output_format": args.format, "crs": args.crs}
     params = {**fixed, **{k: v for k, v in given.items() if v is not None}}
     params["service"] = args.service
-    if metadata.get("is_vector"):  # a vector entry (driver clms_vector) gives a GeoDataFrame
-        from ..vector_source import ClmsVectorSource as ClmsSource  # noqa: N814
-    return ClmsSource(**params, cache_dir=args.cache_dir, metadata=metadata, workers=args.workers)
+    driver = ClmsVectorSource if metadata.get("is_vector") else ClmsSource  # vector entries give a GeoDataFrame
+    return driver(**params, cache_dir=args.cache_dir, metadata=metadata, workers=args.workers)
 
 
 def _cmd_preload(args: argparse.Namespace) -> int:

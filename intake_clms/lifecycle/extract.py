@@ -458,8 +458,9 @@ def require_data(folder: Path, archive_name: str) -> list[Path]:
     if data:
         for path in data:
             if path.name.lower().endswith(".shp") and (gaps := _shapefile_gaps(path)):
-                raise IntegrityError(f"archive {archive_name} holds the shapefile {path.relative_to(folder).as_posix()} "
-                                     f"without its {' and '.join(gaps)} (a shapefile needs its .shx and .dbf beside it)")
+                shown = path.relative_to(folder).as_posix()
+                raise IntegrityError(f"archive {archive_name} holds the shapefile {shown} without its "
+                                     f"{' and '.join(gaps)} (a shapefile needs its .shx and .dbf beside it)")
         return data
     members = [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in other]
     total = sum(size for _, size in members)

@@ -52,7 +52,8 @@ def test_vector_files_are_found_by_content_and_name(tmp_path: Path) -> None:
     collection = json.loads((tmp_path / "v/a.geojson").read_text())
     # keys in any order (sorted: "features" before "type"), and a BOM
     (tmp_path / "v/sorted.json").write_text(json.dumps(collection, sort_keys=True))
-    (tmp_path / "v/bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"type": "FeatureCollection", "features": []}).encode())
+    empty = json.dumps({"type": "FeatureCollection", "features": []}).encode()
+    (tmp_path / "v/bom.json").write_bytes(b"\xef\xbb\xbf" + empty)
     # JSON that is not a FeatureCollection: a STAC item (a single Feature) and plain metadata
     (tmp_path / "v/stac.json").write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "geometry": None}))
     (tmp_path / "v/meta.json").write_text(json.dumps({"title": "x", "keywords": ["a"]}))
