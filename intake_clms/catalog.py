@@ -23,6 +23,8 @@ from .plots import plots_for
 from .products import NOT_MIGRATED, Product, coverage_bbox
 
 DRIVER = "clms"
+#: Vector products (``is_vector``) read into a GeoDataFrame (:mod:`intake_clms.vector_source`).
+VECTOR_DRIVER = "clms_vector"
 
 #: The nested catalog of CLMS download API datasets (driver ``clms_api``), listed when opened.
 API_CATALOG_NAME = "clms_download_api"
@@ -123,7 +125,7 @@ def metadata(product: Product) -> dict[str, Any]:
 def entry(product: Product) -> dict[str, Any]:
     return {
         "description": describe(product),
-        "driver": DRIVER,
+        "driver": VECTOR_DRIVER if product.is_vector else DRIVER,
         "args": {
             "dataset_id": product.dataset_id,
             "dataset_identifier": product.dataset_identifier,

@@ -15,6 +15,7 @@ from intake.source.base import DataSource, Schema
 
 from . import __version__
 from .config import available_services
+from .errors import ClmsError
 from .params import Request, check_coverage, check_keywords
 from .services import choose_service
 
@@ -78,8 +79,19 @@ class ClmsSource(DataSource):
 
         handle = preload(self, self.service, blocking=blocking, progress_bar=progress_bar, **options)
         if blocking:
-            self._ds = handle.result()
+            self._ds = self._checked(handle.result())
         return handle
+
+    def _checked(self, data: Any) -> Any:
+        """The opened data if this driver's container holds it: an ``xarray.Dataset`` here (vector
+        products open as GeoDataFrames, for :class:`~intake_clms.vector_source.ClmsVectorSource`)."""
+        import xarray as xr
+
+        if not isinstance(data, xr.Dataset):
+            raise ClmsError(f"{self.request.dataset_identifier or self.request.dataset_id} holds vector features "
+                            f"({type(data).__name__}), not rasters: open it with driver 'clms_vector' "
+                            "(intake_clms.vector_source.ClmsVectorSource), which gives a GeoDataFrame")
+        return data
 
     def read(self):
         """Load the whole product into memory."""

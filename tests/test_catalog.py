@@ -50,7 +50,7 @@ def test_entries_are_complete_and_named_for_tab_completion():
     for name, spec in sources.items():
         md = spec["metadata"]
         assert name == entry_name(md["identifier"])
-        assert spec["driver"] == "clms"
+        assert spec["driver"] == ("clms_vector" if md["is_vector"] else "clms")  # vector: a GeoDataFrame
         assert md["migration_status"] in MIGRATION_STATUSES
         for key in ("identifier", "old_ids", "product_type", "spatial_coverage", "resolution", "frequency",
                     "old_source_active", "migration_status", "time_start", "time_end"):

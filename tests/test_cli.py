@@ -26,8 +26,9 @@ def test_generate_writes_the_catalog(tmp_path, capsys):
 def test_generate_to_stdout(capsys):
     assert main(["generate", str(TABLE)]) == 0
     sources = yaml.safe_load(capsys.readouterr().out)["sources"]
-    assert sum(s["driver"] == "clms" for s in sources.values()) == 151
-    assert [n for n, s in sources.items() if s["driver"] != "clms"] == ["clms_download_api"]
+    assert sum(s["driver"] == "clms" for s in sources.values()) == 146
+    assert sum(s["driver"] == "clms_vector" for s in sources.values()) == 5  # is_vector: a GeoDataFrame
+    assert [n for n, s in sources.items() if s["driver"] not in ("clms", "clms_vector")] == ["clms_download_api"]
 
 
 def test_generate_missing_column_fails_in_one_line_and_writes_nothing(tmp_path, clean_sheets):

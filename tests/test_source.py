@@ -13,6 +13,7 @@ from workbooks import CATALOG
 from intake_clms.clms_api_catalog import ClmsApiCatalog
 from intake_clms.errors import ClmsError, ParameterError, ServiceNotImplementedError
 from intake_clms.source import ClmsSource
+from intake_clms.vector_source import ClmsVectorSource
 
 
 @pytest.fixture
@@ -35,7 +36,9 @@ def test_every_entry_instantiates_and_describes_offline(cat):
         source = cat[name]
         assert isinstance(source, ClmsSource)
         described = source.describe()
-        assert described["container"] == "xarray" and described["metadata"]["identifier"]
+        vector = described["metadata"]["is_vector"]
+        assert described["container"] == ("dataframe" if vector else "xarray") and described["metadata"]["identifier"]
+        assert isinstance(source, ClmsVectorSource) == vector
         assert "sources" in source._yaml()
         assert source.service in ("wekeo", "clms", "cdse")
         assert source.discover()["npartitions"] == 1

@@ -23,6 +23,7 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
     from ..params import parse_bbox, parse_date
     from ..resolve import load_sources, resolve
     from ..source import ClmsSource
+    from ..vector_source import ClmsVectorSource
 
     # The values given are checked first: a bad one is the error to report, whatever else is missing.
     if args.bbox is not None:
@@ -56,7 +57,8 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
              "output_format": args.format, "crs": args.crs}
     params = {**fixed, **{k: v for k, v in given.items() if v is not None}}
     params["service"] = args.service
-    return ClmsSource(**params, cache_dir=args.cache_dir, metadata=metadata, workers=args.workers)
+    driver = ClmsVectorSource if metadata.get("is_vector") else ClmsSource  # vector entries give a GeoDataFrame
+    return driver(**params, cache_dir=args.cache_dir, metadata=metadata, workers=args.workers)
 
 
 def _cmd_preload(args: argparse.Namespace) -> int:
@@ -64,7 +66,8 @@ def _cmd_preload(args: argparse.Namespace) -> int:
     handle = src.preload(blocking=True, progress_bar=not args.quiet)
     ds = handle.result()
     done, _ = handle.progress
-    print(f"preloaded {args.entry}: {len(handle.products)} product(s), {done} bytes; dims {dict(ds.sizes)}", file=sys.stderr)
+    shape = f"dims {dict(ds.sizes)}" if hasattr(ds, "sizes") else f"{len(ds)} feature(s)"
+    print(f"preloaded {args.entry}: {len(handle.products)} product(s), {done} bytes; {shape}", file=sys.stderr)
     return 0
 
 

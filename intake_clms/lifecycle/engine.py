@@ -86,12 +86,15 @@ def open_view(store: Store, request: Request, chunks: Any = None) -> xr.Dataset 
             times.append(vp.start)
     store.views.touch(view.key)
     store.activity().use([vp.key for vp in view.products])
-    return _open(view.kind, files, times, request.bbox, chunks, store.views.path(view.key))
+    return _open(view.kind, files, times, request.bbox, chunks, store.views.path(view.key),
+                 period=(request.start, request.end))
 
 
-def _open(kind: str, files: list[Path], times: list[str | None], bbox: Any, chunks: Any, index_dir: Path) -> xr.Dataset:
+def _open(kind: str, files: list[Path], times: list[str | None], bbox: Any, chunks: Any, index_dir: Path,
+          period: tuple[Any, Any] = (None, None)) -> Any:
+    """An ``xarray.Dataset`` (NetCDF, GeoTIFF) or a ``GeoDataFrame`` (vector: ``period`` filters its times)."""
     try:
-        return assemble.open_files(kind, files, times, bbox, chunks, index_dir=index_dir)
+        return assemble.open_files(kind, files, times, bbox, chunks, index_dir=index_dir, period=period)
     except ClmsError:
         raise
     except Exception as exc:  # name the file a reader chokes on, not just the library's words
@@ -456,8 +459,8 @@ class Engine:
                 files.append(self.store.products.path(h.key) / f.path)
                 times.append(h.start)
         if len(kinds) != 1 or "" in kinds:
-            raise IntegrityError("the products hold no NetCDF or GeoTIFF file" if not kinds - {""}
-                                 else f"the products mix {', '.join(sorted(kinds))} files; cannot assemble one Dataset")
+            raise IntegrityError("the products hold no NetCDF, GeoTIFF or vector file" if not kinds - {""}
+                                 else f"the products mix {', '.join(sorted(kinds))} files; cannot assemble one dataset")
         kind = kinds.pop()
         view = View(
             key=self.request.key(), request=self.request.canonical(), service=service, kind=kind,

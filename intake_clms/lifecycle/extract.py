@@ -36,9 +36,10 @@ accepted.  The transmitted bytes are therefore verified end to end at every leve
 
 from __future__ import annotations
 
-import lzma
 import hashlib
+import lzma
 import os
+import re
 import shutil
 import stat
 import struct
@@ -353,26 +354,52 @@ def extract_zip(archive: Path, target: Path, limits: Limits | None = None, *,
 
 # --------------------------------------------------------------------------- finding the data
 
-#: Data files by name; sidecars by name (GDAL overviews and masks are TIFFs too, but not data).
-DATA_SUFFIXES = (".tif", ".tiff", ".nc", ".nc4")
-SIDECAR_SUFFIXES = (".aux.xml", ".xml", ".pdf", ".ovr", ".msk", ".tfw", ".prj", ".qml", ".sld", ".html", ".txt")
+#: Data files by name; sidecars by name (GDAL overviews and masks are TIFFs too, but not data; a
+#: shapefile's index, attributes and encoding travel beside its ``.shp``, which is the data file).
+RASTER_SUFFIXES = (".tif", ".tiff", ".nc", ".nc4")
+VECTOR_SUFFIXES = (".geojson", ".gpkg", ".shp", ".fgb")
+DATA_SUFFIXES = RASTER_SUFFIXES + VECTOR_SUFFIXES
+SHAPEFILE_PARTS = (".shx", ".dbf", ".cpg", ".sbn", ".sbx", ".qix", ".fix", ".atx", ".aih", ".ain", ".ixs", ".mxs")
+SIDECAR_SUFFIXES = (".aux.xml", ".xml", ".pdf", ".ovr", ".msk", ".tfw", ".prj", ".qml", ".sld", ".html", ".txt",
+                    ".lyr", ".lyrx") + SHAPEFILE_PARTS
 _SIGNATURES = {
     b"II*\x00": "geotiff", b"MM\x00*": "geotiff", b"II+\x00": "geotiff", b"MM\x00+": "geotiff",
     b"CDF\x01": "netcdf", b"CDF\x02": "netcdf", b"CDF\x05": "netcdf",
+    b"fgb\x03": "vector",  # FlatGeobuf
 }
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _HDF5_OFFSETS = (0, 512, 1024, 2048, 4096)  # the superblock may follow a user block
+_SQLITE = b"SQLite format 3\x00"
+_GPKG_IDS = (b"GPKG", b"GP10", b"GP11")  # a GeoPackage's SQLite application_id (offset 68)
+_SHP_CODE, _SHP_VERSION = b"\x00\x00\x27\x0a", b"\xe8\x03\x00\x00"  # 9994 big-endian, 1000 little-endian
+#: A GeoJSON FeatureCollection without the .geojson name: a JSON object whose first bytes name a
+#: ``features`` array or the collection's type (keys may come in any order, so both are looked for).
+_GEOJSON_HEAD = re.compile(rb'^\s*\{.*?("features"\s*:\s*\[|"type"\s*:\s*"FeatureCollection")', re.DOTALL)
+_GEOJSON_PEEK = 4096
 LISTED_MEMBERS = 30  # files named in a NoDataFilesError message; the rest are counted
 
 
 def sniff(path: Path) -> str | None:
-    """``"geotiff"`` or ``"netcdf"`` from a file's first bytes (NetCDF-4 is HDF5), else ``None``."""
+    """``"geotiff"``, ``"netcdf"`` (NetCDF-4 is HDF5) or ``"vector"`` (GeoPackage, shapefile ``.shp``,
+    FlatGeobuf, GeoJSON FeatureCollection) from a file's first bytes, else ``None``.
+
+    A shapefile's ``.shx`` index has the ``.shp`` header too; it is told apart by its name.
+    """
+    if path.name.lower().endswith(".shx"):
+        return None
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(100)
             kind = _SIGNATURES.get(head[:4])
             if kind:
                 return kind
+            if head[:16] == _SQLITE:
+                return "vector" if head[68:72] in _GPKG_IDS else None
+            if head[:4] == _SHP_CODE and head[28:32] == _SHP_VERSION:
+                return "vector"
+            if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
+                fh.seek(0)
+                return "vector" if _GEOJSON_HEAD.match(fh.read(_GEOJSON_PEEK).removeprefix(b"\xef\xbb\xbf")) else None
             for offset in _HDF5_OFFSETS:
                 fh.seek(offset)
                 if fh.read(8) == _HDF5:
@@ -382,27 +409,58 @@ def sniff(path: Path) -> str | None:
     return None
 
 
+def _kind_by_name(name: str) -> str | None:
+    if name.endswith(RASTER_SUFFIXES):
+        return "raster"
+    if name.endswith(VECTOR_SUFFIXES):
+        return "vector"
+    return None
+
+
 def classify(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Split the files under ``folder`` into data (GeoTIFF/NetCDF by content or extension) and
-    everything else (metadata, documents, GDAL sidecars), both sorted; data names its own kind
-    even when the extension does not (see :func:`sniff`)."""
-    data: list[Path] = []
+    """Split the files under ``folder`` into data and everything else (metadata, documents, GDAL and
+    shapefile sidecars), both sorted; data is found by content or extension (see :func:`sniff`).
+
+    Raster files (GeoTIFF, NetCDF) take precedence: in a product that holds rasters, a vector file
+    (a footprint, a tile grid) is metadata.  Only a product without rasters is a vector product.
+    """
+    raster: list[Path] = []
+    vector: list[Path] = []
     other: list[Path] = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
         name = path.name.lower()
         if name.endswith(SIDECAR_SUFFIXES):
             other.append(path)
-        elif name.endswith(DATA_SUFFIXES) or sniff(path) is not None:
-            data.append(path)
+            continue
+        kind = _kind_by_name(name) or sniff(path)
+        if kind == "vector":
+            vector.append(path)
+        elif kind is not None:
+            raster.append(path)
         else:
             other.append(path)
-    return data, other
+    if raster:
+        return raster, sorted(other + vector)
+    return vector, other
+
+
+def _shapefile_gaps(shp: Path) -> list[str]:
+    """The mandatory parts (``.shx`` index, ``.dbf`` attributes) missing beside a ``.shp``."""
+    present = {p.name.lower() for p in shp.parent.iterdir()}
+    stem = shp.name[:-4].lower()
+    return [stem + ext for ext in (".shx", ".dbf") if stem + ext not in present]
 
 
 def require_data(folder: Path, archive_name: str) -> list[Path]:
-    """The data files extracted to ``folder``; :class:`NoDataFilesError` listing what was there if none."""
+    """The data files extracted to ``folder``; :class:`NoDataFilesError` listing what was there if none,
+    :class:`IntegrityError` for a shapefile delivered without its index or attributes."""
     data, other = classify(folder)
     if data:
+        for path in data:
+            if path.name.lower().endswith(".shp") and (gaps := _shapefile_gaps(path)):
+                shown = path.relative_to(folder).as_posix()
+                raise IntegrityError(f"archive {archive_name} holds the shapefile {shown} without its "
+                                     f"{' and '.join(gaps)} (a shapefile needs its .shx and .dbf beside it)")
         return data
     members = [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in other]
     total = sum(size for _, size in members)
@@ -415,8 +473,8 @@ def require_data(folder: Path, archive_name: str) -> list[Path]:
             lines.append(f"  ... and {len(rest)} more file(s), {sum(s for _, s in rest)} bytes")
         held = f"it held {len(members)} file(s), {total} bytes:\n" + "\n".join(lines)
     raise NoDataFilesError(
-        f"archive {archive_name} holds no data file (GeoTIFF .tif/.tiff or NetCDF .nc/.nc4, "
-        f"found by content or name); {held}",
+        f"archive {archive_name} holds no data file (GeoTIFF .tif/.tiff, NetCDF .nc/.nc4, or vector: GeoJSON, "
+        f"GeoPackage, shapefile, FlatGeobuf; found by content or name); {held}",
         archive=archive_name,
         members=members,
     )

@@ -616,7 +616,7 @@ def _catalog_entries(path: str, mtime: float) -> tuple[tuple[str, dict[str, Any]
         doc = yaml.load(fh, Loader=loader) or {}
     out = []
     for name, src in (doc.get("sources") or {}).items():
-        if src.get("driver", "clms") != "clms":  # e.g. the nested clms_api catalog: not a product
+        if src.get("driver", "clms") not in ("clms", "clms_vector"):  # e.g. the nested clms_api catalog
             continue
         meta = dict(src.get("metadata") or {})
         args = src.get("args") or {}

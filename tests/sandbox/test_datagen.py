@@ -57,7 +57,8 @@ def _ndvi_item(store: ProductStore, fmt: str | None = None) -> Item:
 
 
 def test_every_catalog_entry_maps_to_a_pattern(store: ProductStore) -> None:
-    sources = {n: s for n, s in yaml.safe_load(CATALOG.read_text())["sources"].items() if s["driver"] == "clms"}
+    sources = {n: s for n, s in yaml.safe_load(CATALOG.read_text())["sources"].items()
+               if s["driver"] in ("clms", "clms_vector")}
     specs = {s.entry: s for s in store.datasets()}  # products only: the nested clms_api catalog is none
     assert set(specs) == set(sources)
     for name, src in sources.items():
