@@ -34,7 +34,7 @@ ENGINE_OPTIONS = frozenset({
     "username", "password",  # WEkEO HDA credentials
     "service_key", "link_max_age", "listing_max_age", "files_rate",  # CLMS download API
     "max_products",  # refuse a request needing more products than this (quota guard)
-    "access",  # CDSE: how products are reached
+    "access", "max_connections", "totp",  # CDSE: how products are reached, connection budget, two-factor code
     "entry",  # the catalog entry's name, shown by `intake-clms cache list` and `status`
     "clock",  # a lifecycle clock (tests and benchmarks pass a FakeClock)
 })
