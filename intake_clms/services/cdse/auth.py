@@ -190,6 +190,25 @@ def manager(token_url: str, user: str, password: str, totp: str | None = None, c
         return found
 
 
+def process_token(settings: dict[str, Any] | None = None, refresh: bool = False, clock: Clock = SYSTEM) -> str:
+    """The current access token of this process's manager (credentials from settings, env or ~/.netrc).
+
+    For code that cannot hold a manager, e.g. a dask worker's window read over HTTPS: it
+    reads the configuration where it runs, so no secret travels in a task graph.
+    ``refresh=True`` after a 401: the token is renewed (refresh grant), once per token.
+    """
+    from ...config import endpoints
+
+    url = endpoints().cdse_token
+    user, password, totp = read_credentials(url, settings)
+    tokens = manager(url, user, password, totp, clock)
+    if refresh:
+        with tokens._lock:
+            tokens._access = None
+            tokens._renew_locked()
+    return tokens.headers()["Authorization"].split(" ", 1)[1]
+
+
 def forget_managers() -> None:
     """Drop every token manager (tests; a process normally keeps its managers to its end)."""
     with _MANAGERS_LOCK:
