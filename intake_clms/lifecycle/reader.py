@@ -30,7 +30,8 @@ from .polling import PollPolicy
 
 log = logging.getLogger(__name__)
 
-_OPTION_NAMES = {"workers": int, "chunk": int, "chunks": None, "max_products": int}
+_OPTION_NAMES = {"workers": int, "chunk": int, "chunks": None, "max_products": int, "overview_level": int,
+                 "keep_windows": lambda v: str(v).strip().lower() not in ("false", "0", "no", "off")}
 _POLL_NAMES = {"poll_first": "first", "poll_factor": "factor", "poll_cap": "cap", "poll_deadline": "deadline"}
 
 
@@ -43,6 +44,10 @@ def options_from(values: dict[str, Any]) -> Options:
         opts.poll = PollPolicy(**{**opts.poll.__dict__, **poll})
     if values.get("entry"):
         opts.entry = str(values["entry"])
+    if values.get("username") and values.get("password"):  # window reads find them in this process's registry
+        from ..services.cdse.s3 import register
+
+        opts.credentials = register(values)
     return opts
 
 
