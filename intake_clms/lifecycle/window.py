@@ -97,7 +97,7 @@ class Grid:
                             f"(0 to {len(self.overviews) - 1}; factors {list(self.overviews)})")
         f = self.overviews[level]
         w, h = -(-self.width // f), -(-self.height // f)
-        return w, h, t * Affine.scale(self.width / w, self.height / h), self.block
+        return w, h, t @ Affine.scale(self.width / w, self.height / h), self.block
 
 
 def _grid_of(src: Any) -> Grid:
@@ -272,7 +272,7 @@ def _keep(block: Block, data: np.ndarray) -> None:
             target = staging / "data" / KEPT_FILE
             m = block.meta
             row, col, h, w = block.window
-            transform = Affine(*m["transform"]) * Affine.translation(col, row)
+            transform = Affine(*m["transform"]) @ Affine.translation(col, row)
             tiled = h >= 256 and w >= 256
             with rasterio.Env(GDAL_PAM_ENABLED="NO"):
                 with rasterio.open(target, "w", driver="GTiff", width=w, height=h, count=1, dtype=data.dtype,
@@ -403,7 +403,7 @@ def open_remote(products: Sequence[Any], bbox: Sequence[float], *, chunks: Any =
         hlg = HighLevelGraph.from_collections(name, graph, dependencies=())
         arr = da.Array(hlg, name, chunks=((1,) * len(products), ych, xch), dtype=np.dtype(g0.dtype),
                        meta=np.empty((0, 0, 0), dtype=g0.dtype))
-        win_t = transform * Affine.translation(col, row)
+        win_t = transform @ Affine.translation(col, row)
         coords = {"time": np.array(times, dtype="datetime64[ns]"),
                   "y": transform.f + (np.arange(row, row + h) + 0.5) * transform.e,
                   "x": transform.c + (np.arange(col, col + w) + 0.5) * transform.a}
