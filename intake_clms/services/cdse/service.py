@@ -35,6 +35,7 @@ from ...lifecycle.http import HttpClient, server_message
 from ...lifecycle.service import DIRECT, REMOTE, Hit, Ready, product_key
 from ...params import Request
 from .. import ProductNotThereError
+from ..secretlog import hide
 from . import auth as auth_mod
 from .budget import Budget, budget, hold_until_closed, limit_from
 from .search import Catalogue, checksums, footprint, product_format, series_key, share
@@ -53,6 +54,14 @@ def parse_access(value: Any) -> str:
     if text not in ACCESS:
         raise ParameterError("access", f"got {value!r}; expected one of {', '.join(ACCESS)}")
     return text
+
+
+def payload_name(name: str, fmt: str) -> str:
+    """The file name a direct download is kept under: the product's one file (``..._V2.0.1_nc`` ->
+    ``..._V2.0.1.nc``, a COG -> ``.tif``).  A zip of the product folder is recognised by its first bytes and
+    unpacked whatever its name; a plain file keeps this one, as WEkEO names the same product."""
+    stem = name[: -len(fmt) - 1] if fmt and name.lower().endswith("_" + fmt) else name
+    return f"{stem}.{ {'cog': 'tif'}.get(fmt, fmt)}" if fmt else stem
 
 
 class CdseService:
@@ -106,11 +115,14 @@ class CdseService:
         size = p.get("ContentLength")
         dates = p.get("ContentDate") or {}
         box = footprint(p)
-        extra: dict[str, Any] = {"id": str(p["Id"]), "s3_path": p.get("S3Path"), "format": product_format(p),
+        fmt = product_format(p)
+        extra: dict[str, Any] = {"id": str(p["Id"]), "name": name, "s3_path": p.get("S3Path"), "format": fmt,
                                  "bbox": list(box) if box else None}
         if how == REMOTE:
             extra["remote"] = self.remote(p)
-        return Hit(key=product_key(name), name=name, access=how,
+        else:
+            name = payload_name(name, fmt)
+        return Hit(key=product_key(str(p["Name"])), name=name, access=how,
                    size=int(size) if isinstance(size, (int, float)) and size > 0 else None,
                    start=dates.get("Start"), end=dates.get("End"), checksums=checksums(p), extra=extra)
 
@@ -158,7 +170,7 @@ class CdseService:
                                       stream=True, allow_redirects=False)
             except ServiceError as exc:
                 if exc.status in (404, 410) and trusted:
-                    raise ProductNotThereError(SERVICE, exc.status, f"product {hit.name} is not (or no longer) on CDSE: "
+                    raise ProductNotThereError(SERVICE, exc.status, f"product {hit.extra.get('name', hit.name)} is not (or no longer) on CDSE: "
                                                f"{exc.message}") from None
                 raise
             if r.status_code not in (301, 302, 303, 307, 308):
@@ -168,6 +180,7 @@ class CdseService:
             if not location:
                 raise ServiceError(SERVICE, r.status_code, "download: a redirect without a Location")
             url = urljoin(url, location)
+            hide(url)  # a presigned transfer URL is a credential: never in a log line
         raise ServiceError(SERVICE, None, f"download of {hit.name}: more than {REDIRECTS} redirects")
 
     @staticmethod
