@@ -133,3 +133,15 @@ def test_paging_splits_long_listings_before_the_skip_cap(cdse_env):
 def test_series_key_pairs_formats_of_one_date():
     assert series_key({"Name": "c_gls_NDVI300_202401010000_GLOBE_OLCI_V2.0.1_nc"}) == \
         series_key({"Name": "c_gls_NDVI300_202401010000_GLOBE_OLCI_V2.0.1_cog"})
+
+
+def test_download_of_a_cog_only_dataset_fetches_the_cog_whole(cdse_env):
+    """An EEA tiled dataset has only COGs on CDSE: a download takes each tile's .tif whole."""
+    st = cdse_env.ctx.state["cdse"]
+    spec = next(s for s in st.specs() if s.tiled and "nc" not in s.formats and cdse_env.ctx.store.count(s.key, format="cog"))
+    item = cdse_env.ctx.store.items(spec.key, format="cog", limit=1)[0]
+    day = item.start.date().isoformat()
+    req = Request.build("EO:JRC:DAT:CLMS", spec.dataset_identifier, list(item.bbox), day, day, "cdse")
+    hits = service(cdse_env, access="download").search(req)
+    assert hits and all(h.access == DIRECT and h.extra["format"] == "cog" and h.name.endswith(".tif") for h in hits)
+    assert all(h.key.endswith(".cog") for h in hits)  # the same key a window read of that product uses

@@ -87,10 +87,15 @@ class CdseService:
     # -- search
 
     def search(self, request: Request) -> list[Hit]:
-        fmt = {"window": "cog"}.get(self.access)
+        """The request's products, one hit per date: ``fileFormat`` narrows the listing where one format serves
+        (``cog`` for window reads; ``nc`` first for downloads, every format when the dataset has no NetCDF)."""
+        fmt = {"window": "cog", "download": "nc"}.get(self.access)
         groups: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
         for p in self.catalogue.products(request, fmt):
             groups.setdefault(series_key(p), {})[product_format(p)] = p
+        if not groups and fmt == "nc":
+            for p in self.catalogue.products(request, None):
+                groups.setdefault(series_key(p), {})[product_format(p)] = p
         hits = []
         for formats in groups.values():
             chosen, how = self._choose(formats, request)
