@@ -30,8 +30,13 @@ from .polling import PollPolicy
 
 log = logging.getLogger(__name__)
 
+def _flag(value: Any) -> bool:
+    """A yes/no keyword as intake may render it: False, "false", "0", "no", "off" are no."""
+    return str(value).strip().lower() not in ("false", "0", "no", "off")
+
+
 _OPTION_NAMES = {"workers": int, "chunk": int, "chunks": None, "max_products": int, "overview_level": int,
-                 "keep_windows": lambda v: str(v).strip().lower() not in ("false", "0", "no", "off")}
+                 "keep_windows": _flag}
 _POLL_NAMES = {"poll_first": "first", "poll_factor": "factor", "poll_cap": "cap", "poll_deadline": "deadline"}
 
 
