@@ -19,6 +19,7 @@ DEFAULTS = {
     "CDSE_TOKEN_URL": "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token",
     "CDSE_ODATA_URL": "https://catalogue.dataspace.copernicus.eu/odata/v1",
     "CDSE_DOWNLOAD_URL": "https://download.dataspace.copernicus.eu/odata/v1",
+    "CDSE_S3_ENDPOINT": "https://eodata.dataspace.copernicus.eu",
 }
 
 
@@ -29,6 +30,7 @@ class Endpoints:
     cdse_token: str
     cdse_odata: str
     cdse_download: str
+    cdse_s3: str  # a URL (path-style S3, bucket eodata); the keys are CDSE_S3_ACCESS_KEY / CDSE_S3_SECRET_KEY
 
 
 def endpoints(env: dict[str, str] | None = None) -> Endpoints:
@@ -44,6 +46,7 @@ def endpoints(env: dict[str, str] | None = None) -> Endpoints:
         cdse_token=get("CDSE_TOKEN_URL"),
         cdse_odata=get("CDSE_ODATA_URL"),
         cdse_download=get("CDSE_DOWNLOAD_URL"),
+        cdse_s3=get("CDSE_S3_ENDPOINT"),
     )
 
 
@@ -74,6 +77,20 @@ def available_services(env: dict[str, str] | None = None) -> set[str]:
         found.add("wekeo")
     if env.get("CLMS_SERVICE_KEY") or clms_key_default_path().is_file():
         found.add("clms")
-    if env.get("CDSE_USERNAME") and env.get("CDSE_PASSWORD"):
+    if (env.get("CDSE_USERNAME") and env.get("CDSE_PASSWORD")) or _netrc_has(endpoints(env).cdse_token, env):
         found.add("cdse")
     return found
+
+
+def _netrc_has(url: str, env: dict[str, str] | os._Environ[str]) -> bool:
+    """Whether the netrc file (``NETRC`` or ``~/.netrc``) has a login for the host of ``url`` (a cheap text look)."""
+    import netrc
+    from urllib.parse import urlsplit
+
+    path = Path(env.get("NETRC") or Path.home() / ".netrc").expanduser()
+    if not path.is_file():
+        return False
+    try:
+        return netrc.netrc(str(path)).authenticators(urlsplit(url).hostname or "") is not None
+    except (netrc.NetrcParseError, OSError):
+        return True  # present but unreadable: the read says what is wrong with it

@@ -4,6 +4,9 @@ With no WEkEO credentials in the environment (HDA_USER/HDA_PASSWORD or ~/.hdarc)
 the demo starts the sandbox and points the client at it; with credentials it
 talks to the real service.  Either way: open the catalog, preload one entry with
 progress, print the Dataset, save a quicklook PNG, then reopen it from the cache.
+Then the same on the CLMS download API, and on CDSE: a window read of the same
+entry's COGs, with the bytes it read beside the products' size (a whole download
+when this version cannot read by window).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from .resolve import default_catalog_path, resolve
 
 ENTRY = "ndvi_global_300m_10daily_v2"
 QUERY = {"bbox": [5, 45, 10, 50], "start": "2024-01-01", "end": "2024-01-31", "service": "wekeo"}
+#: The CDSE part: the same entry's COGs for three dekads, read by window (5 x 5 degrees of a global product).
+#: Another area than the WEkEO part's: a request already answered is reopened from the cache, whatever the service.
+CDSE_QUERY = {"bbox": [-5, 40, 0, 45], "start": "2024-01-01", "end": "2024-01-31", "service": "cdse"}
 #: The CLMS download API part: one pre-packaged tile of a pan-European uint8 layer.
 API_ENTRY = "forest_type_2015"
 API_QUERY = {"file": "FTY_2015_100m_eu_03035_d02_E30N20"}
@@ -77,7 +83,46 @@ def main() -> int:
             _clms_api_part(cat, work)
         else:
             print("\nNo CLMS service key (CLMS_SERVICE_KEY): skipping the CLMS download API part.")
+
+        if "cdse" in available_services():
+            _cdse_part(cat, work, sandbox)
+        else:
+            print("\nNo CDSE credentials (CDSE_USERNAME/CDSE_PASSWORD or ~/.netrc): skipping the CDSE part.")
     return 0
+
+
+def _cdse_part(cat, work: Path, sandbox) -> None:
+    """CDSE: the entry's COGs read by window (only the tiles under the bbox), the bytes read beside the products' size."""
+    from .store import Store
+
+    try:
+        from .lifecycle import window
+    except ImportError:  # this version cannot read by window: a whole download instead
+        window = None
+    access = "window" if window is not None else "download"
+    print(f"\nCDSE ({os.environ.get('CDSE_ODATA_URL', 'the default catalogue')}): access={access!r}")
+    before = _cdse_bytes(sandbox)
+    if window is not None:
+        window.stats(reset=True)
+    ds = _load_and_show(cat, ENTRY, {**CDSE_QUERY, "access": access}, work, suffix=".cdse")
+    ds.load()  # a window read is lazy: the tiles are fetched now
+    view = Store().views.get(getattr(cat, ENTRY)(**CDSE_QUERY, access=access).request.key())
+    products = list(view.products) if view is not None else []
+    size = sum(int((vp.remote or {}).get("size") or 0) for vp in products) if access == "window" else None
+    if access == "download" and view is not None:
+        size = sum(Store().products.check(vp.key).payload.get("size", 0) for vp in products)
+    moved = _cdse_bytes(sandbox)
+    read = (moved - before) if moved is not None else (window.stats()["tile_bytes"] if window is not None else None)
+    if read is not None and size:
+        print(f"CDSE {access} read of {len(products)} products: {read:,} bytes read of {size:,} "
+              f"(the products' size; {size / max(read, 1):.0f}x less)")
+
+
+def _cdse_bytes(sandbox) -> int | None:
+    """Bytes the sandbox's CDSE download and S3 routes sent so far (None against the real service)."""
+    if sandbox is None:
+        return None
+    return sum(e.bytes_sent for e in sandbox.log.entries(service="cdse") if e.endpoint in ("download", "s3"))
 
 
 def _clms_api_part(cat, work: Path) -> None:
@@ -88,7 +133,7 @@ def _clms_api_part(cat, work: Path) -> None:
     _load_and_show(api, API_ENTRY, API_QUERY, work)
 
 
-def _load_and_show(cat, entry: str, query: dict, work: Path):
+def _load_and_show(cat, entry: str, query: dict, work: Path, suffix: str = ""):
     """Preload one entry with a progress bar, print the Dataset, save its quicklook; returns the Dataset."""
     src = getattr(cat, entry)(**query)
     print(f"\n{entry}: {src.description}\nrequest: {query}\n")
@@ -97,7 +142,7 @@ def _load_and_show(cat, entry: str, query: dict, work: Path):
     ds = src.to_dask()
     print(f"\nPreloaded in {time.perf_counter() - t0:.1f} s; cache: {os.environ['INTAKE_CLMS_CACHE']}\n")
     print(ds)
-    png = _quicklook(ds, work / f"{entry}.quicklook.png", entry)
+    png = _quicklook(ds, work / f"{entry}{suffix}.quicklook.png", entry)
     print(f"\nQuicklook saved to {png}")
     return ds
 

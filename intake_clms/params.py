@@ -34,7 +34,8 @@ ENGINE_OPTIONS = frozenset({
     "username", "password",  # WEkEO HDA credentials
     "service_key", "link_max_age", "listing_max_age", "files_rate",  # CLMS download API
     "max_products",  # refuse a request needing more products than this (quota guard)
-    "access",  # CDSE: how products are reached
+    "access", "max_connections", "totp",  # CDSE: how products are reached, connection budget, two-factor code
+    "overview_level", "keep_windows",  # CDSE window reads: an overview instead of full resolution; keep blocks read
     "entry",  # the catalog entry's name, shown by `intake-clms cache list` and `status`
     "clock",  # a lifecycle clock (tests and benchmarks pass a FakeClock)
 })

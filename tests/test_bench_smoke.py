@@ -34,10 +34,14 @@ EXPECTED: dict[str, set[str]] = {
     "queue": {"status_calls", "late_by_s", "calls_by_wait_s", "policy"},
     "hda_client": {"products", "queue_delay_s", "ours_s", "hda_s", "ratio"},
     "extract": {"ours_s", "ref_s", "ratio", "ours_peak_extra_bytes", "ref_peak_extra_bytes", "size_mib"},
+    "cdse_download": {"size_mib", "curl_mib_s", "ours_download_mib_s", "ours_lifecycle_mib_s", "ratio", "peak_rss_mib",
+                      "bearer_on_transfer"},
+    "cdse_window": {"bytes_sent", "header_bytes", "tile_bytes", "bytes_ratio", "window_s", "download_s", "peak_rss_mib",
+                    "rss_steps"},
     "mosaic": {"open_s", "reopen_s", "read_direct_s", "read_ours_s", "read_ratio", "tile_bytes", "product_bytes",
                "bytes_ratio"},
 }
-EXTRA_ARGS = {"download": ["--runs", "1"]}
+EXTRA_ARGS = {"download": ["--runs", "1"], "cdse_download": ["--runs", "1"]}
 TIMEOUT = 180.0
 
 
@@ -101,6 +105,12 @@ def test_figures_are_plausible(runs: dict[str, tuple[int, str, str]]) -> None:
     if "cache_list" in res:
         assert res["cache_list"]["requests"] == 1000 and res["cache_list"]["products"] == 50
         assert res["cache_list"]["list_s"] > 0
+    if "cdse_download" in res:
+        d = res["cdse_download"]
+        assert d["size_mib"] > 60 and d["ratio"] > 0 and d["bearer_on_transfer"] == 0
+    if "cdse_window" in res:
+        w = res["cdse_window"]
+        assert w["rss_steps"] == 6 and w["tile_bytes"] <= w["bytes_sent"] < w["file_bytes"] / 20
     assert res, "no benchmark ran"
 
 

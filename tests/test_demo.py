@@ -19,6 +19,10 @@ def test_demo_runs_the_whole_lifecycle_against_the_sandbox(tmp_path: Path) -> No
     assert re.search(r"Reopened from the cache in [\d.]+ s, 0 HTTP calls; same data: True", out)
     assert "band_data    (y, x) uint8" in out  # the CLMS-API tile keeps its native dtype
     pngs = re.findall(r"Quicklook saved to (\S+\.png)", out)
-    assert len(pngs) == 2 and all(Path(p).stat().st_size > 1000 for p in pngs)
+    assert len(pngs) == 3 and all(Path(p).stat().st_size > 1000 for p in pngs)
+    cdse = re.search(r"CDSE (window|download) read of 3 products: ([\d,]+) bytes read of ([\d,]+)", out)
+    assert cdse, out[-3000:]
+    read, size = (int(cdse.group(i).replace(",", "")) for i in (2, 3))
+    assert 0 < read and (read * 20 < size if cdse.group(1) == "window" else read >= size)
     for secret in ("sandbox-password", "BEGIN PRIVATE KEY", "Bearer "):
         assert secret not in out + run.stderr

@@ -82,10 +82,11 @@ def test_service_outside_allowed_values_is_refused(cat):
         ClmsSource("EO:JRC:DAT:CLMS", "x", service="ftp")
 
 
-def test_unimplemented_service_raises_package_error(cat):
-    src = cat.ndvi_global_300m_10daily_v2(service="cdse")
+def test_unimplemented_service_raises_package_error():
+    from intake_clms.services import connector
+
     with pytest.raises(ServiceNotImplementedError, match="not implemented yet"):
-        src.to_dask()
+        connector("sentinelhub")
 
 
 def test_auto_service_choice(monkeypatch, tmp_path):
@@ -96,16 +97,17 @@ def test_auto_service_choice(monkeypatch, tmp_path):
     assert choose_service("auto", "new", {"wekeo", "clms"}) == "wekeo"
     assert choose_service("auto", "new", set()) == "wekeo"
     assert choose_service("clms", "new", {"wekeo"}) == "clms"
-    # CDSE has no backend yet: auto never picks it, even with CDSE credentials alone
-    assert choose_service("auto", "migrated", {"cdse"}) == "wekeo"
-    for var in ("HDA_USER", "HDA_PASSWORD", "CLMS_SERVICE_KEY"):
+    # CDSE first for migrated products when its credentials are at hand
+    assert choose_service("auto", "migrated", {"cdse", "wekeo"}) == "cdse"
+    for var in ("HDA_USER", "HDA_PASSWORD", "CLMS_SERVICE_KEY", "CDSE_USERNAME", "CDSE_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HDA_RC", str(tmp_path / "absent"))
-    monkeypatch.setenv("CDSE_USERNAME", "u")
-    monkeypatch.setenv("CDSE_PASSWORD", "p")
-    assert ClmsSource("EO:JRC:DAT:CLMS", "x", metadata={"migration_status": "migrated"}).service == "wekeo"
+    monkeypatch.setenv("NETRC", str(tmp_path / "absent-netrc"))
     monkeypatch.setenv("CLMS_SERVICE_KEY", str(tmp_path / "key.json"))
     assert ClmsSource("EO:JRC:DAT:CLMS", "x", metadata={"migration_status": "migrated"}).service == "clms"
+    monkeypatch.setenv("CDSE_USERNAME", "u")
+    monkeypatch.setenv("CDSE_PASSWORD", "p")
+    assert ClmsSource("EO:JRC:DAT:CLMS", "x", metadata={"migration_status": "migrated"}).service == "cdse"
 
 
 def test_clms_api_parameters_are_canonical():

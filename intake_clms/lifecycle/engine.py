@@ -62,22 +62,28 @@ class Options:
     chunks: Any = None  # dask chunks for opening (None: the files' own)
     max_products: int = 20  # products a request may fetch without the user raising the limit
     entry: str = ""  # the catalog entry asked through (shown by `cache list` and `status`)
+    overview_level: int | None = None  # remote window reads: an overview (0 = first) instead of full resolution
+    keep_windows: bool = True  # remote window reads: keep the blocks read in the store (a reopen is offline)
+    credentials: str = ""  # remote window reads: the process registry key of keyword credentials (services.cdse.s3)
 
 
-def open_view(store: Store, request: Request, chunks: Any = None) -> xr.Dataset | None:
+def open_view(store: Store, request: Request, chunks: Any = None, options: Options | None = None) -> xr.Dataset | None:
     """The published view of a request, opened lazily, or None; never touches the network.
 
     Every stored file's size is checked against its product's record (no hashing):
-    a mismatch raises DamagedProductError naming the file.
+    a mismatch raises DamagedProductError naming the file.  A view of remote products
+    opens as lazy window reads (:mod:`.window`; blocks kept earlier are read from the store).
     """
     view = store.views.get(request.key())
     if view is None:
         return None
+    if view.kind == REMOTE:
+        return _open_remote(store, view, request, chunks, options or Options())
     files: list[Path] = []
     times: list[str | None] = []
     for vp in view.products:
         if vp.access == REMOTE:
-            raise ClmsError(f"request view {view.key} reads remote products; this version cannot open them")
+            raise IntegrityError(f"request view {view.key} mixes remote and stored products")
         rec = store.products.check(vp.key)
         if rec is None:
             return None  # a product was removed (cache clean): fetch it again
@@ -88,6 +94,21 @@ def open_view(store: Store, request: Request, chunks: Any = None) -> xr.Dataset 
     store.activity().use([vp.key for vp in view.products])
     return _open(view.kind, files, times, request.bbox, chunks, store.views.path(view.key),
                  period=(request.start, request.end))
+
+
+def _open_remote(store: Store, view: View, request: Request, chunks: Any, options: Options) -> xr.Dataset:
+    from ..services.cdse.s3 import CredentialRef, mode
+    from . import window
+
+    if any(vp.access != REMOTE for vp in view.products):
+        raise IntegrityError(f"request view {view.key} mixes remote and stored products")
+    ds = window.open_remote(view.products, request.bbox, chunks=chunks, overview_level=options.overview_level,
+                            store=store, keep=options.keep_windows, ref=CredentialRef(mode(), options.credentials))
+    store.views.touch(view.key)
+    kept = [k for k in window.kept_keys(view.products, request.bbox, chunks, options.overview_level)
+            if store.products.path(k).is_dir()]
+    store.activity().use([vp.key for vp in view.products] + kept)
+    return ds
 
 
 def _open(kind: str, files: list[Path], times: list[str | None], bbox: Any, chunks: Any, index_dir: Path,
@@ -142,7 +163,7 @@ class Engine:
         progress.stage("resolve")
         damaged: DamagedProductError | None = None
         try:
-            cached = open_view(self.store, self.request, self.options.chunks)
+            cached = open_view(self.store, self.request, self.options.chunks, self.options)
             if cached is not None:
                 self.store.remove_leftovers(quiet=True)  # a reopen also clears what killed runs left (offline)
                 progress.stage("open")
@@ -198,7 +219,7 @@ class Engine:
         progress.stage("publish")
         view = self._publish(service.name, hits)
         progress.stage("open")
-        ds = open_view(self.store, self.request, self.options.chunks)
+        ds = open_view(self.store, self.request, self.options.chunks, self.options)
         if ds is None:
             raise IntegrityError(f"the view of request {view.key} vanished while it was opened (a concurrent `cache clean`?)")
         from ..store.maintenance import apply_budget
@@ -462,11 +483,19 @@ class Engine:
             raise IntegrityError("the products hold no NetCDF, GeoTIFF or vector file" if not kinds - {""}
                                  else f"the products mix {', '.join(sorted(kinds))} files; cannot assemble one dataset")
         kind = kinds.pop()
+        grid: dict[str, Any] = {}
+        if kind == REMOTE:  # the pixel grid, from one product's header: opening the view is then offline
+            from ..services.cdse.s3 import CredentialRef, mode
+            from . import window
+
+            first = next(h for h in ordered if h.access == REMOTE)
+            grid["grid"] = window.describe(first.extra.get("remote") or {}, CredentialRef(mode(), self.options.credentials))
         view = View(
             key=self.request.key(), request=self.request.canonical(), service=service, kind=kind,
             bbox=tuple(self.request.bbox), entry=self.options.entry, created=self.clock.time(),
             products=tuple(ViewProduct(h.key, h.name, h.start, h.end, access="remote" if h.access == REMOTE else "stored",
-                                       remote=dict(h.extra.get("remote") or {})) for h in ordered),
+                                       remote={**(h.extra.get("remote") or {}), **grid} if h.access == REMOTE else {})
+                      for h in ordered),
         )
 
         def index(staging: Path) -> None:

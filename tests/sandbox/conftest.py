@@ -19,18 +19,6 @@ SPEED = 60.0  # sandbox seconds per real second
 QUEUE_DELAY = 6.0  # sandbox seconds: 0.1 s real
 
 
-@pytest.fixture(scope="session", autouse=True)
-def shared_cog_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One directory for the global COGs of every sandbox of the session (each takes ~1 s to make).
-
-    The generator is deterministic, so sharing its files between tests changes no answer.
-    """
-    path = tmp_path_factory.mktemp("cog-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("INTAKE_CLMS_SANDBOX_CACHE", str(path))
-        yield path
-
-
 @pytest.fixture
 def sandbox_factory(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
     """Start sandboxes with custom settings (``sandbox_factory(hda_quota=2)``); all stop at teardown."""

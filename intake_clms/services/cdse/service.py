@@ -1,0 +1,235 @@
+"""CDSE as a lifecycle service: search with the ``access`` choice, and direct downloads of ``$value``.
+
+Why no orders: CDSE serves every CLMS product at once.  A hit is ``direct`` (the
+engine downloads ``Products(<Id>)/$value``, verifies and stores it) or ``remote``
+(a COG read in place by window; nothing is downloaded; see ``extra["remote"]`` in
+:mod:`intake_clms.services.cdse`).  The ``access`` keyword chooses:
+
+- ``download``: whole products (NetCDF where the dataset has it, else its one format);
+- ``window``: the COG of every product (an error names a product without one);
+- ``auto`` (default): the COG by window where the bbox covers less than
+  :data:`WINDOW_SHARE` of the product's footprint, else a whole download.
+
+The download redirect is followed here (``allow_redirects=False``): the bearer
+token is sent only to the hosts of ``CDSE_ODATA_URL`` and ``CDSE_DOWNLOAD_URL``,
+never to where the redirect points elsewhere (its presigned URL needs none).
+Every request holds a slot of the process's connection budget; a download holds
+its slot until the engine closes the response.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+
+import requests
+
+from ...config import endpoints
+from ...errors import ParameterError, ServiceError
+from ...lifecycle.clock import SYSTEM, Clock
+from ...lifecycle.errors import IntegrityError
+from ...lifecycle.http import HttpClient, server_message
+from ...lifecycle.service import DIRECT, REMOTE, Hit, Ready, product_key
+from ...params import Request
+from .. import ProductNotThereError
+from ..secretlog import hide
+from . import auth as auth_mod
+from .budget import Budget, budget, hold_until_closed, limit_from
+from .search import Catalogue, checksums, footprint, product_format, series_key, share
+
+log = logging.getLogger(__name__)
+
+SERVICE = "cdse"
+ACCESS = ("auto", "download", "window")
+WINDOW_SHARE = 0.25  # auto reads by window when the bbox covers less than this part of a product
+REDIRECTS = 5
+_TIF = (".tif", ".tiff")
+
+
+def parse_access(value: Any) -> str:
+    text = str(value or "auto").strip().lower()
+    if text not in ACCESS:
+        raise ParameterError("access", f"got {value!r}; expected one of {', '.join(ACCESS)}")
+    return text
+
+
+def payload_name(name: str, fmt: str) -> str:
+    """The file name a direct download is kept under: the product's one file (``..._V2.0.1_nc`` ->
+    ``..._V2.0.1.nc``, a COG -> ``.tif``).  A zip of the product folder is recognised by its first bytes and
+    unpacked whatever its name; a plain file keeps this one, as WEkEO names the same product."""
+    stem = name[: -len(fmt) - 1] if fmt and name.lower().endswith("_" + fmt) else name
+    return f"{stem}.{ {'cog': 'tif'}.get(fmt, fmt)}" if fmt else stem
+
+
+class CdseService:
+    """CDSE through OData and its download service, as a lifecycle :class:`~intake_clms.lifecycle.service.Service`."""
+
+    name = SERVICE
+
+    def __init__(self, http: HttpClient, tokens: auth_mod.TokenManager, *, odata_url: str, download_url: str,
+                 access: str = "auto", connections: Budget | None = None, cancel: threading.Event | None = None):
+        self.http = http
+        self.tokens = tokens
+        self.odata_url, self.download_url = odata_url.rstrip("/"), download_url.rstrip("/")
+        self.access = parse_access(access)
+        self.budget = connections or budget()
+        self._cancel = cancel or http.cancel
+        self.catalogue = Catalogue(http, self.odata_url, self.budget, self._cancel)
+        #: hosts that may receive the bearer token: the configured CDSE hosts, nothing a redirect names
+        self.trusted = {(urlsplit(u).hostname or "").lower() for u in (self.odata_url, self.download_url)}
+
+    def __repr__(self) -> str:
+        return f"CdseService(odata={self.odata_url!r}, access={self.access!r})"
+
+    # -- search
+
+    def search(self, request: Request) -> list[Hit]:
+        """The request's products, one hit per date: ``fileFormat`` narrows the listing where one format serves
+        (``cog`` for window reads; ``nc`` first for downloads, every format when the dataset has no NetCDF)."""
+        fmt = {"window": "cog", "download": "nc"}.get(self.access)
+        groups: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
+        for p in self.catalogue.products(request, fmt):
+            groups.setdefault(series_key(p), {})[product_format(p)] = p
+        if not groups and fmt == "nc":
+            for p in self.catalogue.products(request, None):
+                groups.setdefault(series_key(p), {})[product_format(p)] = p
+        hits = []
+        for formats in groups.values():
+            chosen, how = self._choose(formats, request)
+            hits.append(self._hit(chosen, how))
+        return hits
+
+    def _choose(self, formats: dict[str, dict[str, Any]], request: Request) -> tuple[dict[str, Any], str]:
+        cog = formats.get("cog")
+        whole = formats.get("nc") or next((p for f, p in formats.items() if f != "cog"), None) or cog
+        if self.access == "window":
+            if cog is None:
+                raise ServiceError(SERVICE, None, f"access='window': product {next(iter(formats.values()))['Name']} has no "
+                                   "COG on CDSE; use access='download' (or 'auto')")
+            return cog, REMOTE
+        if self.access == "auto" and cog is not None and share(request.bbox, footprint(cog)) < WINDOW_SHARE:
+            return cog, REMOTE
+        assert whole is not None
+        return whole, DIRECT
+
+    def _hit(self, p: dict[str, Any], how: str) -> Hit:
+        name = str(p["Name"])
+        size = p.get("ContentLength")
+        dates = p.get("ContentDate") or {}
+        box = footprint(p)
+        fmt = product_format(p)
+        extra: dict[str, Any] = {"id": str(p["Id"]), "name": name, "s3_path": p.get("S3Path"), "format": fmt,
+                                 "bbox": list(box) if box else None}
+        if how == REMOTE:
+            extra["remote"] = self.remote(p)
+        else:
+            name = payload_name(name, fmt)
+        return Hit(key=product_key(str(p["Name"])), name=name, access=how,
+                   size=int(size) if isinstance(size, (int, float)) and size > 0 else None,
+                   start=dates.get("Start"), end=dates.get("End"), checksums=checksums(p), extra=extra)
+
+    def remote(self, p: dict[str, Any]) -> dict[str, Any]:
+        """What the window reader needs to read a COG product in place (no secret: it is kept in the view)."""
+        pid, name = str(p["Id"]), str(p["Name"])
+        prefix = str(p.get("S3Path") or "").lstrip("/")
+        bucket, _, folder = prefix.partition("/")
+        files = []
+        for node in self.catalogue.nodes(pid, name):
+            fname = str(node.get("Name") or node.get("Id"))
+            if not fname.lower().endswith(_TIF):
+                continue
+            files.append({"name": fname, "key": f"{folder}/{fname}" if folder else fname,
+                          "href": f"{self.download_url}/Products({pid})/Nodes({quote(name, safe='')})/Nodes({quote(fname, safe='')})/$value",
+                          "size": int(node.get("ContentLength") or 0) or None})
+        if not files:
+            raise ServiceError(SERVICE, None, f"COG product {name} lists no GeoTIFF file")
+        box = footprint(p)
+        return {"id": pid, "name": name, "bucket": bucket or "eodata", "files": files,
+                "key": files[0]["key"], "href": files[0]["href"], "size": files[0]["size"],
+                "bbox": list(box) if box else None}
+
+    # -- direct downloads
+
+    def fetch(self, hit: Hit, order_id: str | None, offset: int) -> requests.Response:
+        """``Products(Id)/$value`` from ``offset``, the redirect followed here, the body holding one budget slot."""
+        url = f"{self.download_url}/Products({hit.extra['id']})/$value"
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        self.budget.acquire(self._cancel)
+        try:
+            response = self._follow(url, headers, hit)
+            self._check_size(response, hit)
+        except BaseException:
+            self.budget.release()
+            raise
+        return hold_until_closed(response, self.budget)
+
+    def _follow(self, url: str, headers: dict[str, str], hit: Hit) -> requests.Response:
+        for _ in range(REDIRECTS + 1):
+            trusted = (urlsplit(url).hostname or "").lower() in self.trusted
+            try:
+                r = self.http.request("GET", url, auth=self.tokens if trusted else None, headers=dict(headers),
+                                      ok=(200, 206, 416, 301, 302, 303, 307, 308), what="download",
+                                      stream=True, allow_redirects=False)
+            except ServiceError as exc:
+                if exc.status in (404, 410) and trusted:
+                    raise ProductNotThereError(SERVICE, exc.status, f"product {hit.extra.get('name', hit.name)} is not (or no longer) on CDSE: "
+                                               f"{exc.message}") from None
+                raise
+            if r.status_code not in (301, 302, 303, 307, 308):
+                return r
+            location = r.headers.get("Location")
+            r.close()
+            if not location:
+                raise ServiceError(SERVICE, r.status_code, "download: a redirect without a Location")
+            url = urljoin(url, location)
+            hide(url)  # a presigned transfer URL is a credential: never in a log line
+        raise ServiceError(SERVICE, None, f"download of {hit.name}: more than {REDIRECTS} redirects")
+
+    @staticmethod
+    def _check_size(response: requests.Response, hit: Hit) -> None:
+        """The body's full size must be the catalogue's ``ContentLength``: a mismatch is caught before any byte is kept."""
+        if hit.size is None or response.status_code == 416:
+            return
+        total: str | None = None
+        if response.status_code == 206:
+            total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        else:
+            total = response.headers.get("Content-Length")
+        if total and total.isdigit() and int(total) != hit.size:
+            response.close()
+            raise IntegrityError(f"{hit.name}: the download announces {total} bytes, the catalogue {hit.size}")
+
+    # -- no orders on CDSE
+
+    def order(self, hit: Hit) -> str:
+        raise ServiceError(SERVICE, None, "CDSE serves products directly: nothing to order")
+
+    def find_order(self, hit: Hit, since: float) -> str | None:
+        return None
+
+    def poll(self, order_id: str) -> tuple[str, Ready | None]:
+        raise ServiceError(SERVICE, None, "CDSE serves products directly: no order to poll")
+
+    def cancel(self, order_id: str) -> None:  # pragma: no cover - nothing is ever ordered
+        return None
+
+
+def connect(settings: dict[str, Any], cancel: threading.Event, clock: Clock | None = None) -> CdseService:
+    """The CDSE service for one preload.
+
+    Settings (source keywords): ``access`` (auto | download | window), ``username`` /
+    ``password`` (else CDSE_USERNAME / CDSE_PASSWORD, else ~/.netrc), ``max_connections``
+    (else CDSE_MAX_CONNECTIONS, else 4), ``attempts`` and ``backoff`` (retries).
+    """
+    clock = clock or SYSTEM
+    ends = endpoints()
+    access = parse_access(settings.get("access"))
+    user, password, totp = auth_mod.read_credentials(ends.cdse_token, settings)
+    tokens = auth_mod.manager(ends.cdse_token, user, password, totp, clock)
+    http = HttpClient(SERVICE, cancel=cancel, attempts=int(settings.get("attempts", 5)),
+                      backoff=float(settings.get("backoff", 0.5)), clock=clock)
+    return CdseService(http, tokens, odata_url=ends.cdse_odata, download_url=ends.cdse_download, access=access,
+                       connections=budget(limit_from(settings)), cancel=cancel)
