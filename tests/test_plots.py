@@ -22,7 +22,7 @@ def sources() -> dict:
 
 
 def _product_entries(sources: dict) -> dict:
-    return {name: spec for name, spec in sources.items() if spec["driver"] == "clms"}
+    return {name: spec for name, spec in sources.items() if spec["driver"] in ("clms", "clms_vector")}
 
 
 def test_every_raster_entry_has_an_image_plot_with_a_time_slider(sources: dict) -> None:

@@ -3,8 +3,9 @@
 The body goes to ``<final>.part``; after a dropped connection the next request asks
 only for the missing bytes (``Range: bytes=<have>-``).  The file is renamed to its
 final name only once its size matches ``Content-Length``, so a file without ``.part``
-is always complete.  Content hashes (sha256, plus any the server announced, e.g. md5)
-are computed as the bytes arrive; a resumed ``.part`` is hashed once from disk first.
+is always complete.  Content hashes (the algorithms the server announced a checksum in,
+e.g. md5, else sha256: one hash, not two, which is what keeps pace with the socket) are computed
+as the bytes arrive, on a helper thread; a resumed ``.part`` is hashed once from disk first.
 
 A ``416`` on a resume means the ``.part`` does not fit the file on the server (a wrong
 length announced earlier): its size is checked against the server's, and the download
@@ -67,7 +68,7 @@ class _Digests:
     (hashlib releases the GIL on large buffers); ``hexdigests()`` waits for the last bytes."""
 
     def __init__(self, algorithms: Iterable[str]):
-        self.algorithms = tuple(dict.fromkeys(["sha256", *algorithms]))
+        self.algorithms = tuple(dict.fromkeys(algorithms)) or ("sha256",)
         self.reset()
 
     def reset(self) -> None:

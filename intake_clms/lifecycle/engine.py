@@ -401,20 +401,22 @@ class Engine:
         staging = products.new_staging(hit.key)
         try:
             data_dir = staging / "data"
-            member_hashes: dict[str, str] = {}
+            member_hashes: dict[str, dict[str, str]] = {}  # relative path -> its hashes
             with local_faults(staging):
                 if payload.name.lower().endswith(".zip") or is_zip(payload):
-                    extract_zip(payload, data_dir, self.options.limits, cancel=cancel, hashes=member_hashes)
-                else:
+                    extracted: dict[str, str] = {}
+                    extract_zip(payload, data_dir, self.options.limits, cancel=cancel, hashes=extracted)
+                    member_hashes = {rel: {"sha256": h} for rel, h in extracted.items()}
+                else:  # the payload is the data file: its hashes are the ones verified while streaming
                     data_dir.mkdir()
                     os.replace(payload, data_dir / payload.name)
-                    member_hashes[payload.name] = hashes["sha256"]
+                    member_hashes[payload.name] = dict(hashes)
                 require_data(data_dir, payload.name)
                 data, other = classify(data_dir)
             files = []
             for path, role in [(p, "data") for p in data] + [(p, "metadata") for p in other]:
                 rel = path.relative_to(data_dir).as_posix()
-                digest = {"sha256": member_hashes[rel]} if rel in member_hashes else {}
+                digest = member_hashes.get(rel, {})
                 files.append(FileRecord(path=f"data/{rel}", size=path.stat().st_size, hashes=digest, role=role,
                                         kind=(sniff(path) or assemble.data_kind([path])) if role == "data" else None))
             record = ProductRecord(

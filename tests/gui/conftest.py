@@ -18,4 +18,8 @@ def gui_env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("INTAKE_CLMS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HDA_RC", str(tmp_path / "no-hdarc"))
+    # these tests follow a plot through WEkEO's queue (waits, cancel): keep `auto` on WEkEO
+    for name in ("CDSE_USERNAME", "CDSE_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     return sandbox

@@ -188,6 +188,9 @@ def test_stopping_the_server_cancels_a_plot_waiting_in_the_queue(sandbox_factory
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("INTAKE_CLMS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HDA_RC", str(tmp_path / "no-hdarc"))
+    for name in ("CDSE_USERNAME", "CDSE_PASSWORD"):  # keep `auto` on WEkEO, whose queue this test needs
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     gui = build_gui(today=TODAY)
     gui.sourcesel.value = [NDVI]
     outcome: list[BaseException] = []
