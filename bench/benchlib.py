@@ -37,6 +37,25 @@ def emit(name: str, results: dict[str, Any]) -> None:
     print(json.dumps({"bench": name, "results": results}, sort_keys=True, default=float), flush=True)
 
 
+def settle() -> None:
+    """Write back dirty pages so one run's writes do not slow the next."""
+    import time
+
+    os.sync()
+    time.sleep(0.2)
+
+
+def run_child(script: str, args: list[str], env: dict[str, str], timeout: float = 900) -> dict[str, Any]:
+    """Run ``script --child ARGS`` in a fresh process; its last stdout line is a JSON result."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"the preloading process failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -36,7 +36,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import MIB, client_env, emit, peak_rss_mib, write_big_netcdf  # noqa: E402
+from benchlib import MIB, client_env, emit, peak_rss_mib, run_child, settle, write_big_netcdf  # noqa: E402
 
 from intake_clms.sandbox import Sandbox  # noqa: E402
 from intake_clms.sandbox.datagen import ProductStore  # noqa: E402
@@ -135,16 +135,7 @@ def run_curl(url: str, header_file: Path, out: Path) -> dict[str, float]:
 
 def run_ours(sb: Sandbox, cache: Path, query: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, **client_env(sb, cache), "NETRC": str(cache.parent / "no-netrc")}
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(query)], capture_output=True, text=True,
-                          env=env, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"the preloading process failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def settle() -> None:
-    os.sync()
-    time.sleep(0.2)
+    return run_child(__file__, [json.dumps(query)], env)
 
 
 def main(argv: list[str] | None = None) -> int:

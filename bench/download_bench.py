@@ -33,7 +33,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import BIG_REQUEST, MIB, BigNetcdfStore, client_env, emit, peak_rss_mib  # noqa: E402
+from benchlib import BIG_REQUEST, MIB, BigNetcdfStore, client_env, emit, peak_rss_mib, run_child, settle  # noqa: E402
 
 from intake_clms.sandbox import Sandbox  # noqa: E402
 
@@ -119,18 +119,7 @@ def run_curl(url: str, header_file: Path, out: Path) -> dict[str, float]:
 
 
 def run_ours(sb: Sandbox, cache: Path, chunk: int | None) -> dict[str, Any]:
-    env = {**os.environ, **client_env(sb, cache)}
-    cmd = [sys.executable, __file__, "--child"] + (["--chunk", str(chunk)] if chunk else [])
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"the preloading process failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def settle() -> None:
-    """Write back dirty pages so one run's writes do not slow the next."""
-    os.sync()
-    time.sleep(0.2)
+    return run_child(__file__, ["--chunk", str(chunk)] if chunk else [], {**os.environ, **client_env(sb, cache)}, 600)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,7 @@ import numpy as np
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import MIB, emit  # noqa: E402
+from benchlib import MIB, emit, settle  # noqa: E402
 
 from intake_clms.lifecycle.download import download  # noqa: E402
 from intake_clms.lifecycle.extract import extract_zip, require_data  # noqa: E402
@@ -215,12 +215,6 @@ def peak_disk(fn: Callable[[], Any], folder: Path) -> int:
         stop.set()
         thread.join()
     return max(peak[0], disk_bytes(folder))
-
-
-def settle() -> None:
-    """Write back dirty pages so one run's writes do not slow the next."""
-    os.sync()
-    time.sleep(0.1)
 
 
 # ------------------------------------------------------------------ main
