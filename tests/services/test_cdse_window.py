@@ -76,8 +76,11 @@ def test_window_equals_the_source_pixels_and_reads_only_the_tiles_under_it(cdse_
     sent = sum(e.bytes_sent for e in reads)
     tiles = sum(tile_bytes(p) for p in paths)
     size = sum(p.stat().st_size for p in paths)
-    # the tiles themselves, each file's header and GDAL's rounding of each range to 4 KiB
-    assert tiles <= sent <= tiles + len(paths) * (HEADER + 2 * 4096)
+    # the tiles themselves, each file's header and GDAL's rounding of each range to its read chunk: 4 KiB as
+    # the window reader asks, but GDAL reads that setting once per process, so when an earlier test of this
+    # process read over the network first it stays at GDAL's 16 KiB default (bench/cdse_window_bench.py
+    # measures the 4 KiB case in a fresh process: 1.18x the tiles)
+    assert tiles <= sent <= tiles + len(paths) * (HEADER + 2 * 16384)
     assert sent * 20 < size
     assert window.stats()["tile_bytes"] >= tiles - tile_bytes(paths[0])  # counted by the reads of this process
 
