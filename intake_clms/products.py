@@ -126,6 +126,11 @@ def coverage_bbox(spatial_coverage: str | None) -> list[float]:
     return list(COVERAGE_BBOX.get(key, COVERAGE_BBOX["global"]))
 
 
+
+#: Old WEkEO IDs of vector products (EU-Hydro, Natura 2000, riparian and coastal zones, Urban Atlas,
+#: river and lake ice extent): their transition-table rows give no resolution saying "vector".
+VECTOR_OLD_IDS = ("EU-HYDRO", "N2K", "RIPARIANZONES", "COASTALZONES", "URBAN-ATLAS", "HRSI_ARLIE")
+
 @dataclass(frozen=True)
 class Product:
     """One catalog entry's worth of facts, merged from the table's sheets."""
@@ -157,4 +162,7 @@ class Product:
 
     @property
     def is_vector(self) -> bool:
-        return "vector" in (self.resolution or "").lower()
+        if "vector" in (self.resolution or "").lower():
+            return True
+        # old-ID products whose table rows give no resolution: known vector families by name
+        return self.dataset_identifier is None and any(v.lower() in self.dataset_id.lower() for v in VECTOR_OLD_IDS)

@@ -26,8 +26,8 @@ def test_generate_writes_the_catalog(tmp_path, capsys):
 def test_generate_to_stdout(capsys):
     assert main(["generate", str(TABLE)]) == 0
     sources = yaml.safe_load(capsys.readouterr().out)["sources"]
-    assert sum(s["driver"] == "clms" for s in sources.values()) == 146
-    assert sum(s["driver"] == "clms_vector" for s in sources.values()) == 5  # is_vector: a GeoDataFrame
+    assert sum(s["driver"] == "clms" for s in sources.values()) == 141
+    assert sum(s["driver"] == "clms_vector" for s in sources.values()) == 10  # is_vector: a GeoDataFrame
     assert [n for n, s in sources.items() if s["driver"] not in ("clms", "clms_vector")] == ["clms_download_api"]
 
 

@@ -40,7 +40,7 @@ def test_every_raster_entry_has_an_image_plot_with_a_time_slider(sources: dict) 
 
 def test_vector_entries_have_a_points_plot(sources: dict) -> None:
     vectors = {n: s for n, s in _product_entries(sources).items() if s["metadata"]["is_vector"]}
-    assert "wl_lakes_global_vector_daily_v2" in vectors and len(vectors) == 5
+    assert "wl_lakes_global_vector_daily_v2" in vectors and "eo_eea_dat_eu_hydro" in vectors and len(vectors) == 10
     for name, spec in vectors.items():
         plot = spec["metadata"]["plots"]["map"]
         assert plot["kind"] == "points" and (plot["x"], plot["y"]) == ("lon", "lat"), name

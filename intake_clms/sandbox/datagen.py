@@ -641,7 +641,7 @@ _NEW_ID = re.compile(
 _OLD_GLOBAL = re.compile(
     r"^EO:CLMS:DAT:CLMS_GLOBAL_(?P<family>[A-Z0-9]+)_(?P<res>[0-9.]+[KM]+)_V(?P<ver>\d+)_(?P<freq>[A-Z0-9-]+)_"
 )
-_VECTOR_OLD = ("EU-HYDRO", "N2K", "RIPARIANZONES", "COASTALZONES", "URBAN-ATLAS", "HRSI_ARLIE")
+from intake_clms.products import VECTOR_OLD_IDS as _VECTOR_OLD  # noqa: E402  (one list, shared with the catalog)
 
 
 def _meters(text: str | None) -> int | None:
