@@ -30,6 +30,7 @@ from .polling import PollPolicy
 
 log = logging.getLogger(__name__)
 
+
 def _flag(value: Any) -> bool:
     """A yes/no keyword as intake may render it: False, "false", "0", "no", "off" are no."""
     return str(value).strip().lower() not in ("false", "0", "no", "off")
