@@ -56,6 +56,45 @@ def run_child(script: str, args: list[str], env: dict[str, str], timeout: float 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_curl(url: str, header_file: Path, out: Path, follow: bool = False) -> dict[str, float]:
+    """The reference download: ``curl`` to a file, with the Authorization header from ``header_file``."""
+    import subprocess
+
+    cmd = ["curl", "-sS", "-f", *(["-L"] if follow else []), "-H", f"@{header_file}", "-o", str(out),
+           "-w", "%{time_total} %{size_download}", url]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    seconds, size = done.stdout.split()
+    assert int(float(size)) == out.stat().st_size
+    return {"bytes": int(float(size)), "download_s": float(seconds)}
+
+
+def curl_vs_ours(work: Path, url: str, token: str, runs: int, ours: Any, follow: bool = False
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``runs`` alternating downloads of one file: curl, then ``ours(cache_dir)`` (a fresh cache each time)."""
+    import shutil
+
+    header = work / "curl-headers"
+    header.touch(mode=0o600)
+    header.write_text(f"Authorization: Bearer {token}\n")
+    curl_runs, our_runs = [], []
+    for i in range(runs):
+        settle()
+        out = work / "out" / f"curl-{i}.nc"
+        out.parent.mkdir(exist_ok=True)
+        c = run_curl(url, header, out, follow)
+        out.unlink()
+        curl_runs.append(c)
+        settle()
+        cache = work / "out" / f"cache-{i}"
+        o = ours(cache)
+        shutil.rmtree(cache)
+        our_runs.append(o)
+        print(f"run {i + 1}: curl {c['bytes'] / c['download_s'] / MIB:7.0f} MiB/s | ours: download "
+              f"{o['bytes'] / o['download_s'] / MIB:7.0f} MiB/s, whole lifecycle {o['lifecycle_s']:.2f} s, "
+              f"peak RSS {o['peak_rss_mib']:.0f} MiB")
+    return curl_runs, our_runs
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import MIB, client_env, emit, peak_rss_mib, run_child, settle, write_big_netcdf  # noqa: E402
+from benchlib import MIB, client_env, curl_vs_ours, emit, peak_rss_mib, run_child, write_big_netcdf  # noqa: E402
 
 from intake_clms.sandbox import Sandbox  # noqa: E402
 from intake_clms.sandbox.datagen import ProductStore  # noqa: E402
@@ -125,14 +124,6 @@ def value_url(sb: Sandbox, query: dict[str, Any]) -> tuple[str, str, int]:
     return f"{env['CDSE_DOWNLOAD_URL']}/Products({found[0]['Id']})/$value", token, int(found[0]["ContentLength"])
 
 
-def run_curl(url: str, header_file: Path, out: Path) -> dict[str, float]:
-    cmd = ["curl", "-sS", "-f", "-L", "-H", f"@{header_file}", "-o", str(out), "-w", "%{time_total} %{size_download}", url]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    seconds, size = done.stdout.split()
-    assert int(float(size)) == out.stat().st_size
-    return {"bytes": int(float(size)), "download_s": float(seconds)}
-
-
 def run_ours(sb: Sandbox, cache: Path, query: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, **client_env(sb, cache), "NETRC": str(cache.parent / "no-netrc")}
     return run_child(__file__, [json.dumps(query)], env)
@@ -158,25 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             url, token, size = value_url(sb, query)
             print(f"product of {size / MIB:.0f} MiB ready in {time.perf_counter() - t:.1f} s; {runs} runs of each")
-            header = work / "curl-headers"
-            header.touch(mode=0o600)
-            header.write_text(f"Authorization: Bearer {token}\n")
-            curl_runs, our_runs = [], []
-            for i in range(runs):
-                settle()
-                out = work / "out" / f"curl-{i}.nc"
-                out.parent.mkdir(exist_ok=True)
-                c = run_curl(url, header, out)
-                out.unlink()
-                curl_runs.append(c)
-                settle()
-                cache = work / "out" / f"cache-{i}"
-                o = run_ours(sb, cache, query)
-                shutil.rmtree(cache)
-                our_runs.append(o)
-                print(f"run {i + 1}: curl {c['bytes'] / c['download_s'] / MIB:7.0f} MiB/s | ours: download "
-                      f"{o['bytes'] / o['download_s'] / MIB:7.0f} MiB/s, whole lifecycle {o['lifecycle_s']:.2f} s, "
-                      f"peak RSS {o['peak_rss_mib']:.0f} MiB")
+            curl_runs, our_runs = curl_vs_ours(work, url, token, runs, lambda cache: run_ours(sb, cache, query),
+                                               follow=True)
             bearer_on_transfer = sb.ctx.state["cdse"].bearer_on_transfer
     finally:
         shutil.rmtree(work, ignore_errors=True)

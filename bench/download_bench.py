@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import BIG_REQUEST, MIB, BigNetcdfStore, client_env, emit, peak_rss_mib, run_child, settle  # noqa: E402
+from benchlib import BIG_REQUEST, MIB, BigNetcdfStore, client_env, curl_vs_ours, emit, peak_rss_mib, run_child  # noqa: E402
 
 from intake_clms.sandbox import Sandbox  # noqa: E402
 
@@ -110,14 +109,6 @@ def finished_order(sb: Sandbox) -> tuple[str, str]:
     return url, token
 
 
-def run_curl(url: str, header_file: Path, out: Path) -> dict[str, float]:
-    cmd = ["curl", "-sS", "-f", "-H", f"@{header_file}", "-o", str(out), "-w", "%{time_total} %{size_download}", url]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    seconds, size = done.stdout.split()
-    assert int(float(size)) == out.stat().st_size
-    return {"bytes": int(float(size)), "download_s": float(seconds)}
-
-
 def run_ours(sb: Sandbox, cache: Path, chunk: int | None) -> dict[str, Any]:
     return run_child(__file__, ["--chunk", str(chunk)] if chunk else [], {**os.environ, **client_env(sb, cache)}, 600)
 
@@ -142,25 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             url, token = finished_order(sb)  # also generates the file (once)
             print(f"product of {nbytes / MIB:.0f} MiB ready in {time.perf_counter() - t:.1f} s; {runs} runs of each")
-            header = work / "curl-headers"
-            header.touch(mode=0o600)
-            header.write_text(f"Authorization: Bearer {token}\n")
-            curl_runs, our_runs = [], []
-            for i in range(runs):
-                settle()
-                out = work / "out" / f"curl-{i}.nc"
-                out.parent.mkdir(exist_ok=True)
-                c = run_curl(url, header, out)
-                out.unlink()
-                curl_runs.append(c)
-                settle()
-                cache = work / "out" / f"cache-{i}"
-                o = run_ours(sb, cache, args.chunk)
-                shutil.rmtree(cache)
-                our_runs.append(o)
-                print(f"run {i + 1}: curl {c['bytes'] / c['download_s'] / MIB:7.0f} MiB/s | ours: download "
-                      f"{o['bytes'] / o['download_s'] / MIB:7.0f} MiB/s, whole lifecycle {o['lifecycle_s']:.2f} s, "
-                      f"peak RSS {o['peak_rss_mib']:.0f} MiB")
+            curl_runs, our_runs = curl_vs_ours(work, url, token, runs, lambda cache: run_ours(sb, cache, args.chunk))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert all(o["bytes"] == nbytes or abs(o["bytes"] - nbytes) < MIB for o in our_runs), "size mismatch"

@@ -14,17 +14,10 @@ from pathlib import Path
 import pytest
 
 from intake_clms.sandbox.launcher import read_env_file
+from readme_blocks import readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def readme_block(tag: str) -> str:
-    """The fenced block right after ``<!-- readme-test: TAG -->`` in README.md."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    m = re.search(rf"<!-- readme-test: {tag} -->\s*```\w*\n(.*?)```", text, re.S)
-    assert m, f"README.md has no block tagged {tag}"
-    return m.group(1)
 
 
 def user_env(home: Path) -> dict[str, str]:

@@ -4,25 +4,18 @@ against a cache preloaded from the sandbox (stopped before the commands run), wi
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from readme_blocks import readme_block
 
 from .preloaded import PLAIN, Preloaded, plain_venv, preload
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def readme_block(tag: str) -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    m = re.search(rf"<!-- readme-test: {tag} -->\s*```\w*\n(.*?)```", text, re.S)
-    assert m, f"README.md has no block tagged {tag}"
-    return m.group(1)
 
 
 @pytest.fixture(scope="module")
