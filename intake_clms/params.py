@@ -31,14 +31,27 @@ ENGINE_OPTIONS = frozenset({
     "workers", "chunk", "chunks",  # concurrent downloads, download chunk bytes, dask chunks when opening
     "poll_first", "poll_factor", "poll_cap", "poll_deadline",  # queue polling
     "attempts", "backoff",  # HTTP retries
-    "username", "password",  # WEkEO HDA credentials
+    "username", "password",  # the login of the one service named by service= (WEkEO HDA or CDSE; refused with auto)
     "service_key", "link_max_age", "listing_max_age", "files_rate",  # CLMS download API
     "max_products",  # refuse a request needing more products than this (quota guard)
     "access", "max_connections", "totp",  # CDSE: how products are reached, connection budget, two-factor code
-    "overview_level", "keep_windows",  # CDSE window reads: an overview instead of full resolution; keep blocks read
+    "overview_level",  # CDSE window reads: an overview instead of full resolution
+    "decode",  # False: the stored integers with their scale_factor/add_offset/_FillValue instead of decoded values
     "entry",  # the catalog entry's name, shown by `intake-clms cache list` and `status`
     "clock",  # a lifecycle clock (tests and benchmarks pass a FakeClock)
 })
+
+
+def check_credentials(service: str, given: Mapping[str, object]) -> None:
+    """``username=``/``password=`` belong to one service: with ``service="auto"`` they could reach another
+    service's identity server (or be silently ignored), so they are refused, asking which service they are for."""
+    named = [k for k in ("username", "password") if given.get(k) not in (None, "")]
+    if named and service == "auto":
+        raise ParameterError(named[0], "a login belongs to one service, and service='auto' may ask several: pass "
+                             "service='wekeo' (WEkEO HDA) or service='cdse' (CDSE) with it, or set the service's "
+                             "environment variables (HDA_USER/HDA_PASSWORD, CDSE_USERNAME/CDSE_PASSWORD) instead")
+    if named and service == "clms":
+        raise ParameterError(named[0], "the CLMS download API takes a service key (service_key=...), not a login")
 
 
 def check_keywords(given: Iterable[str], extra: Iterable[str] = ()) -> None:

@@ -16,8 +16,8 @@ from intake.source.base import DataSource, Schema
 from . import __version__
 from .config import available_services
 from .errors import ClmsError
-from .params import Request, check_coverage, check_keywords
-from .services import choose_service
+from .params import Request, check_coverage, check_credentials, check_keywords
+from .services import service_chain
 
 
 class ClmsSource(DataSource):
@@ -48,15 +48,21 @@ class ClmsSource(DataSource):
             dataset_id, dataset_identifier, bbox, start, end, service, file=file, output_format=output_format, crs=crs
         )
         check_coverage(self.request, metadata)
+        check_credentials(self.request.service, kwargs)
         self.cache_dir = cache_dir
         self.options = kwargs
         self._ds = None
         super().__init__(metadata=metadata)
 
+    def services(self) -> list[str]:
+        """The services a read would ask now, in order: the one named, or ``auto``'s chain (by migration status
+        and the credentials at hand).  Chosen here only, once per read."""
+        return service_chain(self.request.service, (self.metadata or {}).get("migration_status"), available_services())
+
     @property
     def service(self) -> str:
-        """The concrete service a read would use now (``auto`` resolved against the credentials at hand)."""
-        return choose_service(self.request.service, (self.metadata or {}).get("migration_status"), available_services())
+        """The first service a read would ask now (``auto`` resolved against the credentials at hand)."""
+        return self.services()[0]
 
     def _get_schema(self) -> Schema:
         # Offline on purpose: the real shape is only known after the product is fetched.
@@ -77,7 +83,7 @@ class ClmsSource(DataSource):
         """
         from .lifecycle.reader import preload
 
-        handle = preload(self, self.service, blocking=blocking, progress_bar=progress_bar, **options)
+        handle = preload(self, self.services(), blocking=blocking, progress_bar=progress_bar, **options)
         if blocking:
             self._ds = self._checked(handle.result())
         return handle

@@ -1,9 +1,11 @@
 """The lifecycle engine: its unit of work is one server product, kept once in the product store.
 
 For a request: reopen its view if published (offline; file sizes checked) -> search ->
-for every hit not in the store, by access kind: ``ordered`` (order -> wait -> fetch),
-``direct`` (fetch), ``remote`` (nothing fetched) -> verify -> unpack -> store (one
-rename) -> publish the request's view -> open lazily.
+for every hit not in the store, by access: ``download`` (order -> wait -> fetch when the
+hit is ``ordered``, else fetch -> verify -> unpack) or ``window`` (read the pixels under
+the bbox from the product's COGs, :mod:`.windows`) -> store (one rename) -> publish the
+request's view -> open lazily through assembly, which ends every path in the contract
+(:mod:`intake_clms.assemble.contract`).
 
 Exactly-once ordering: a job's state is written before every step it guards
 (``ordering`` before the POST, the order id before any poll).  An order whose answer
@@ -34,7 +36,9 @@ from ..params import Request
 from ..store import FileRecord, Job, ProductRecord, Store, View, ViewProduct
 from ..store.fsutil import is_local_fault, local_faults, safe_name, storage_error
 from ..store.jobs import SPENT
-from . import assemble
+from .. import assemble
+from ..assemble import Provenance
+from . import windows
 from .clock import SYSTEM, Clock
 from .download import CHUNK, download
 from .errors import (AmbiguousOrderError, CancelledError, DamagedProductError, IntegrityError, OrderExpiredError,
@@ -43,7 +47,7 @@ from .events import Progress
 from .extract import Limits, classify, extract_zip, is_zip, require_data, sniff
 from .handle import PreloadHandle, ProgressBar
 from .polling import PollPolicy, poll
-from .service import DIRECT, ORDERED, REMOTE, Hit, Ready, Service
+from .service import DOWNLOAD, WINDOW, Hit, Ready, Service
 
 log = logging.getLogger(__name__)
 
@@ -62,28 +66,23 @@ class Options:
     chunks: Any = None  # dask chunks for opening (None: the files' own)
     max_products: int = 20  # products a request may fetch without the user raising the limit
     entry: str = ""  # the catalog entry asked through (shown by `cache list` and `status`)
-    overview_level: int | None = None  # remote window reads: an overview (0 = first) instead of full resolution
-    keep_windows: bool = True  # remote window reads: keep the blocks read in the store (a reopen is offline)
-    credentials: str = ""  # remote window reads: the process registry key of keyword credentials (services.cdse.s3)
+    overview_level: int | None = None  # window reads: an overview (0 = first) instead of full resolution
+    decode: bool = True  # the contract's values: decoded (scale, offset, fill -> NaN), or the stored integers
 
 
-def open_view(store: Store, request: Request, chunks: Any = None, options: Options | None = None) -> xr.Dataset | None:
-    """The published view of a request, opened lazily, or None; never touches the network.
+def open_view(store: Store, request: Request, chunks: Any = None, options: Options | None = None) -> Any:
+    """The published view of a request, opened lazily (the contract's Dataset, or a GeoDataFrame), or None.
 
-    Every stored file's size is checked against its product's record (no hashing):
-    a mismatch raises DamagedProductError naming the file.  A view of remote products
-    opens as lazy window reads (:mod:`.window`; blocks kept earlier are read from the store).
+    Never touches the network: every stored file's size is checked against its product's
+    record (no hashing); a mismatch raises DamagedProductError naming the file.
     """
+    options = options or Options()
     view = store.views.get(request.key())
     if view is None:
         return None
-    if view.kind == REMOTE:
-        return _open_remote(store, view, request, chunks, options or Options())
     files: list[Path] = []
     times: list[str | None] = []
     for vp in view.products:
-        if vp.access == REMOTE:
-            raise IntegrityError(f"request view {view.key} mixes remote and stored products")
         rec = store.products.check(vp.key)
         if rec is None:
             return None  # a product was removed (cache clean): fetch it again
@@ -92,36 +91,21 @@ def open_view(store: Store, request: Request, chunks: Any = None, options: Optio
             times.append(vp.start)
     store.views.touch(view.key)
     store.activity().use([vp.key for vp in view.products])
-    return _open(view.kind, files, times, request.bbox, chunks, store.views.path(view.key),
-                 period=(request.start, request.end))
-
-
-def _open_remote(store: Store, view: View, request: Request, chunks: Any, options: Options) -> xr.Dataset:
-    from ..services.cdse.s3 import CredentialRef, mode
-    from . import window
-
-    if any(vp.access != REMOTE for vp in view.products):
-        raise IntegrityError(f"request view {view.key} mixes remote and stored products")
-    ds = window.open_remote(view.products, request.bbox, chunks=chunks, overview_level=options.overview_level,
-                            store=store, keep=options.keep_windows, ref=CredentialRef(mode(), options.credentials))
-    store.views.touch(view.key)
-    kept = [k for k in window.kept_keys(view.products, request.bbox, chunks, options.overview_level)
-            if store.products.path(k).is_dir()]
-    store.activity().use([vp.key for vp in view.products] + kept)
-    return ds
-
-
-def _open(kind: str, files: list[Path], times: list[str | None], bbox: Any, chunks: Any, index_dir: Path,
-          period: tuple[Any, Any] = (None, None)) -> Any:
-    """An ``xarray.Dataset`` (NetCDF, GeoTIFF) or a ``GeoDataFrame`` (vector: ``period`` filters its times)."""
+    provenance = Provenance(entry=view.entry or options.entry, dataset_id=request.dataset_id,
+                            dataset_identifier=request.dataset_identifier or "", service=view.service,
+                            access=view.access, products=tuple(vp.name for vp in view.products))
     try:
-        return assemble.open_files(kind, files, times, bbox, chunks, index_dir=index_dir, period=period)
+        return assemble.open_files(view.data_kind, files, times, None if request.file else request.bbox,
+                                   chunks=chunks, index_dir=store.views.path(view.key),
+                                   names=view.names or None, period=(request.start, request.end),
+                                   decode=options.decode, provenance=provenance,
+                                   steps=[vp.start for vp in view.products])
     except ClmsError:
         raise
     except Exception as exc:  # name the file a reader chokes on, not just the library's words
         for path in files:
             try:
-                if kind == "netcdf":
+                if view.data_kind == "netcdf":
                     xr.open_dataset(path).close()
             except Exception as one:  # noqa: BLE001
                 raise IntegrityError(f"cannot read {path}: {one}; `intake-clms cache verify` checks every file") from exc
@@ -191,10 +175,10 @@ class Engine:
     def _fetch_and_open(self, progress: Progress, cancel: threading.Event) -> xr.Dataset:
         service = self.make_service(cancel)
         progress.stage("search")
-        hits = _unique(service.search(self.request))
+        hits = _unique([self._keyed(h) for h in service.search(self.request)])
         if not hits:
             raise ClmsError(f"{service.name}: no product matches {self.request.canonical()}")
-        missing = [h for h in hits if h.access != REMOTE and not self._stored(h.key)]
+        missing = [h for h in hits if not self._stored(h.key)]
         if len(missing) > self.options.max_products:
             raise ParameterError(
                 "max_products", f"this request needs {len(missing)} products not in the cache "
@@ -206,7 +190,7 @@ class Engine:
         try:
             progress.stage("order")
             for h in missing:  # orders go out one by one before any wait: a quota stop costs no time
-                if h.access == ORDERED and self._try_lock(h.key, held) and not self._stored(h.key):
+                if h.ordered and h.access == DOWNLOAD and self._try_lock(h.key, held) and not self._stored(h.key):
                     progress.product(h.key, h.name, "ordering")
                     self._ensure_order(service, h, cancel)
                     progress.product(h.key, h.name, "queued")
@@ -226,6 +210,16 @@ class Engine:
 
         apply_budget(self.store)  # after the open: this request's products are in use, so they stay
         return ds
+
+    def _keyed(self, hit: Hit) -> Hit:
+        """A window hit stands for the product's window under this bbox: its own store key (known offline)."""
+        if hit.access != WINDOW:
+            return hit
+        from dataclasses import replace
+
+        product = hit.extra.get("product_key") or hit.key
+        return replace(hit, key=windows.window_key(product, self.request.bbox, self.options.overview_level),
+                       extra={**hit.extra, "product_key": product})
 
     def _stored(self, key: str) -> bool:
         try:
@@ -348,9 +342,16 @@ class Engine:
         if self._stored(hit.key):  # another process (or request) stored it meanwhile
             progress.product(hit.key, hit.name, "cached")
             return
+        if hit.access == WINDOW:
+            progress.product(hit.key, hit.name, "reading")
+            windows.fetch(self.store, service, hit, hit.extra.get("product_key", hit.key), self.request.bbox,
+                          self.options.overview_level, lambda done, total: progress.bytes(hit.key, done, total),
+                          cancel, self.clock.time())
+            progress.product(hit.key, hit.name, "ready")
+            return
         folder = self.store.download_dir(service.name, hit.key)
         for attempt in range(2):  # a second round only after the server forgot the order or its link died
-            order_id = self._ensure_order(service, hit, cancel) if hit.access == ORDERED else None
+            order_id = self._ensure_order(service, hit, cancel) if hit.ordered else None
             try:
                 ready = Ready(size=None, name=hit.name, checksums=dict(hit.checksums))
                 if order_id is not None:
@@ -471,9 +472,6 @@ class Engine:
         files: list[Path] = []
         times: list[str | None] = []
         for h in ordered:
-            if h.access == REMOTE:
-                kinds.add(REMOTE)
-                continue
             rec = self.store.products.check(h.key)
             if rec is None:
                 raise IntegrityError(f"product {h.name} is not in the store after its download (removed meanwhile?)")
@@ -485,24 +483,23 @@ class Engine:
             raise IntegrityError("the products hold no NetCDF, GeoTIFF or vector file" if not kinds - {""}
                                  else f"the products mix {', '.join(sorted(kinds))} files; cannot assemble one dataset")
         kind = kinds.pop()
-        grid: dict[str, Any] = {}
-        if kind == REMOTE:  # the pixel grid, from one product's header: opening the view is then offline
-            from ..services.cdse.s3 import CredentialRef, mode
-            from . import window
+        names: tuple[str, ...] = ()
+        if kind == "geotiff":  # each file's variable, from its header: opening the view then reads none
+            from ..assemble.tiles import names_of
 
-            first = next(h for h in ordered if h.access == REMOTE)
-            grid["grid"] = window.describe(first.extra.get("remote") or {}, CredentialRef(mode(), self.options.credentials))
+            names = tuple(names_of(files))
         view = View(
-            key=self.request.key(), request=self.request.canonical(), service=service, kind=kind,
-            bbox=tuple(self.request.bbox), entry=self.options.entry, created=self.clock.time(),
-            products=tuple(ViewProduct(h.key, h.name, h.start, h.end, access="remote" if h.access == REMOTE else "stored",
-                                       remote={**(h.extra.get("remote") or {}), **grid} if h.access == REMOTE else {})
-                      for h in ordered),
+            key=self.request.key(), request=self.request.canonical(), service=service, data_kind=kind,
+            access=WINDOW if any(h.access == WINDOW for h in ordered) else DOWNLOAD,
+            bbox=tuple(self.request.bbox), entry=self.options.entry, created=self.clock.time(), names=names,
+            products=tuple(ViewProduct(h.key, h.name, h.start, h.end, access=h.access) for h in ordered),
         )
 
         def index(staging: Path) -> None:
             if kind == "geotiff":  # written once, before the view is published
-                assemble.index_geotiff(files, times, index_dir=staging)
+                from ..assemble.tiles import index as index_tiles
+
+                index_tiles(files, times, names, staging)
 
         return self.store.views.publish(view, prepare=index)
 
@@ -515,4 +512,4 @@ def _unique(hits: list[Hit]) -> list[Hit]:
     return list(seen.values())
 
 
-__all__ = ["DIRECT", "ORDERED", "REMOTE", "Engine", "Options", "open_view"]
+__all__ = ["DOWNLOAD", "WINDOW", "Engine", "Options", "open_view"]

@@ -39,7 +39,7 @@ from ..errors import ClmsError, CredentialsError, ParameterError, ServiceError, 
 from ..lifecycle.clock import SYSTEM, Clock
 from ..lifecycle.errors import OrderExpiredError, OrderFailedError
 from ..lifecycle.http import HttpClient, server_message
-from ..lifecycle.service import DIRECT, Hit, Ready
+from ..lifecycle.service import Hit, Ready
 from ..params import Request
 from .clms_auth import ClmsAuth, load_service_key
 from .clms_items import date_in, file_product, general_products, is_world, items_hash, url_name, within_years
@@ -185,7 +185,7 @@ class ClmsApiService:
                 continue  # the LANDCOVER list ignores dates: keep the years asked for
             pid = name if name not in seen else f"{name}-{len(seen)}"
             seen.add(pid)
-            products.append(Hit(key=safe_name(f"clms-{ds.id}-{pid}", 200), name=name, access=DIRECT,
+            products.append(Hit(key=safe_name(f"clms-{ds.id}-{pid}", 200), name=name, ordered=False,
                                 start=day.isoformat() if day else None, extra={"dataset": ds.id, "url": url}))
         return products
 
@@ -305,7 +305,7 @@ class ClmsApiService:
 
     def fetch(self, hit: Hit, order_id: str | None, offset: int) -> requests.Response:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        if hit.access == DIRECT:
+        if not hit.ordered:
             url = str(hit.extra["url"])
             limiter = limiter_for(url, self.files_rate, self.clock)
             if limiter is not None:

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..clms_listing import FORMAT_CONVERSION, ApiDataset, ApiFile, canonical_format
 from ..errors import ParameterError
-from ..lifecycle.service import ORDERED, Hit
+from ..lifecycle.service import Hit
 from ..params import Request
 from ..store.fsutil import safe_name
 
@@ -121,7 +121,7 @@ def file_product(ds: ApiDataset, wanted: str) -> Hit:
     """The one data request of a pre-packaged file (the same product whatever the area asked)."""
     f = find_file(ds, wanted)
     name = f.file or f.id
-    return Hit(key=safe_name(f"clms-{ds.id}-{name}", 200), name=name, access=ORDERED,
+    return Hit(key=safe_name(f"clms-{ds.id}-{name}", 200), name=name, ordered=True,
                extra={"dataset": ds.id, "items": [{"DatasetID": ds.uid, "FileID": f.id}]})
 
 
@@ -191,7 +191,7 @@ def general_products(ds: ApiDataset, request: Request) -> list[Hit]:
             pid, start, end = f"{ds.id}_cut", None, None
         chosen = [i for i, _ in group]
         key = safe_name(f"clms-{pid}-{items_hash(chosen)[:12]}", 200)  # the cut (area, format, CRS) is in the items
-        products.append(Hit(key=key, name=pid, access=ORDERED, start=start, end=end,
+        products.append(Hit(key=key, name=pid, ordered=True, start=start, end=end,
                             extra={"dataset": ds.id, "items": chosen}))
     return products
 

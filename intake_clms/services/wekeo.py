@@ -30,7 +30,7 @@ from ..errors import CredentialsError, ServiceError
 from ..lifecycle.clock import SYSTEM, Clock
 from ..lifecycle.errors import OrderExpiredError, OrderFailedError
 from ..lifecycle.http import HttpClient, server_message
-from ..lifecycle.service import ORDERED, Hit, Ready, product_key
+from ..lifecycle.service import Hit, Ready, product_key
 from ..params import Request
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class WekeoService:
                     Hit(
                         key=product_key(title),
                         name=title,
-                        access=ORDERED,
+                        ordered=True,
                         size=int(size) if isinstance(size, (int, float)) and size > 0 else None,
                         start=props.get("startdate"),
                         end=props.get("enddate"),

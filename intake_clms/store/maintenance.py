@@ -17,7 +17,7 @@ from typing import Any
 
 import filelock
 
-from ..lifecycle.errors import DamagedProductError
+from ..errors import DamagedProductError
 from . import Store
 from .activity import live_records
 from .fsutil import tree_size

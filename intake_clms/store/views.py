@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from .fsutil import fsync_dir, local_faults, owned, read_json, remove_tree, writ
 log = logging.getLogger(__name__)
 
 VIEW = "view.json"
-VIEW_VERSION = 1
+VIEW_VERSION = 2  # 2: data kind and access apart, the GeoTIFF files' variable names
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,7 @@ class ViewProduct:
     name: str
     start: str | None = None
     end: str | None = None
-    access: str = "stored"  # stored (in the product store) | remote (read in place, see the CDSE service)
-    remote: dict[str, Any] = field(default_factory=dict)
+    access: str = "download"  # download (the whole product) | window (the pixels under the bbox, kept)
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,13 @@ class View:
     key: str
     request: dict[str, Any]
     service: str
-    kind: str  # netcdf | geotiff | vector | remote
+    data_kind: str  # netcdf | geotiff | vector
     bbox: tuple[float, float, float, float]
     products: tuple[ViewProduct, ...]
+    access: str = "download"  # download | window (how its products were reached)
     entry: str = ""  # the catalog entry it was asked through (for people reading `cache list`)
     created: float = 0.0
+    names: tuple[str, ...] = ()  # GeoTIFF views: each data file's variable (in product order)
     version: int = VIEW_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -57,8 +58,10 @@ class View:
         if not isinstance(data, dict) or data.get("version") != VIEW_VERSION:
             raise ValueError("not a view of this version")
         products = tuple(ViewProduct(**p) for p in data["products"])
-        fields = {k: data[k] for k in ("key", "request", "service", "kind", "entry", "created") if k in data}
-        return cls(products=products, bbox=tuple(data["bbox"]), **fields)  # type: ignore[arg-type]
+        fields = {k: data[k] for k in ("key", "request", "service", "data_kind", "access", "entry", "created")
+                  if k in data}
+        return cls(products=products, bbox=tuple(data["bbox"]), names=tuple(data.get("names") or ()),
+                   **fields)  # type: ignore[arg-type]
 
 
 class ViewStore:

@@ -1,9 +1,10 @@
 """CDSE as a lifecycle service: search with the ``access`` choice, and direct downloads of ``$value``.
 
-Why no orders: CDSE serves every CLMS product at once.  A hit is ``direct`` (the
-engine downloads ``Products(<Id>)/$value``, verifies and stores it) or ``remote``
-(a COG read in place by window; nothing is downloaded; see ``extra["remote"]`` in
-:mod:`intake_clms.services.cdse`).  The ``access`` keyword chooses:
+Why no orders: CDSE serves every CLMS product at once.  A hit's access is
+``download`` (the engine downloads ``Products(<Id>)/$value``, verifies and stores it)
+or ``window`` (the engine reads the pixels under the bbox from the product's COGs
+through :meth:`CdseService.sources`: one Nodes listing per product, run in the
+engine's pool, off the search's path).  The ``access`` keyword chooses:
 
 - ``download``: whole products (NetCDF where the dataset has it, else its one format);
 - ``window``: the COG of every product (an error names a product without one);
@@ -32,11 +33,12 @@ from ...errors import ParameterError, ServiceError
 from ...lifecycle.clock import SYSTEM, Clock
 from ...lifecycle.errors import IntegrityError
 from ...lifecycle.http import HttpClient, server_message
-from ...lifecycle.service import DIRECT, REMOTE, Hit, Ready, product_key
+from ...lifecycle.service import DOWNLOAD, WINDOW, Hit, Ready, product_key
 from ...params import Request
 from .. import ProductNotThereError
 from ..secretlog import hide
 from . import auth as auth_mod
+from . import s3
 from .budget import Budget, budget, hold_until_closed, limit_from
 from .search import Catalogue, checksums, footprint, product_format, series_key, share
 
@@ -70,7 +72,8 @@ class CdseService:
     name = SERVICE
 
     def __init__(self, http: HttpClient, tokens: auth_mod.TokenManager, *, odata_url: str, download_url: str,
-                 access: str = "auto", connections: Budget | None = None, cancel: threading.Event | None = None):
+                 access: str = "auto", connections: Budget | None = None, cancel: threading.Event | None = None,
+                 window_mode: str | None = None):
         self.http = http
         self.tokens = tokens
         self.odata_url, self.download_url = odata_url.rstrip("/"), download_url.rstrip("/")
@@ -78,6 +81,7 @@ class CdseService:
         self.budget = connections or budget()
         self._cancel = cancel or http.cancel
         self.catalogue = Catalogue(http, self.odata_url, self.budget, self._cancel)
+        self.window_mode = window_mode or s3.mode()  # s3 | https, for window reads
         #: hosts that may receive the bearer token: the configured CDSE hosts, nothing a redirect names
         self.trusted = {(urlsplit(u).hostname or "").lower() for u in (self.odata_url, self.download_url)}
 
@@ -109,11 +113,11 @@ class CdseService:
             if cog is None:
                 raise ServiceError(SERVICE, None, f"access='window': product {next(iter(formats.values()))['Name']} has no "
                                    "COG on CDSE; use access='download' (or 'auto')")
-            return cog, REMOTE
+            return cog, WINDOW
         if self.access == "auto" and cog is not None and share(request.bbox, footprint(cog)) < WINDOW_SHARE:
-            return cog, REMOTE
+            return cog, WINDOW
         assert whole is not None
-        return whole, DIRECT
+        return whole, DOWNLOAD
 
     def _hit(self, p: dict[str, Any], how: str) -> Hit:
         name = str(p["Name"])
@@ -123,33 +127,32 @@ class CdseService:
         fmt = product_format(p)
         extra: dict[str, Any] = {"id": str(p["Id"]), "name": name, "s3_path": p.get("S3Path"), "format": fmt,
                                  "bbox": list(box) if box else None}
-        if how == REMOTE:
-            extra["remote"] = self.remote(p)
-        else:
+        if how == DOWNLOAD:
             name = payload_name(name, fmt)
-        return Hit(key=product_key(str(p["Name"])), name=name, access=how,
+        return Hit(key=product_key(str(p["Name"])), name=name, access=how, ordered=False,
                    size=int(size) if isinstance(size, (int, float)) and size > 0 else None,
                    start=dates.get("Start"), end=dates.get("End"), checksums=checksums(p), extra=extra)
 
-    def remote(self, p: dict[str, Any]) -> dict[str, Any]:
-        """What the window reader needs to read a COG product in place (no secret: it is kept in the view)."""
-        pid, name = str(p["Id"]), str(p["Name"])
-        prefix = str(p.get("S3Path") or "").lstrip("/")
+    def sources(self, hit: Hit) -> list[Any]:
+        """The raster sources of a window hit: one per GeoTIFF of the product (one Nodes listing), each a GDAL
+        path with this service's access (settings, credentials, connection budget)."""
+        from ...assemble.raster import RasterSource
+
+        pid, name = str(hit.extra["id"]), str(hit.extra["name"])
+        prefix = str(hit.extra.get("s3_path") or "").lstrip("/")
         bucket, _, folder = prefix.partition("/")
-        files = []
+        access = s3.CdseAccess(self.window_mode, self.tokens, self.budget, self._cancel)
+        found = []
         for node in self.catalogue.nodes(pid, name):
             fname = str(node.get("Name") or node.get("Id"))
             if not fname.lower().endswith(_TIF):
                 continue
-            files.append({"name": fname, "key": f"{folder}/{fname}" if folder else fname,
-                          "href": f"{self.download_url}/Products({pid})/Nodes({quote(name, safe='')})/Nodes({quote(fname, safe='')})/$value",
-                          "size": int(node.get("ContentLength") or 0) or None})
-        if not files:
+            where = {"bucket": bucket or s3.BUCKET, "key": f"{folder}/{fname}" if folder else fname,
+                     "href": f"{self.download_url}/Products({pid})/Nodes({quote(name, safe='')})/Nodes({quote(fname, safe='')})/$value"}
+            found.append(RasterSource(s3.vsi_path(where, self.window_mode), access, name=fname))
+        if not found:
             raise ServiceError(SERVICE, None, f"COG product {name} lists no GeoTIFF file")
-        box = footprint(p)
-        return {"id": pid, "name": name, "bucket": bucket or "eodata", "files": files,
-                "key": files[0]["key"], "href": files[0]["href"], "size": files[0]["size"],
-                "bbox": list(box) if box else None}
+        return found
 
     # -- direct downloads
 
@@ -232,4 +235,4 @@ def connect(settings: dict[str, Any], cancel: threading.Event, clock: Clock | No
     http = HttpClient(SERVICE, cancel=cancel, attempts=int(settings.get("attempts", 5)),
                       backoff=float(settings.get("backoff", 0.5)), clock=clock)
     return CdseService(http, tokens, odata_url=ends.cdse_odata, download_url=ends.cdse_download, access=access,
-                       connections=budget(limit_from(settings)), cancel=cancel)
+                       connections=budget(limit_from(settings)), cancel=cancel, window_mode=s3.mode(settings))

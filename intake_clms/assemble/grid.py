@@ -1,0 +1,98 @@
+"""The crop rule, in one place: a request keeps the pixels whose *centres* lie in its bbox.
+
+Why one module: the same request is answered from NetCDF coordinates, from GeoTIFF
+geotransforms and from COG windows read remotely; if each path had its own rounding
+the crops would differ by a row or a column (they did: 600 x 800 against 526 x 736).
+Every path asks this module, so every path crops alike.
+
+The bbox is in lon/lat degrees.  For a projected grid it becomes the rectangle
+``transform_bounds(EPSG:4326 -> CRS, densify_pts=21)`` of the part of the bbox that
+overlaps the data's own footprint (a world-wide bbox means "all of it", never a
+projection of the poles).  A pixel whose centre lies on an edge is inside (a tolerance
+of :data:`TOLERANCE` pixel absorbs float noise of stored coordinates).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: Fraction of a pixel by which a centre may lie outside the bbox and still count as inside.
+TOLERANCE = 1e-6
+WORLD = (-180.0, -90.0, 180.0, 90.0)
+GEOGRAPHIC = ("EPSG:4326", "OGC:CRS84")
+
+
+def is_geographic(crs: Any) -> bool:
+    """Whether a CRS (anything rasterio/pyproj reads) is lon/lat; None counts as lon/lat (CF default)."""
+    if crs is None:
+        return True
+    if str(crs).upper() in GEOGRAPHIC:
+        return True
+    from pyproj import CRS
+
+    return bool(CRS.from_user_input(crs).is_geographic)
+
+
+def bbox_in(crs: Any, bbox: Sequence[float] | None, footprint: Sequence[float] | None = None) -> tuple[float, ...] | None:
+    """The lon/lat bbox as a rectangle in ``crs`` (None: no crop).
+
+    ``footprint`` is the data's own extent in ``crs``: the bbox is first clipped to it (in lon/lat), and a
+    bbox covering all of it means no crop.
+    """
+    if bbox is None or tuple(float(v) for v in bbox) == WORLD:
+        return None
+    if is_geographic(crs):
+        return tuple(float(v) for v in bbox)
+    from rasterio.warp import transform_bounds
+
+    west, south, east, north = (float(v) for v in bbox)
+    if footprint is not None:
+        fw, fs, fe, fn = transform_bounds(crs, "EPSG:4326", *footprint, densify_pts=21)
+        if west <= fw and south <= fs and east >= fe and north >= fn:
+            return None
+        west, south, east, north = max(west, fw), max(south, fs), min(east, fe), min(north, fn)
+        if west >= east or south >= north:
+            return (0.0, 0.0, 0.0, 0.0)  # nothing of the data: an empty crop, refused by the caller
+    return tuple(transform_bounds("EPSG:4326", crs, west, south, east, north, densify_pts=21))
+
+
+def axis_range(origin: float, step: float, size: int, low: float, high: float) -> tuple[int, int]:
+    """[first, stop) of the pixels ``origin + (i + 0.5) * step`` (i < size) that lie in [low, high]."""
+    if step == 0:
+        return 0, size
+    a = (low - origin) / step - 0.5
+    b = (high - origin) / step - 0.5
+    lo, hi = min(a, b), max(a, b)
+    first = max(0, math.ceil(lo - TOLERANCE))
+    stop = min(size, math.floor(hi + TOLERANCE) + 1)
+    return first, max(first, stop)
+
+
+def centre_window(transform: Any, width: int, height: int, box: Sequence[float] | None) -> tuple[int, int, int, int]:
+    """(row, col, height, width) of the grid's pixels whose centres lie in ``box`` (in the grid's CRS)."""
+    if box is None:
+        return 0, 0, height, width
+    west, south, east, north = box
+    c0, c1 = axis_range(transform.c, transform.a, width, west, east)
+    r0, r1 = axis_range(transform.f, transform.e, height, south, north)
+    return r0, c0, r1 - r0, c1 - c0
+
+
+def coord_range(values: np.ndarray, low: float, high: float) -> slice:
+    """The index slice of the centres in ``values`` (regular, either direction) lying in [low, high]."""
+    n = int(values.size)
+    if n == 0:
+        return slice(0, 0)
+    step = float(values[1] - values[0]) if n > 1 else 1.0
+    first, stop = axis_range(float(values[0]) - 0.5 * step, step, n, low, high)
+    return slice(first, stop)
+
+
+def centres(origin: float, step: float, first: int, count: int) -> np.ndarray:
+    """Pixel-centre coordinates ``origin + (i + 0.5) * step`` for i in [first, first + count), rounded to 1e-9
+    of a unit so that the same pixel gets the same number from a geotransform or from stored coordinates."""
+    return np.round(origin + (np.arange(first, first + count) + 0.5) * step, 9)
