@@ -27,8 +27,9 @@ from typing import Any
 
 #: The name of the one plot every entry declares.
 PLOT_NAME = "map"
-#: The variable the lifecycle names a GeoTIFF mosaic (pan-European layers, CLMS API rasters).
-GEOTIFF_VARIABLE = "band_data"
+#: GeoTIFF products' variables are named after the product (the contract's ``variable_name``): no fixed name,
+#: the plot draws the Dataset's main variable.
+GEOTIFF_VARIABLE = None
 
 
 @dataclass(frozen=True)

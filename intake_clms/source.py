@@ -99,6 +99,18 @@ class ClmsSource(DataSource):
                             "(intake_clms.vector_source.ClmsVectorSource), which gives a GeoDataFrame")
         return data
 
+    def reads(self) -> dict[str, int]:
+        """What this request's stored answer cost, from the cache (no network; zeros before a preload):
+        ``products``, ``bytes_read`` (a window's compressed tiles, a download's whole payload) and
+        ``products_size`` (the whole products' size), so ``products_size / bytes_read`` is what reading
+        by window saved."""
+        from .lifecycle.windows import reads
+        from .store import Store
+
+        store = Store(self.options.get("cache_dir") or self.cache_dir)
+        view = store.views.get(self.request.key())
+        return reads(store, [vp.key for vp in view.products] if view is not None else [])
+
     def read(self):
         """Load the whole product into memory."""
         return self.to_dask().load()

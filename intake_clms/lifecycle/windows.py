@@ -63,7 +63,8 @@ def fetch(store: Store, service: Any, hit: Hit, product: str, bbox: Sequence[flo
                             "bytes_read": win.tile_bytes})
         record = ProductRecord(key=hit.key, name=f"{hit.name} (window)", files=tuple(files), service=service.name,
                                start=hit.start, end=hit.end, published=now,
-                               payload={"product": product, "window": windows, "bytes_read": done})
+                               payload={"product": product, "product_size": hit.size, "window": windows,
+                                        "bytes_read": done})
         progress(done, done)
         return store.products.put(staging, record)
     except BaseException:
@@ -71,7 +72,24 @@ def fetch(store: Store, service: Any, hit: Hit, product: str, bbox: Sequence[flo
         raise
 
 
-def bytes_read(record: ProductRecord | None) -> int:
-    """Compressed bytes a kept window cost to read (0 for anything else)."""
-    payload = getattr(record, "payload", None) or {}
-    return int(payload.get("bytes_read") or 0) if "window" in payload else 0
+def reads(store: Store, keys: Sequence[str]) -> dict[str, int]:
+    """What the stored products of a view cost: ``products``, ``bytes_read`` (compressed bytes fetched: a
+    window's tiles, a download's payload) and ``products_size`` (the whole products' size as the service
+    announced it)."""
+    out = {"products": 0, "bytes_read": 0, "products_size": 0}
+    for key in keys:
+        try:
+            rec = store.products.check(key)
+        except Exception:  # noqa: BLE001 - statistics only: a damaged product counts as absent
+            rec = None
+        if rec is None:
+            continue
+        payload = rec.payload or {}
+        out["products"] += 1
+        if "window" in payload:
+            out["bytes_read"] += int(payload.get("bytes_read") or 0)
+            out["products_size"] += int(payload.get("product_size") or 0)
+        else:
+            out["bytes_read"] += int(payload.get("size") or 0)
+            out["products_size"] += int(payload.get("size") or 0)
+    return out
