@@ -210,7 +210,7 @@ def _entry(store: Store, req: _Request, spec: dict[str, Any], dest: Path, fmt: s
     tmp = target.with_name(owned("." + target.name))
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        packed = _packed(ds)
+        packed = _packed(ds, fmt)
         if fmt == "zarr":
             packed.chunk({d: (1 if d == "time" else min(n, 1024)) for d, n in packed.sizes.items()}).to_zarr(
                 tmp, mode="w", consolidated=True, zarr_format=2)
@@ -250,12 +250,19 @@ def _open_ours(store: Store, req: _Request) -> Any:
     return ds
 
 
-def _packed(ds: Any) -> Any:
-    """The Dataset with its packing as encoding (float32 scale and offset, so xarray decodes to float32)."""
+def _packed(ds: Any, fmt: str) -> Any:
+    """The Dataset with its packing as encoding (float32 scale and offset, so xarray decodes to float32).
+
+    Zarr keeps attributes as JSON, where a float32 scale factor reads back as float64 (and would decode
+    to float64): Zarr stores get the decoded float32 values themselves.
+    """
     import numpy as np
 
     out = ds.copy()
     for name in out.data_vars:
+        if fmt == "zarr":
+            out[name].encoding = {"dtype": out[name].dtype}
+            continue
         enc = dict(out[name].encoding)
         keep = {k: enc[k] for k in ("dtype", "_FillValue") if k in enc}
         if "scale_factor" in enc or "add_offset" in enc:

@@ -1,0 +1,158 @@
+"""One request, one Dataset: the same answer through every service, access, cache state, worker and export.
+
+The matrix (issue 14): a product family x the paths that can serve it, each compared with one reference
+on variable names, dims, coords, dtype, variable attributes, values and CRS (the Dataset's ``clms_*``
+provenance attributes are the only thing allowed to differ).  The sandbox serves one array per product in
+every format (NetCDF, COG, GeoTIFF tiles, CLMS cut-outs), so the values must agree exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from intake_clms.sandbox import Sandbox
+from intake_clms.source import ClmsSource
+
+NDVI = {"dataset_id": "EO:JRC:DAT:CLMS", "dataset_identifier": "ndvi_global_300m_10daily_v2"}
+QUERY = {"bbox": [5, 45, 6, 46], "start": "2024-01-01", "end": "2024-01-15"}
+FAST = {"poll_first": 0.05, "poll_cap": 0.2, "poll_deadline": 60, "backoff": 0.01}
+CLOSED = "http://127.0.0.1:9"  # nothing listens there: a read that needs the network fails
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    box = Sandbox(data_dir=tmp_path_factory.mktemp("one-dataset-sandbox"), speed=60.0, queue_delay=6.0).start()
+    yield box
+    box.stop()
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _fresh_process_state() -> None:
+    from intake_clms.services.cdse import auth, budget
+
+    auth.forget_managers()
+    budget._BUDGET = None
+
+
+def read(sb: Sandbox, cache: Path, *, offline: bool = False, **kw: Any) -> xr.Dataset:
+    """A request through the sandbox (or with every service URL pointing at a closed port: offline)."""
+    env = {**sb.env(), "INTAKE_CLMS_CACHE": str(cache), "HDA_RC": str(cache / "no-hdarc"),
+           "NETRC": str(cache / "no-netrc")}
+    if offline:
+        env.update({k: CLOSED for k in env if k.endswith("_URL") or k.endswith("ENDPOINT")})
+    _fresh_process_state()
+    with environment(env):
+        args = {**QUERY, **FAST, **kw}
+        return ClmsSource(**NDVI, **args).to_dask().load()
+
+
+def assert_same(a: xr.Dataset, b: xr.Dataset, what: str) -> None:
+    """Everything but the provenance attributes is identical (values exactly: one array per product)."""
+    assert list(a.data_vars) == list(b.data_vars), what
+    assert dict(a.sizes) == dict(b.sizes), what
+    assert set(a.dims) == set(b.dims), what  # each variable's dims are compared in order below
+    for name in a.data_vars:
+        va, vb = a[name], b[name]
+        assert va.dims == vb.dims, (what, name)
+        assert va.dtype == vb.dtype, (what, name, va.dtype, vb.dtype)
+        assert set(va.attrs) == set(vb.attrs), (what, name, va.attrs, vb.attrs)
+        for key in va.attrs:
+            np.testing.assert_array_equal(np.asarray(va.attrs[key]), np.asarray(vb.attrs[key]), err_msg=f"{what}: {key}")
+        np.testing.assert_array_equal(va.values, vb.values, err_msg=f"{what}: {name}")
+    for c in ("time", *a[list(a.data_vars)[0]].dims[1:]):
+        np.testing.assert_array_equal(a[c].values, b[c].values, err_msg=f"{what}: coordinate {c}")
+    assert a.rio.crs == b.rio.crs, what
+    keep = {k: v for k, v in a.attrs.items() if not k.startswith("clms_")}
+    assert keep == {k: v for k, v in b.attrs.items() if not k.startswith("clms_")}, what
+
+
+def test_the_contract_of_one_request(sb: Sandbox, tmp_path: Path) -> None:
+    """The reference path's Dataset is what the contract promises: names, dims, decoding, CRS, provenance."""
+    ds = read(sb, tmp_path / "ref", service="wekeo")
+    assert list(ds.data_vars) == ["NDVI"] and ds["NDVI"].dims == ("time", "lat", "lon")
+    assert ds["NDVI"].dtype == np.float32 and float(ds["NDVI"].max()) <= 1.0
+    assert ds["NDVI"].encoding["dtype"] == np.uint8 and "scale_factor" in ds["NDVI"].encoding
+    assert ds.rio.crs.to_epsg() == 4326 and "spatial_ref" in ds.coords
+    assert ds.attrs["clms_service"] == "wekeo" and ds.attrs["clms_access"] == "download"
+    west, south, east, north = QUERY["bbox"]
+    assert float(ds.lon.min()) >= west and float(ds.lon.max()) <= east
+    assert float(ds.lat.min()) >= south and float(ds.lat.max()) <= north
+    assert ds.lat.values[0] > ds.lat.values[-1]  # north-up, as the product
+    text = repr(ds) + repr(ds.attrs) + repr({n: ds[n].encoding for n in ds.variables})
+    assert str(tmp_path) not in text  # no path of the cache shows in the data
+
+
+@pytest.mark.parametrize("path", ["clms", "cdse-download", "cdse-window"])
+def test_every_service_and_access_gives_the_reference(sb: Sandbox, tmp_path: Path, path: str) -> None:
+    ref = read(sb, tmp_path / "ref", service="wekeo")
+    kw = {"clms": {"service": "clms"}, "cdse-download": {"service": "cdse", "access": "download"},
+          "cdse-window": {"service": "cdse", "access": "window"}}[path]
+    got = read(sb, tmp_path / path, **kw)
+    assert got.attrs["clms_service"] == kw["service"]
+    assert_same(ref, got, path)
+
+
+def test_decode_false_gives_the_same_integers_on_every_path(sb: Sandbox, tmp_path: Path) -> None:
+    ref = read(sb, tmp_path / "ref", service="wekeo", decode=False)
+    assert ref["NDVI"].dtype == np.uint8 and {"scale_factor", "add_offset", "_FillValue"} <= set(ref["NDVI"].attrs)
+    for label, kw in [("clms", {"service": "clms"}), ("cdse-window", {"service": "cdse", "access": "window"})]:
+        assert_same(ref, read(sb, tmp_path / label, decode=False, **kw), f"{label} decode=False")
+    decoded = read(sb, tmp_path / "ref", service="wekeo")  # the same stored request, decoded
+    raw = ref["NDVI"]
+    expected = np.where(raw.values == raw.attrs["_FillValue"], np.nan,
+                        raw.values.astype("float32") * np.float32(raw.attrs["scale_factor"])
+                        + np.float32(raw.attrs["add_offset"]))
+    np.testing.assert_array_equal(decoded["NDVI"].values, expected)
+
+
+def test_reopen_offline_and_a_second_service_give_the_stored_answer(sb: Sandbox, tmp_path: Path) -> None:
+    ref = read(sb, tmp_path / "c", service="cdse", access="window")
+    assert_same(ref, read(sb, tmp_path / "c", offline=True, service="cdse", access="window"), "offline reopen")
+    assert_same(ref, read(sb, tmp_path / "c", offline=True, service="wekeo"), "second service on a stored request")
+
+
+def test_a_dask_cluster_with_processes_computes_the_same(sb: Sandbox, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    ref = read(sb, tmp_path / "c", service="cdse", access="window")
+    env = {**sb.env(), "INTAKE_CLMS_CACHE": str(tmp_path / "c")}
+    with environment(env):
+        lazy = ClmsSource(**NDVI, **QUERY, **FAST, service="cdse", access="window").to_dask()
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+            with distributed.Client(cl):
+                got = lazy.compute()
+    assert_same(ref, got, "LocalCluster(processes=True)")
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_an_export_opens_to_the_same_dataset(sb: Sandbox, tmp_path: Path, fmt: str) -> None:
+    import intake
+
+    from intake_clms.export import export_catalog
+
+    ref = read(sb, tmp_path / "c", service="cdse", access="window")
+    path = export_catalog(tmp_path / "out", cache_dir=tmp_path / "c", zarr=fmt == "zarr")
+    cat = intake.open_catalog(str(path))
+    (name,) = list(cat)
+    got = cat[name].to_dask().load()
+    assert_same(ref, got, f"export {fmt}")
