@@ -55,7 +55,7 @@ def _fresh_process_state() -> None:
     budget._BUDGET = None
 
 
-def read(sb: Sandbox, cache: Path, *, offline: bool = False, **kw: Any) -> xr.Dataset:
+def read(sb: Sandbox, cache: Path, *, offline: bool = False, load: bool = True, **kw: Any) -> xr.Dataset:
     """A request through the sandbox (or with every service URL pointing at a closed port: offline)."""
     env = {**sb.env(), "INTAKE_CLMS_CACHE": str(cache), "HDA_RC": str(cache / "no-hdarc"),
            "NETRC": str(cache / "no-netrc")}
@@ -64,7 +64,8 @@ def read(sb: Sandbox, cache: Path, *, offline: bool = False, **kw: Any) -> xr.Da
     _fresh_process_state()
     with environment(env):
         args = {**QUERY, **FAST, **kw}
-        return ClmsSource(**NDVI, **args).to_dask().load()
+        ds = ClmsSource(**NDVI, **args).to_dask()
+        return ds.load() if load else ds
 
 
 def assert_same(a: xr.Dataset, b: xr.Dataset, what: str) -> None:
@@ -156,3 +157,68 @@ def test_an_export_opens_to_the_same_dataset(sb: Sandbox, tmp_path: Path, fmt: s
     (name,) = list(cat)
     got = cat[name].to_dask().load()
     assert_same(ref, got, f"export {fmt}")
+
+
+# --------------------------------------------------------------------------- the other "Why" rows of issue 14
+
+
+def test_auto_reads_small_and_large_areas_as_the_same_variable(sb: Sandbox, tmp_path: Path) -> None:
+    """With CDSE credentials, auto reads a small bbox by window and a large one by download: same Dataset shape."""
+    small = read(sb, tmp_path / "a", bbox=[5, 45, 6, 46])
+    large = read(sb, tmp_path / "b", bbox=[-100, -50, 100, 60], load=False)
+    assert small.attrs["clms_access"] == "window" and large.attrs["clms_access"] == "download"
+    assert list(small.data_vars) == list(large.data_vars) == ["NDVI"]
+    assert small["NDVI"].dtype == large["NDVI"].dtype == np.float32
+    assert small["NDVI"].attrs == large["NDVI"].attrs
+    part = large["NDVI"].sel(lon=slice(5, 6), lat=slice(46, 45))
+    assert float(part.max()) <= 1.0 and float(small["NDVI"].max()) <= 1.0  # decoded, not counts
+    np.testing.assert_array_equal(part.values, small["NDVI"].values)  # the same pixels whichever access
+
+
+def test_a_login_is_refused_under_auto_naming_the_keyword() -> None:
+    from intake_clms.errors import ParameterError
+
+    with pytest.raises(ParameterError) as err:
+        ClmsSource(**NDVI, **QUERY, username="someone", password="secret")
+    assert err.value.name == "username" and "service='wekeo'" in str(err.value) and "secret" not in str(err.value)
+
+
+@pytest.mark.parametrize("service", ["wekeo", "cdse"])
+def test_a_login_reaches_only_the_identity_server_of_its_service(sb: Sandbox, tmp_path: Path, service: str) -> None:
+    """Both services' credentials are in the environment too; the keywords go to the named service only,
+    and the other identity server receives no request at all."""
+    env = sb.env()
+    login = ({"username": env["HDA_USER"], "password": env["HDA_PASSWORD"]} if service == "wekeo"
+             else {"username": env["CDSE_USERNAME"], "password": env["CDSE_PASSWORD"]})
+    before = len(sb.log.entries())
+    read(sb, tmp_path / service, service=service, **login, **({"access": "window"} if service == "cdse" else {}))
+    hosts = {e.service for e in sb.log.entries()[before:] if "token" in e.endpoint or "auth" in e.endpoint}
+    assert hosts == {"hda" if service == "wekeo" else "cdse"}
+
+
+def test_a_cdse_login_given_is_used_for_window_reads_never_ignored(sb: Sandbox, tmp_path: Path) -> None:
+    """S3 keys are in the environment; a wrong CDSE password given as keywords fails instead of being ignored."""
+    from intake_clms.errors import ClmsError
+
+    with pytest.raises(ClmsError) as err:
+        read(sb, tmp_path / "w", service="cdse", access="window", username=sb.env()["CDSE_USERNAME"],
+             password="not-the-password")
+    assert "not-the-password" not in str(err.value)
+
+
+def test_preload_on_the_command_line_reports_what_to_dask_gives(sb: Sandbox, tmp_path: Path) -> None:
+    """`intake-clms preload forest-type-2015 --service clms --file ...` and to_dask() of the same request agree."""
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, **sb.env(), "INTAKE_CLMS_CACHE": str(tmp_path / "c"), "HDA_RC": str(tmp_path / "x")}
+    run = subprocess.run([sys.executable, "-m", "intake_clms.cli", "preload", "forest-type-2015", "--service", "clms",
+                          "--file", "FTY_2015_100m_eu_03035_d02_Full", "-q"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    reported = dict((k, int(v)) for k, v in re.findall(r"'(\w+)': (\d+)", run.stderr.split("dims", 1)[1]))
+    with environment({**sb.env(), "INTAKE_CLMS_CACHE": str(tmp_path / "c")}):
+        ds = ClmsSource("forest-type-2015", service="clms", file="FTY_2015_100m_eu_03035_d02_Full").to_dask()
+    assert reported == dict(ds.sizes)
+    assert ds.rio.crs.to_epsg() == 3035 and set(ds.dims) == {"time", "y", "x"}
