@@ -70,6 +70,32 @@ def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bb
     return normalise(raw, crs=crs, times=dates, decode=decode, provenance=provenance)
 
 
+def write_stack(files: Sequence[Path], times: Sequence[str | None], names: Sequence[str], bbox: Sequence[float] | None,
+                steps: Sequence[str | None], target: Path, scratch: Path) -> int:
+    """Stack a window view's kept GeoTIFFs into one NetCDF (the contract's stored form: integers, packing,
+    coordinates, CRS); its size.  ``scratch`` holds the mosaic indexes the reading needs, removed after."""
+    import shutil
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        raw = open_files("geotiff", files, times, bbox, index_dir=scratch, names=names, decode=False, steps=steps)
+        raw.load().to_netcdf(target, engine="netcdf4")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target.stat().st_size
+
+
+def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenance: Provenance | None = None) -> Any:
+    """A stacked window view: one open, then the contract (the file already holds its form)."""
+    import xarray as xr
+
+    from .netcdf import _OPEN_LOCK, grid_crs
+
+    with _OPEN_LOCK:
+        raw = xr.open_dataset(path, mask_and_scale=False, chunks=chunks if chunks is not None else {})
+    return normalise(raw, crs=grid_crs(raw), times=None, decode=decode, provenance=provenance)
+
+
 def _distinct(times: Sequence[str | None]) -> list[str | None]:
     seen: list[str | None] = []
     for t in times:

@@ -9,7 +9,9 @@ The bbox is in lon/lat degrees.  For a projected grid it becomes the rectangle
 ``transform_bounds(EPSG:4326 -> CRS, densify_pts=21)`` of the part of the bbox that
 overlaps the data's own footprint (a world-wide bbox means "all of it", never a
 projection of the poles).  A pixel whose centre lies on an edge is inside (a tolerance
-of :data:`TOLERANCE` pixel absorbs float noise of stored coordinates).
+of :data:`TOLERANCE` pixel absorbs float noise of stored coordinates).  A bbox narrower
+than a pixel (a point's time series) keeps, along that axis, the pixel holding the
+bbox's middle.
 """
 
 from __future__ import annotations
@@ -67,8 +69,11 @@ def axis_range(origin: float, step: float, size: int, low: float, high: float) -
     a = (low - origin) / step - 0.5
     b = (high - origin) / step - 0.5
     lo, hi = min(a, b), max(a, b)
-    first = max(0, math.ceil(lo - TOLERANCE))
+    first = min(size, max(0, math.ceil(lo - TOLERANCE)))
     stop = min(size, math.floor(hi + TOLERANCE) + 1)
+    if stop <= first and hi + 0.5 > 0 and lo + 0.5 < size:  # narrower than a pixel, on the grid: the middle's pixel
+        middle = min(size - 1, max(0, math.floor((lo + hi) / 2 + 0.5)))
+        return middle, middle + 1
     return first, max(first, stop)
 
 

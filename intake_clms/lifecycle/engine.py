@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 ORDER_TRIES = 3  # order POSTs after lost answers (each preceded by a look for the order the server took)
 CANCEL_JOIN = 2.0  # seconds a server-side cancel may take before the local cancel returns
+STACK = "windows.nc"  # a window view's stacked pixels (stored integers, packing, CRS), in the view's folder
 
 
 @dataclass
@@ -80,6 +81,21 @@ def open_view(store: Store, request: Request, chunks: Any = None, options: Optio
     view = store.views.get(request.key())
     if view is None:
         return None
+    provenance = Provenance(entry=view.entry or options.entry, dataset_id=request.dataset_id,
+                            dataset_identifier=request.dataset_identifier or "", service=view.service,
+                            access=view.access, products=tuple(vp.name for vp in view.products))
+    if view.stack:  # window views: the request's pixels in one file of the view (one open, however long the series)
+        stack = store.views.path(view.key) / view.stack["file"]
+        try:
+            size = stack.stat().st_size
+        except OSError:
+            size = -1
+        if size == view.stack["size"]:
+            store.views.touch(view.key)
+            store.activity().use([vp.key for vp in view.products])
+            return assemble.open_stack(stack, chunks=chunks, decode=options.decode, provenance=provenance)
+        log.warning("the stacked windows of request %s are missing or damaged; rebuilding them", view.key)
+        return None
     files: list[Path] = []
     times: list[str | None] = []
     for vp in view.products:
@@ -91,9 +107,6 @@ def open_view(store: Store, request: Request, chunks: Any = None, options: Optio
             times.append(vp.start)
     store.views.touch(view.key)
     store.activity().use([vp.key for vp in view.products])
-    provenance = Provenance(entry=view.entry or options.entry, dataset_id=request.dataset_id,
-                            dataset_identifier=request.dataset_identifier or "", service=view.service,
-                            access=view.access, products=tuple(vp.name for vp in view.products))
     try:
         return assemble.open_files(view.data_kind, files, times, None if request.file else request.bbox,
                                    chunks=chunks, index_dir=store.views.path(view.key),
@@ -488,20 +501,28 @@ class Engine:
             from ..assemble.tiles import names_of
 
             names = tuple(names_of(files))
+        access = WINDOW if any(h.access == WINDOW for h in ordered) else DOWNLOAD
+        stacked = access == WINDOW and kind == "geotiff"
         view = View(
             key=self.request.key(), request=self.request.canonical(), service=service, data_kind=kind,
-            access=WINDOW if any(h.access == WINDOW for h in ordered) else DOWNLOAD,
-            bbox=tuple(self.request.bbox), entry=self.options.entry, created=self.clock.time(), names=names,
+            access=access, bbox=tuple(self.request.bbox), entry=self.options.entry, created=self.clock.time(), names=names,
             products=tuple(ViewProduct(h.key, h.name, h.start, h.end, access=h.access) for h in ordered),
         )
 
         def index(staging: Path) -> None:
-            if kind == "geotiff":  # written once, before the view is published
+            if stacked:  # kept windows: stacked into one file of the view, so a reopen is one open
+                from dataclasses import replace
+
+                size = assemble.write_stack(files, times, names, self.request.bbox, [h.start for h in ordered],
+                                            staging / STACK, staging / ".index")
+                holder["view"] = replace(view, stack={"file": STACK, "size": size})
+            elif kind == "geotiff":  # written once, before the view is published
                 from ..assemble.tiles import index as index_tiles
 
                 index_tiles(files, times, names, staging)
 
-        return self.store.views.publish(view, prepare=index)
+        holder = {"view": view}
+        return self.store.views.publish(view, prepare=index, final=lambda: holder["view"])
 
 
 def _unique(hits: list[Hit]) -> list[Hit]:

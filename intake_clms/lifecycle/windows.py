@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..assemble import raster
-from ..errors import CancelledError, IntegrityError
+from ..errors import CancelledError, IntegrityError, ServiceError
 from ..store import FileRecord, ProductRecord, Store
 from ..store.fsutil import local_faults, safe_name
 from ..store.products import hash_file
@@ -46,10 +46,17 @@ def fetch(store: Store, service: Any, hit: Hit, product: str, bbox: Sequence[flo
     try:
         (staging / "data").mkdir()
         files, done, windows = [], 0, []
-        for src in sources:
+        for index in range(len(sources)):
             if cancel.is_set():
                 raise CancelledError("cancelled while reading windows")
-            win = raster.read_window(src, bbox, level)
+            try:
+                win = raster.read_window(sources[index], bbox, level)
+            except ServiceError as exc:  # a file name derived from the series is not there: list this product
+                if exc.status != 404 or index or not hasattr(service, "sources"):
+                    raise
+                sources = service.sources(hit, listed=True)
+                win = raster.read_window(sources[index], bbox, level)
+            src = sources[index]
             done += win.tile_bytes
             progress(done, None)
             name = safe_name(src.shown if src.shown.lower().endswith((".tif", ".tiff")) else f"{src.shown}.tif", 120)

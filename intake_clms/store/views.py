@@ -46,6 +46,7 @@ class View:
     entry: str = ""  # the catalog entry it was asked through (for people reading `cache list`)
     created: float = 0.0
     names: tuple[str, ...] = ()  # GeoTIFF views: each data file's variable (in product order)
+    stack: dict[str, Any] | None = None  # window views: {"file": name in the view folder, "size": bytes}
     version: int = VIEW_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -58,7 +59,7 @@ class View:
         if not isinstance(data, dict) or data.get("version") != VIEW_VERSION:
             raise ValueError("not a view of this version")
         products = tuple(ViewProduct(**p) for p in data["products"])
-        fields = {k: data[k] for k in ("key", "request", "service", "data_kind", "access", "entry", "created")
+        fields = {k: data[k] for k in ("key", "request", "service", "data_kind", "access", "entry", "created", "stack")
                   if k in data}
         return cls(products=products, bbox=tuple(data["bbox"]), names=tuple(data.get("names") or ()),
                    **fields)  # type: ignore[arg-type]
@@ -103,8 +104,10 @@ class ViewStore:
         except OSError:  # a read-only cache still opens
             pass
 
-    def publish(self, view: View, prepare: Callable[[Path], None] | None = None) -> View:
-        """Write the view in a staging folder, let ``prepare`` add indexes, rename it into place (replacing)."""
+    def publish(self, view: View, prepare: Callable[[Path], None] | None = None,
+                final: Callable[[], View] | None = None) -> View:
+        """Write the view in a staging folder, let ``prepare`` add indexes (``final`` then gives the view as
+        they completed it), rename it into place (replacing)."""
         with local_faults(self.staging_root):
             self.staging_root.mkdir(parents=True, exist_ok=True)
             staging = self.staging_root / owned("view-" + view.key)
@@ -112,6 +115,7 @@ class ViewStore:
             try:
                 if prepare is not None:
                     prepare(staging)
+                    view = final() if final is not None else view
                 write_json_atomic(staging / VIEW, view.to_json())
                 self.root.mkdir(parents=True, exist_ok=True)
                 final = self.path(view.key)

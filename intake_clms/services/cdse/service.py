@@ -21,6 +21,7 @@ its slot until the engine closes the response.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -49,6 +50,16 @@ ACCESS = ("auto", "download", "window")
 WINDOW_SHARE = 0.25  # auto reads by window when the bbox covers less than this part of a product
 REDIRECTS = 5
 _TIF = (".tif", ".tiff")
+
+
+def _stem(name: str) -> str:
+    """A product's stem: its name without the format suffix (``..._V2.0.1_cog`` -> ``..._V2.0.1``)."""
+    return re.sub(r"_(cog|nc|tif|geojson)$", "", name, flags=re.IGNORECASE)
+
+
+def series_of(name: str) -> str:
+    """The series a product belongs to: its stem with its dates (runs of 8 or more digits) blanked."""
+    return re.sub(r"\d{8,}", "#", _stem(name))
 
 
 def parse_access(value: Any) -> str:
@@ -82,6 +93,8 @@ class CdseService:
         self._cancel = cancel or http.cancel
         self.catalogue = Catalogue(http, self.odata_url, self.budget, self._cancel)
         self.window_mode = window_mode or s3.mode()  # s3 | https, for window reads
+        self._layout: dict[str, list[str]] = {}  # a series' file names with "{stem}" for the product's stem
+        self._layout_lock = threading.Lock()
         #: hosts that may receive the bearer token: the configured CDSE hosts, nothing a redirect names
         self.trusted = {(urlsplit(u).hostname or "").lower() for u in (self.odata_url, self.download_url)}
 
@@ -133,25 +146,39 @@ class CdseService:
                    size=int(size) if isinstance(size, (int, float)) and size > 0 else None,
                    start=dates.get("Start"), end=dates.get("End"), checksums=checksums(p), extra=extra)
 
-    def sources(self, hit: Hit) -> list[Any]:
-        """The raster sources of a window hit: one per GeoTIFF of the product (one Nodes listing), each a GDAL
-        path with this service's access (settings, credentials, connection budget)."""
+    def sources(self, hit: Hit, listed: bool = False) -> list[Any]:
+        """The raster sources of a window hit: one per GeoTIFF of the product, each a GDAL path with this
+        service's access (settings, credentials, connection budget).
+
+        The files' names come from one Nodes listing: the first product's is listed, and the products of
+        the same series are read under the same names with their own stem (no listing each: a long time
+        series costs one header and one tile read per product).  ``listed=True`` lists this product (the
+        engine asks for it when a name so derived is not there).
+        """
         from ...assemble.raster import RasterSource
 
         pid, name = str(hit.extra["id"]), str(hit.extra["name"])
         prefix = str(hit.extra.get("s3_path") or "").lstrip("/")
         bucket, _, folder = prefix.partition("/")
+        stem = _stem(name)
+        with self._layout_lock:
+            names = None if listed else self._layout.get(series_of(name))
+        if names is None:
+            names = [str(n.get("Name") or n.get("Id")) for n in self.catalogue.nodes(pid, name)]
+            names = [n for n in names if n.lower().endswith(_TIF)]
+            if not names:
+                raise ServiceError(SERVICE, None, f"COG product {name} lists no GeoTIFF file")
+            if all(stem in n for n in names):
+                with self._layout_lock:
+                    self._layout[series_of(name)] = [n.replace(stem, "{stem}") for n in names]
+        else:
+            names = [n.replace("{stem}", stem) for n in names]
         access = s3.CdseAccess(self.window_mode, self.tokens, self.budget, self._cancel)
         found = []
-        for node in self.catalogue.nodes(pid, name):
-            fname = str(node.get("Name") or node.get("Id"))
-            if not fname.lower().endswith(_TIF):
-                continue
+        for fname in names:
             where = {"bucket": bucket or s3.BUCKET, "key": f"{folder}/{fname}" if folder else fname,
                      "href": f"{self.download_url}/Products({pid})/Nodes({quote(name, safe='')})/Nodes({quote(fname, safe='')})/$value"}
             found.append(RasterSource(s3.vsi_path(where, self.window_mode), access, name=fname))
-        if not found:
-            raise ServiceError(SERVICE, None, f"COG product {name} lists no GeoTIFF file")
         return found
 
     # -- direct downloads
