@@ -70,19 +70,48 @@ def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bb
     return normalise(raw, crs=crs, times=dates, decode=decode, provenance=provenance)
 
 
-def write_stack(files: Sequence[Path], times: Sequence[str | None], names: Sequence[str], bbox: Sequence[float] | None,
-                steps: Sequence[str | None], target: Path, scratch: Path) -> int:
-    """Stack a window view's kept GeoTIFFs into one NetCDF (the contract's stored form: integers, packing,
-    coordinates, CRS); its size.  ``scratch`` holds the mosaic indexes the reading needs, removed after."""
-    import shutil
+def write_stack(files: Sequence[Path], steps: Sequence[str | None], target: Path) -> tuple[int, list[str]]:
+    """Stack a window view's kept GeoTIFFs (one per product and variable, all on the window's grid) into one
+    NetCDF in the contract's stored form (integers, packing, coordinates, CRS); (its size, each file's
+    variable name).  One open per file: no mosaic is needed for windows of one grid."""
+    import numpy as np
+    import xarray as xr
 
-    scratch.mkdir(parents=True, exist_ok=True)
-    try:
-        raw = open_files("geotiff", files, times, bbox, index_dir=scratch, names=names, decode=False, steps=steps)
-        raw.load().to_netcdf(target, engine="netcdf4")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target.stat().st_size
+    from . import grid, mosaic, raster
+    from .contract import variable_name
+
+    import rasterio
+
+    heads, arrays, names = [], [], []
+    with rasterio.Env(**raster.LOCAL_ENV):  # one GDAL environment for every file (entering one costs)
+        for path in files:
+            try:
+                with rasterio.open(path) as ds:
+                    head, data = raster.header_of(ds), ds.read(1)
+            except Exception as exc:
+                raise IntegrityError(f"cannot read the kept window {path}: {exc}; `intake-clms cache verify`") from exc
+            heads.append(head)
+            arrays.append(data)
+            names.append(variable_name(head.band.name, path.name))
+    first = heads[0]
+    for path, head in zip(files, heads):
+        if (head.transform, head.width, head.height, head.dtype) != (first.transform, first.width, first.height,
+                                                                      first.dtype):
+            raise IntegrityError(f"the kept window {path.name} is not on the grid of {Path(files[0]).name}")
+    t = first.affine
+    coords = {"time": np.array([mosaic.parse_time(s) for s in _distinct(list(steps))], dtype="datetime64[ns]"),
+              "y": grid.centres(t.f, t.e, 0, first.height), "x": grid.centres(t.c, t.a, 0, first.width)}
+    variables = {}
+    for name in dict.fromkeys(names):
+        picked = [(h, a) for h, a, n in zip(heads, arrays, names) if n == name]
+        band = picked[0][0].band
+        var = xr.DataArray(np.stack([a for _, a in picked]), dims=("time", "y", "x"), coords=coords, name=name)
+        var.attrs = {**band.attrs, "scale_factor": band.scale, "add_offset": band.offset,
+                     **({} if first.nodata is None else {"_FillValue": first.nodata})}
+        variables[name] = var
+    raw = normalise(xr.Dataset(variables), crs=first.crs, times=None, decode=False)
+    raw.to_netcdf(target, engine="netcdf4")
+    return target.stat().st_size, names
 
 
 def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenance: Provenance | None = None) -> Any:
@@ -92,7 +121,7 @@ def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenanc
     from .netcdf import _OPEN_LOCK, grid_crs
 
     with _OPEN_LOCK:
-        raw = xr.open_dataset(path, mask_and_scale=False, chunks=chunks if chunks is not None else {})
+        raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False, chunks=chunks if chunks is not None else {})
     return normalise(raw, crs=grid_crs(raw), times=None, decode=decode, provenance=provenance)
 
 

@@ -36,7 +36,7 @@ def grid_crs(ds: xr.Dataset) -> Any:
 def open_netcdf(files: Sequence[Path], bbox: Sequence[float] | None, chunks: Any = None) -> tuple[xr.Dataset, Any]:
     """(raw Dataset stacked along ``time`` and cropped, its CRS); nothing read but coordinates."""
     with _OPEN_LOCK:
-        first = xr.open_dataset(files[0], mask_and_scale=False, decode_coords=False)
+        first = xr.open_dataset(files[0], engine="netcdf4", mask_and_scale=False, decode_coords=False)
         try:
             crs = grid_crs(first)
         finally:
@@ -52,7 +52,7 @@ def open_netcdf(files: Sequence[Path], bbox: Sequence[float] | None, chunks: Any
                 [str(f) for f in files], combine="nested", concat_dim="time", data_vars="minimal",
                 coords="minimal", compat="override", join="override", combine_attrs="drop_conflicts",
                 preprocess=cut, chunks=chunks if chunks is not None else {}, parallel=False,
-                mask_and_scale=False, decode_coords=False)
+                mask_and_scale=False, decode_coords=False, engine="netcdf4")
         except ValueError as exc:
             raise IntegrityError(f"cannot stack the NetCDF products: {exc}") from exc
     return ds, crs

@@ -309,7 +309,10 @@ class Engine:
     def _fetch_all(self, service: Service, hits: list[Hit], held: dict[str, filelock.FileLock],
                    progress: Progress, cancel: threading.Event) -> None:
         failures: dict[str, BaseException] = {}
-        pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers), thread_name_prefix="intake-clms-dl")
+        # window reads are short and many: twice the threads, so that one product's local work (writing,
+        # hashing, storing) overlaps the others' requests; the service's connection budget bounds the requests
+        threads = self.options.workers * (2 if any(h.access == WINDOW for h in hits) else 1)
+        pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="intake-clms-dl")
         try:
             # products this request holds the lock of go first: a worker waits for another process's (or
             # request's) product only once its own are under way, so two requests never wait on each other
@@ -497,12 +500,12 @@ class Engine:
                                  else f"the products mix {', '.join(sorted(kinds))} files; cannot assemble one dataset")
         kind = kinds.pop()
         names: tuple[str, ...] = ()
-        if kind == "geotiff":  # each file's variable, from its header: opening the view then reads none
+        access = WINDOW if any(h.access == WINDOW for h in ordered) else DOWNLOAD
+        stacked = access == WINDOW and kind == "geotiff"
+        if kind == "geotiff" and not stacked:  # each file's variable, from its header: opening the view reads none
             from ..assemble.tiles import names_of
 
             names = tuple(names_of(files))
-        access = WINDOW if any(h.access == WINDOW for h in ordered) else DOWNLOAD
-        stacked = access == WINDOW and kind == "geotiff"
         view = View(
             key=self.request.key(), request=self.request.canonical(), service=service, data_kind=kind,
             access=access, bbox=tuple(self.request.bbox), entry=self.options.entry, created=self.clock.time(), names=names,
@@ -513,9 +516,8 @@ class Engine:
             if stacked:  # kept windows: stacked into one file of the view, so a reopen is one open
                 from dataclasses import replace
 
-                size = assemble.write_stack(files, times, names, self.request.bbox, [h.start for h in ordered],
-                                            staging / STACK, staging / ".index")
-                holder["view"] = replace(view, stack={"file": STACK, "size": size})
+                size, found = assemble.write_stack(files, [h.start for h in ordered], staging / STACK)
+                holder["view"] = replace(view, stack={"file": STACK, "size": size}, names=tuple(found))
             elif kind == "geotiff":  # written once, before the view is published
                 from ..assemble.tiles import index as index_tiles
 
