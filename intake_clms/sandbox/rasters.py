@@ -364,7 +364,8 @@ def raw_window(seed: int, spec: Any, start: dt.datetime, window: Sequence[int], 
         def valid_fn(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
             land = 0.75 * _field(hash_int(seed, "land"), 140.0)(xs, ys) + \
                 0.25 * _field(hash_int(seed, "coast"), 20.0)(xs, ys)
-            return (land > 0.45) | on_land(*np.meshgrid(xs, ys))  # Europe is land: European queries find data
+            land = (land > 0.45) | on_land(*np.meshgrid(xs, ys))  # Europe is land: European queries find data
+            return land & (_field(hash_int(seed, "lakes"), 1.5)(xs, ys) < 0.85)  # with a few lakes
     else:
         scale = 900_000.0 if not grid.geographic else 60.0
 
