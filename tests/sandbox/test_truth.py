@@ -106,7 +106,7 @@ def test_netcdf_and_cog_hold_the_reference_pixels(store: ProductStore) -> None:
             var = store.variable(NDVI)
             assert src.descriptions[0] == var.name == "NDVI" and "NDVI" in raw.data_vars
             assert src.dtypes[0] == str(raw.NDVI.dtype) == "uint8"
-            assert src.nodata == raw.NDVI.encoding["_FillValue"] == ref.NDVI.attrs["_FillValue"] == 255
+            assert src.nodata == raw.NDVI.attrs["_FillValue"] == ref.NDVI.attrs["_FillValue"] == 255
             assert src.scales[0] == pytest.approx(float(raw.NDVI.attrs["scale_factor"]))
             assert src.offsets[0] == pytest.approx(float(raw.NDVI.attrs["add_offset"]))
             assert src.units[0] == raw.NDVI.attrs["units"] == ref.NDVI.attrs["units"]
