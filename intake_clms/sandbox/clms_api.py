@@ -1102,11 +1102,16 @@ def _data_files(ctx: SandboxContext, ds: ApiDataset, target: dict[str, Any]) -> 
     if target["kind"] == "file":
         return [Path(p) for p in store.downloadable_file_members(spec.key, target["file_id"])]
     bbox = target.get("bbox")
+    cut = "nc" if target.get("output") == "Netcdf" else "tif"  # a cut-out: a crop of the product's one array
     if spec.pattern in _TILED:
         year = int(target["start"][:4]) if target.get("start") else None
+        if bbox is not None:
+            return [Path(store.cutout(spec.key, store.tile_step(spec.key, year)[0], bbox, cut))]
         return [Path(p) for p in store.tiles(spec.key, bbox=bbox, year=year, grid_codes=spec.pattern == "europe_tiles")]
     start = dt.datetime.strptime(target["start"], _ISO) if target.get("start") else None
     end = dt.datetime.strptime(target["end"], _ISO) if target.get("end") else None
+    if bbox is not None:
+        return [Path(store.cutout(spec.key, step, bbox, cut)) for step in store.step_starts_between(spec.key, start, end, bbox)]
     # FME converts to the requested format: GeoTIFF output comes from the store's COG version.
     fmt = "cog" if target.get("output") == "Geotiff" and "cog" in spec.formats else None
     return [Path(store.materialize(it)) for it in store.items(spec.key, bbox=bbox, start=start, end=end, format=fmt)]
