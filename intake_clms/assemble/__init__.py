@@ -100,7 +100,8 @@ def write_stack(files: Sequence[Path], steps: Sequence[str | None], target: Path
             raise IntegrityError(f"the kept window {path.name} is not on the grid of {Path(files[0]).name}")
     t = first.affine
     coords = {"time": np.array([mosaic.parse_time(s) for s in _distinct(list(steps))], dtype="datetime64[ns]"),
-              "y": grid.centres(t.f, t.e, 0, first.height), "x": grid.centres(t.c, t.a, 0, first.width)}
+              "y": xr.DataArray(grid.centres(t.f, t.e, 0, first.height), dims="y", attrs={"step": t.e}),
+              "x": xr.DataArray(grid.centres(t.c, t.a, 0, first.width), dims="x", attrs={"step": t.a})}
     variables = {}
     for name in dict.fromkeys(names):
         picked = [(h, a) for h, a, n in zip(heads, arrays, names) if n == name]

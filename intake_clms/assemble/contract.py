@@ -92,24 +92,16 @@ def crop(ds: xr.Dataset, crs: Any, bbox: Sequence[float] | None) -> xr.Dataset:
     xs, ys = np.asarray(ds[x].values, dtype="float64"), np.asarray(ds[y].values, dtype="float64")
     if xs.size == 0 or ys.size == 0:
         return ds
-    dx = float(xs[1] - xs[0]) if xs.size > 1 else 0.0
-    dy = float(ys[1] - ys[0]) if ys.size > 1 else 0.0
+    dx = (xs[-1] - xs[0]) / (xs.size - 1) if xs.size > 1 else float(ds[x].attrs.get("step") or 0.0)
+    dy = (ys[-1] - ys[0]) / (ys.size - 1) if ys.size > 1 else float(ds[y].attrs.get("step") or 0.0)
     extent = (min(xs[0], xs[-1]) - abs(dx) / 2, min(ys[0], ys[-1]) - abs(dy) / 2,
               max(xs[0], xs[-1]) + abs(dx) / 2, max(ys[0], ys[-1]) + abs(dy) / 2)
     box = grid.bbox_in(crs, bbox, extent)
     if box is None:
         return ds
     west, south, east, north = box
-    return ds.isel({x: grid.coord_range(xs, west, east), y: grid.coord_range(ys, south, north)})
-
-
-def _regular(values: np.ndarray) -> np.ndarray:
-    """Pixel centres recomputed from the first one and the mean step (see :func:`grid.centres`)."""
-    n = values.size
-    if n < 2:
-        return np.round(values.astype("float64"), 9)
-    step = (float(values[-1]) - float(values[0])) / (n - 1)
-    return grid.centres(float(values[0]) - 0.5 * step, step, 0, n)
+    out = ds.isel({x: grid.coord_range(xs, west, east), y: grid.coord_range(ys, south, north)})
+    return out.assign_coords({x: out[x].assign_attrs(step=dx), y: out[y].assign_attrs(step=dy)})
 
 
 def _packing(var: xr.DataArray) -> tuple[float, float, Any]:
@@ -140,14 +132,14 @@ def _value(var: xr.DataArray, decode: bool) -> xr.DataArray:
     raw_dtype = var.dtype
     meaning = _cf(var.attrs, raw_dtype)
     fill_value = None if fill is None else np.asarray(fill).astype(raw_dtype)[()] if raw_dtype.kind in "iu" else fill
-    if not decode:
+    target = np.dtype("float32") if raw_dtype.kind in "iu" and raw_dtype.itemsize <= 2 else np.dtype("float64")
+    if not decode:  # the packing in the precision it decodes with (a file's float32 and a COG's double agree)
         out = var.copy()
-        out.attrs = {**meaning, "scale_factor": scale, "add_offset": offset,
+        out.attrs = {**meaning, "scale_factor": target.type(scale), "add_offset": target.type(offset),
                      **({} if fill_value is None else {"_FillValue": fill_value})}
         out.encoding = {"dtype": raw_dtype}
         return out
     if raw_dtype.kind in "iu":
-        target = np.dtype("float32") if raw_dtype.itemsize <= 2 else np.dtype("float64")
         data = var.astype(target)
         if fill_value is not None:
             data = data.where(var != fill_value)
@@ -182,7 +174,8 @@ def normalise(ds: xr.Dataset, *, crs: Any, times: Sequence[Any] | None, decode: 
     if "time" in out.indexes and out.sizes["time"] > 1:
         out = out.sortby("time")
     out = out.rename({x: nx, y: ny}) if (x, y) != (nx, ny) else out
-    out = out.assign_coords({nx: _regular(np.asarray(out[nx].values)), ny: _regular(np.asarray(out[ny].values))})
+    out = out.assign_coords({nx: grid.regular(np.asarray(out[nx].values), out[nx].attrs.get("step")),
+                             ny: grid.regular(np.asarray(out[ny].values), out[ny].attrs.get("step"))})
     variables = {}
     for name in keep:
         var = out[name]

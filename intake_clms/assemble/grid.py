@@ -97,7 +97,34 @@ def coord_range(values: np.ndarray, low: float, high: float) -> slice:
     return slice(first, stop)
 
 
+def canonical(first: float, step: float, count: int) -> np.ndarray:
+    """``count`` pixel centres from the ``first`` one, ``step`` apart, computed so that every path gets the same
+    floats: the step is snapped to the nearest fraction with a denominator up to 10^5 when that is within
+    1e-9 of it (1/336 degree, 100 m), and the centres are ``(n + k) * step`` where ``n`` is the first centre in
+    pixel units, its fraction rounded to 1e-6 pixel.  A geotransform and stored coordinates of one grid,
+    which differ in their last bits, then give identical coordinates (``xr.align`` works across paths)."""
+    from fractions import Fraction
+
+    if step == 0 or not math.isfinite(step):
+        return np.full(count, float(first))
+    snapped = float(Fraction(step).limit_denominator(100_000))
+    step = snapped if abs(snapped - step) <= 1e-9 * abs(step) else float(f"{step:.12g}")
+    units = first / step
+    whole = math.floor(units)
+    start = whole + round(units - whole, 6)
+    return (start + np.arange(count, dtype="float64")) * step
+
+
 def centres(origin: float, step: float, first: int, count: int) -> np.ndarray:
-    """Pixel-centre coordinates ``origin + (i + 0.5) * step`` for i in [first, first + count), rounded to 1e-9
-    of a unit so that the same pixel gets the same number from a geotransform or from stored coordinates."""
-    return np.round(origin + (np.arange(first, first + count) + 0.5) * step, 9)
+    """Pixel-centre coordinates ``origin + (i + 0.5) * step`` for i in [first, first + count), canonical."""
+    return canonical(origin + (first + 0.5) * step, step, count)
+
+
+def regular(values: np.ndarray, step: float | None = None) -> np.ndarray:
+    """Stored centre coordinates made canonical (``step``: the grid's, needed for a single pixel)."""
+    n = int(values.size)
+    if n == 0:
+        return values.astype("float64")
+    if n > 1:
+        step = (float(values[-1]) - float(values[0])) / (n - 1)
+    return canonical(float(values[0]), step or 0.0, n)

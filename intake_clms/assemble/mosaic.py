@@ -602,8 +602,8 @@ def stack(groups: Sequence[tuple[np.datetime64 | None, Mosaic]], bbox: Sequence[
     coords: dict[str, Any] = {} if times[0] is None else {"time": np.array(times, dtype="datetime64[ns]")}
     coords["band"] = np.arange(1, ref.count + 1)
     # Counted from the union's corner, so a pixel has the same coordinate in any crop of the product.
-    coords["y"] = grid.centres(union.f, union.e, row0, height)
-    coords["x"] = grid.centres(union.c, union.a, col0, width)
+    coords["y"] = xr.DataArray(grid.centres(union.f, union.e, row0, height), dims="y", attrs={"step": union.e})
+    coords["x"] = xr.DataArray(grid.centres(union.c, union.a, col0, width), dims="x", attrs={"step": union.a})
     if times[0] is None:
         data = xr.DataArray(layers[0], dims=dims, coords=coords, name=name)
     else:
