@@ -222,3 +222,73 @@ def test_preload_on_the_command_line_reports_what_to_dask_gives(sb: Sandbox, tmp
         ds = ClmsSource("forest-type-2015", service="clms", file="FTY_2015_100m_eu_03035_d02_Full").to_dask()
     assert reported == dict(ds.sizes)
     assert ds.rio.crs.to_epsg() == 3035 and set(ds.dims) == {"time", "y", "x"}
+
+
+# --------------------------------------------------------------------------- other product families, against the truth
+
+HRL = [9.5, 47.8, 10.8, 48.8]  # across four 100 km EEA tiles
+
+
+def _tiled(sb: Sandbox) -> str:
+    """A pan-European product in GeoTIFF tiles (EPSG:3035) that WEkEO and CDSE both serve."""
+    store = sb.ctx.store
+    return next(s.key for s in store.datasets() if s.pattern == "europe_tiles" and s.dataset_identifier
+                and s.migration_status != "not migrated" and "cog" in store.formats(s.key))
+
+
+def _truth(sb: Sandbox, key: str, bbox: list[float], start: Any, end: Any, decode: bool = True) -> xr.Dataset:
+    from intake_clms.sandbox.truth import reference
+
+    return reference(sb.ctx.store, key, bbox, start, end, decode=decode)
+
+
+def assert_truth(ref: xr.Dataset, got: xr.Dataset, what: str) -> None:
+    """A path's Dataset against the sandbox's reference: names, dims, coords, dtype, attributes, values, CRS."""
+    assert list(got.data_vars) == list(ref.data_vars), what
+    for name in ref.data_vars:
+        assert got[name].dims == ref[name].dims, (what, name)
+        assert got[name].dtype == ref[name].dtype, (what, name)
+        for key in ("units", "long_name", "flag_values", "scale_factor", "add_offset", "_FillValue"):
+            if key in ref[name].attrs:
+                np.testing.assert_array_equal(np.asarray(got[name].attrs.get(key)), np.asarray(ref[name].attrs[key]),
+                                              err_msg=f"{what}: {name}.{key}")
+        np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=f"{what}: {name}")
+    for c in ref[list(ref.data_vars)[0]].dims:
+        np.testing.assert_allclose(got[c].values.astype("float64") if c != "time" else got[c].values.astype("int64"),
+                                   ref[c].values.astype("float64") if c != "time" else ref[c].values.astype("int64"),
+                                   rtol=0, atol=1e-9, err_msg=f"{what}: coordinate {c}")
+    assert got.rio.crs == ref.rio.crs, what
+
+
+def test_the_global_netcdf_family_holds_the_truth(sb: Sandbox, tmp_path: Path) -> None:
+    for decode in (True, False):
+        ref = _truth(sb, "ndvi_global_300m_10daily_v2", QUERY["bbox"], QUERY["start"], QUERY["end"], decode)
+        for label, kw in [("wekeo", {"service": "wekeo"}), ("cdse-window", {"service": "cdse", "access": "window"})]:
+            assert_truth(ref, read(sb, tmp_path / f"{label}-{decode}", decode=decode, **kw), f"{label} decode={decode}")
+
+
+@pytest.mark.parametrize("path", ["wekeo", "cdse-download", "cdse-window"])
+def test_the_pan_european_tiles_family_holds_the_truth(sb: Sandbox, tmp_path: Path, path: str) -> None:
+    """GeoTIFF tiles in EPSG:3035 mosaicked (WEkEO, CDSE downloads) or read by window: one answer."""
+    kw = {"wekeo": {"service": "wekeo"}, "cdse-download": {"service": "cdse", "access": "download"},
+          "cdse-window": {"service": "cdse", "access": "window"}}[path]
+    key = _tiled(sb)
+    year = sb.ctx.store.dataset(key).start.year
+    span = {"bbox": HRL, "start": f"{year}-01-01", "end": f"{year}-12-31"}
+    env = {**sb.env(), "INTAKE_CLMS_CACHE": str(tmp_path / "c"), "HDA_RC": str(tmp_path / "x"), "NETRC": str(tmp_path / "x")}
+    _fresh_process_state()
+    with environment(env):
+        got = ClmsSource("EO:JRC:DAT:CLMS", key, **span, **FAST, max_products=50, **kw).to_dask().load()
+    ref = _truth(sb, key, HRL, span["start"], span["end"])
+    assert got.rio.crs.to_epsg() == 3035 and got[list(got.data_vars)[0]].dims == ("time", "y", "x")
+    assert_truth(ref, got, path)
+
+
+def test_a_clms_cut_to_order_request_holds_the_truth(sb: Sandbox, tmp_path: Path) -> None:
+    """A CLMS download API cut-to-order (forest type, EPSG:3035) gives the reference crop of the one array."""
+    env = {**sb.env(), "INTAKE_CLMS_CACHE": str(tmp_path / "c"), "HDA_RC": str(tmp_path / "x")}
+    _fresh_process_state()
+    with environment(env):
+        got = ClmsSource("forest-type-2015", bbox=HRL, service="clms", output_format="Geotiff", crs="EPSG:3035",
+                         **FAST).to_dask().load()
+    assert_truth(_truth(sb, "forest-type-2015", HRL, None, None), got, "clms cut-to-order")

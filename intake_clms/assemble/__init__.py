@@ -70,10 +70,12 @@ def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bb
     return normalise(raw, crs=crs, times=dates, decode=decode, provenance=provenance)
 
 
-def write_stack(files: Sequence[Path], steps: Sequence[str | None], target: Path) -> tuple[int, list[str]]:
-    """Stack a window view's kept GeoTIFFs (one per product and variable, all on the window's grid) into one
-    NetCDF in the contract's stored form (integers, packing, coordinates, CRS); (its size, each file's
-    variable name).  One open per file: no mosaic is needed for windows of one grid."""
+def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Sequence[str | None],
+                target: Path) -> tuple[int, list[str]]:
+    """Stack a window view's kept GeoTIFFs into one NetCDF in the contract's stored form (integers, packing,
+    coordinates, CRS); (its size, each file's variable name).  ``times``: each file's product date; ``steps``:
+    each product's.  Windows of one grid (one product per date) are stacked with one open per file; windows
+    of several tiles are mosaicked first, as stored tiles are."""
     import numpy as np
     import xarray as xr
 
@@ -94,10 +96,19 @@ def write_stack(files: Sequence[Path], steps: Sequence[str | None], target: Path
             arrays.append(data)
             names.append(variable_name(head.band.name, path.name))
     first = heads[0]
-    for path, head in zip(files, heads):
-        if (head.transform, head.width, head.height, head.dtype) != (first.transform, first.width, first.height,
-                                                                      first.dtype):
-            raise IntegrityError(f"the kept window {path.name} is not on the grid of {Path(files[0]).name}")
+    if any((h.transform, h.width, h.height, h.dtype) != (first.transform, first.width, first.height, first.dtype)
+           for h in heads):  # windows of several tiles: mosaicked like stored tiles, then stacked all the same
+        scratch = target.parent / ".mosaic-index"
+        scratch.mkdir(exist_ok=True)
+        try:
+            raw = open_files("geotiff", files, times, None, index_dir=scratch, names=names, decode=False,
+                             steps=list(steps))
+            raw.load().to_netcdf(target, engine="netcdf4")
+        finally:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+        return target.stat().st_size, names
     t = first.affine
     coords = {"time": np.array([mosaic.parse_time(s) for s in _distinct(list(steps))], dtype="datetime64[ns]"),
               "y": xr.DataArray(grid.centres(t.f, t.e, 0, first.height), dims="y", attrs={"step": t.e}),

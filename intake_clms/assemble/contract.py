@@ -169,8 +169,9 @@ def normalise(ds: xr.Dataset, *, crs: Any, times: Sequence[Any] | None, decode: 
     out = ds[keep].reset_coords(drop=True)
     if "time" not in out.dims:
         out = out.expand_dims("time")
-    if times is not None and out.sizes["time"] == len(times) and all(t is not None for t in times):
-        out = out.assign_coords(time=np.array(times, dtype="datetime64[ns]"))
+    if times is not None and out.sizes["time"] == len(times):  # a product's nominal date (NaT when unknown)
+        out = out.assign_coords(time=np.array([np.datetime64("NaT") if t is None else t for t in times],
+                                              dtype="datetime64[ns]"))
     if "time" in out.indexes and out.sizes["time"] > 1:
         out = out.sortby("time")
     out = out.rename({x: nx, y: ny}) if (x, y) != (nx, ny) else out

@@ -6,8 +6,8 @@ the crops would differ by a row or a column (they did: 600 x 800 against 526 x 7
 Every path asks this module, so every path crops alike.
 
 The bbox is in lon/lat degrees.  For a projected grid it becomes the rectangle
-``transform_bounds(EPSG:4326 -> CRS, densify_pts=21)`` of the part of the bbox that
-overlaps the data's own footprint (a world-wide bbox means "all of it", never a
+``transform_bounds(EPSG:4326 -> CRS, densify_pts=21)`` of the bbox (clipped to the CRS's
+area of use first; a bbox that covers all of the data means "all of it", never a
 projection of the poles).  A pixel whose centre lies on an edge is inside (a tolerance
 of :data:`TOLERANCE` pixel absorbs float noise of stored coordinates).  A bbox narrower
 than a pixel (a point's time series) keeps, along that axis, the pixel holding the
@@ -42,13 +42,15 @@ def is_geographic(crs: Any) -> bool:
 def bbox_in(crs: Any, bbox: Sequence[float] | None, footprint: Sequence[float] | None = None) -> tuple[float, ...] | None:
     """The lon/lat bbox as a rectangle in ``crs`` (None: no crop).
 
-    ``footprint`` is the data's own extent in ``crs``: the bbox is first clipped to it (in lon/lat), and a
-    bbox covering all of it means no crop.
+    ``footprint`` is the data's own extent in ``crs``: a bbox covering all of it (in lon/lat) means no
+    crop.  Otherwise the bbox is clipped to the CRS's area of use (a world-wide corner has no meaning in
+    EPSG:3035) and transformed as a rectangle, ``transform_bounds(EPSG:4326 -> crs, densify_pts=21)``.
     """
     if bbox is None or tuple(float(v) for v in bbox) == WORLD:
         return None
     if is_geographic(crs):
         return tuple(float(v) for v in bbox)
+    from pyproj import CRS
     from rasterio.warp import transform_bounds
 
     west, south, east, north = (float(v) for v in bbox)
@@ -56,9 +58,11 @@ def bbox_in(crs: Any, bbox: Sequence[float] | None, footprint: Sequence[float] |
         fw, fs, fe, fn = transform_bounds(crs, "EPSG:4326", *footprint, densify_pts=21)
         if west <= fw and south <= fs and east >= fe and north >= fn:
             return None
-        west, south, east, north = max(west, fw), max(south, fs), min(east, fe), min(north, fn)
+    area = CRS.from_user_input(crs).area_of_use
+    if area is not None:
+        west, south, east, north = max(west, area.west), max(south, area.south), min(east, area.east), min(north, area.north)
         if west >= east or south >= north:
-            return (0.0, 0.0, 0.0, 0.0)  # nothing of the data: an empty crop, refused by the caller
+            return (0.0, 0.0, 0.0, 0.0)  # outside where the CRS means anything: an empty crop, refused by the caller
     return tuple(transform_bounds("EPSG:4326", crs, west, south, east, north, densify_pts=21))
 
 

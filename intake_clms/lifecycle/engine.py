@@ -516,7 +516,7 @@ class Engine:
             if stacked:  # kept windows: stacked into one file of the view, so a reopen is one open
                 from dataclasses import replace
 
-                size, found = assemble.write_stack(files, [h.start for h in ordered], staging / STACK)
+                size, found = assemble.write_stack(files, times, [h.start for h in ordered], staging / STACK)
                 holder["view"] = replace(view, stack={"file": STACK, "size": size}, names=tuple(found))
             elif kind == "geotiff":  # written once, before the view is published
                 from ..assemble.tiles import index as index_tiles
