@@ -62,7 +62,7 @@ FORMAT_CONVERSION: dict[str, tuple[str, ...]] = {
     "Geotiff": ("Geotiff",),
     "Netcdf": ("Geotiff", "Netcdf"),
     "Shapefile": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "WFS": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
+    "WFS": ("GDB", "GML", "GPKG", "Geojson", "Shapefile", "WFS"),  # as @format_conversion_table answers
 }
 _FORMAT_KEYS = {k.lower(): k for k in FORMAT_CONVERSION}
 _FORMAT_ALIASES = {"geotif": "Geotiff", "tif": "Geotiff", "tiff": "Geotiff", "cog": "Geotiff", "netcdf4": "Netcdf",

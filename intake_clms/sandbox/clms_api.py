@@ -146,7 +146,7 @@ FORMAT_CONVERSION = {
     "Geotiff": {"Geotiff"},
     "Netcdf": {"Geotiff", "Netcdf"},
     "Shapefile": {"GDB", "GML", "GPKG", "Geojson", "Shapefile"},
-    "WFS": {"GDB", "GML", "GPKG", "Geojson", "Shapefile"},
+    "WFS": {"GDB", "GML", "GPKG", "Geojson", "Shapefile", "WFS"},
 }
 OUTPUT_GCS = ("EPSG:4326", "EPSG:3035", "EPSG:3857", "EPSG:4258")
 
