@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sandbox", help="run the local sandbox server (WEkEO HDA, CLMS API, CDSE); see `sandbox --help`")
 
     from .cache_cli import add_cache_parsers
+    from .health import add_doctor_parser
     from .export_cli import add_export_parser
     from .lifecycle.cli import add_preload_parser
 
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_parsers(sub)
     add_gui_parser(sub)
     add_export_parser(sub)
+    add_doctor_parser(sub)
     return parser
 
 

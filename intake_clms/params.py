@@ -21,7 +21,8 @@ SERVICES = ("auto", "wekeo", "clms", "cdse")
 _OPEN_END = {"present", "now", "today", "ongoing"}
 
 #: The keywords of ``ClmsSource`` that describe the request (validated into a :class:`Request`).
-REQUEST_PARAMETERS = ("dataset_id", "dataset_identifier", "bbox", "start", "end", "service", "file", "output_format", "crs")
+REQUEST_PARAMETERS = ("dataset_id", "dataset_identifier", "bbox", "start", "end", "service", "file", "output_format", "crs",
+                      "download_information")
 
 #: Every option a source keyword may set besides the request: what the engine and the backends read
 #: (``workers=3``, ``poll_deadline=3600``, ``service_key=...``).  The one list of them: a keyword
@@ -176,6 +177,9 @@ class Request:
     file: str | None = None
     output_format: str | None = None
     crs: str | None = None
+    #: CLMS download API only: which ``dataset_download_information`` item a cut-to-order or auxiliary
+    #: request uses (its name or ``@id``; None: the first that can be requested).  It changes the data.
+    download_information: str | None = None
 
     @classmethod
     def build(
@@ -190,6 +194,7 @@ class Request:
         file: object = None,
         output_format: object = None,
         crs: object = None,
+        download_information: object = None,
         today: dt.date | None = None,
     ) -> Request:
         if not dataset_id or not str(dataset_id).strip():
@@ -205,6 +210,7 @@ class Request:
         return cls(
             str(dataset_id).strip(), ident, box, first, last, parse_service(service),
             file=_optional_text(file), output_format=_optional_text(output_format), crs=parse_crs(crs),
+            download_information=_optional_text(download_information),
         )
 
     def canonical(self) -> dict[str, object]:
@@ -214,11 +220,11 @@ class Request:
         out["bbox"] = [round(v, 6) for v in self.bbox]
         out["start"] = self.start.isoformat() if self.start else None
         out["end"] = self.end.isoformat() if self.end else None
-        for name in ("file", "output_format", "crs"):
+        for name in ("file", "output_format", "crs", "download_information"):
             if out[name] is None:
                 del out[name]
         if self.file is not None:  # a pre-packaged file is the same download whatever the area and dates
-            for name in ("bbox", "start", "end", "output_format", "crs"):
+            for name in ("bbox", "start", "end", "output_format", "crs", "download_information"):
                 out.pop(name, None)
         return out
 

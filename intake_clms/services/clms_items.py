@@ -150,7 +150,9 @@ def date_chunks(start: dt.date, end: dt.date, days: int | None) -> list[tuple[dt
 
 def general_items(ds: ApiDataset, request: Request) -> list[tuple[dict[str, Any], tuple[dt.date, dt.date] | None]]:
     """The cut-to-order items of a request (with the date chunk each covers), validated before any post."""
-    info = ds.infos[0]
+    info = ds.default_info
+    if info is None:
+        raise ParameterError("download_information", f"{ds.id} lists no download information; it takes no cut-to-order request")
     native = canonical_format(info.format)
     if request.output_format:
         fmt = canonical_format(request.output_format)

@@ -10,7 +10,14 @@ queue wait longer than a token's life goes through.
 WEkEO is the service; HDA (Harmonised Data Access) is its protocol.  An order POST
 is sent once: when its answer is lost, :meth:`WekeoService.find_order` looks the
 order up in the user's download listing (``GET dataaccess/downloads``) before the
-engine orders again.
+engine orders again; listing entries name their order by ``download_id`` or
+``_id`` (as eodag reads the live broker).
+
+Search pages follow ``properties.nextIndex`` or ``totalResults``/``startIndex``,
+whichever the answer carries, and stop at a page that brings no product not
+seen before (a broker that ignores ``startIndex`` would otherwise repeat its
+first page until ``totalResults``).  A feature without ``properties.title`` is
+named by its ``id``.
 """
 
 from __future__ import annotations
@@ -180,11 +187,17 @@ class WekeoService:
             if value:
                 query[name] = value
         products: list[Hit] = []
+        seen: set[str] = set()
         index = 0
         while True:
             body = self._call("POST", "dataaccess/search", "search", json={**query, "startIndex": index}).json()
             features = body.get("features") or []
-            for f in features:
+            fresh = [f for f in features if str(f.get("id")) not in seen]
+            if features and not fresh:
+                log.warning("%s: search page at startIndex %d repeats products already listed; stopping", SERVICE, index)
+                break
+            for f in fresh:
+                seen.add(str(f.get("id")))
                 props = f.get("properties") or {}
                 size = props.get("size")
                 title = str(props.get("title") or f["id"])
@@ -225,9 +238,11 @@ class WekeoService:
         body = self._call("GET", "dataaccess/downloads", "order listing").json()
         found = None
         for f in body.get("features") or []:
-            if str(f.get("product_id")) == hit.extra["product_id"] and f.get("dataset_id") == hit.extra["dataset_id"] \
+            order_id = f.get("download_id") or f.get("_id")
+            if order_id and str(f.get("product_id")) == hit.extra["product_id"] \
+                    and f.get("dataset_id") == hit.extra["dataset_id"] \
                     and str(f.get("status", "")).lower() not in ("error", "failed", "cancelled"):
-                found = str(f.get("download_id"))
+                found = str(order_id)
         return found
 
     def poll(self, order_id: str) -> tuple[str, Ready | None]:

@@ -12,8 +12,12 @@ engine's pool, off the search's path).  The ``access`` keyword chooses:
   :data:`WINDOW_SHARE` of the product's footprint, else a whole download.
 
 The download redirect is followed here (``allow_redirects=False``): the bearer
-token is sent only to the hosts of ``CDSE_ODATA_URL`` and ``CDSE_DOWNLOAD_URL``,
-never to where the redirect points elsewhere (its presigned URL needs none).
+token goes only to trusted hosts (:mod:`.hosts`: ``CDSE_TRUSTED_HOSTS``, default
+``.dataspace.copernicus.eu``, plus the hosts of ``CDSE_ODATA_URL`` and
+``CDSE_DOWNLOAD_URL``), so it follows the 301 to ``zipper.dataspace.copernicus.eu``
+but never a presigned transfer URL on another domain.  The payload may be the
+product's one file or a zip of its folder (what zipper serves): the engine
+recognises a zip by its first bytes and unpacks it.
 Every request holds a slot of the process's connection budget; a download holds
 its slot until the engine closes the response.
 """
@@ -25,7 +29,7 @@ import re
 import threading
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 import requests
 
@@ -41,6 +45,7 @@ from ..secretlog import hide
 from . import auth as auth_mod
 from . import s3
 from .budget import Budget, budget, hold_until_closed, limit_from
+from .hosts import is_trusted, trusted_hosts
 from .search import Catalogue, checksums, footprint, product_format, series_key, share
 
 log = logging.getLogger(__name__)
@@ -95,8 +100,8 @@ class CdseService:
         self.window_mode = window_mode or s3.mode()  # s3 | https, for window reads
         self._layout: dict[str, list[str]] = {}  # a series' file names with "{stem}" for the product's stem
         self._layout_lock = threading.Lock()
-        #: hosts that may receive the bearer token: the configured CDSE hosts, nothing a redirect names
-        self.trusted = {(urlsplit(u).hostname or "").lower() for u in (self.odata_url, self.download_url)}
+        #: hosts that may receive the bearer token (names and .domain patterns; see :mod:`.hosts`)
+        self.trusted = trusted_hosts(urls=(self.odata_url, self.download_url))
 
     def __repr__(self) -> str:
         return f"CdseService(odata={self.odata_url!r}, access={self.access!r})"
@@ -198,7 +203,7 @@ class CdseService:
 
     def _follow(self, url: str, headers: dict[str, str], hit: Hit) -> requests.Response:
         for _ in range(REDIRECTS + 1):
-            trusted = (urlsplit(url).hostname or "").lower() in self.trusted
+            trusted = is_trusted(url, self.trusted)
             try:
                 r = self.http.request("GET", url, auth=self.tokens if trusted else None, headers=dict(headers),
                                       ok=(200, 206, 416, 301, 302, 303, 307, 308), what="download",
