@@ -80,7 +80,7 @@ def test_nodes_listing_shapes(cdse_env, key, redirect):
     svc = connect({"access": "window"}, threading.Event())
     src = ClmsSource(**NDVI, bbox=BBOX, start="2024-01-01", end="2024-01-10", service="cdse", access="window")
     (hit,) = svc.search(src.request)
-    files = hit.extra["remote"]["files"]
-    assert len(files) == 1 and files[0]["name"].endswith(".tif") and files[0]["size"] > 0
+    files = svc.sources(hit)  # the window stage lists the product's files
+    assert len(files) == 1 and files[0].name.endswith(".tif") and files[0].path.startswith("/vsis3/")
     moved = [e for e in cdse_env.log.entries(service="cdse") if e.status == 301 and "/Nodes" in e.path]
     assert bool(moved) == redirect
