@@ -150,3 +150,11 @@ class AmbiguousOrderError(ServiceError):
 
 class OrderFailedError(ServiceError):
     """The server ended an order badly (a terminal status): a rerun orders anew."""
+
+
+class TooManyProductsError(ClmsError):
+    """A service's catalogue says, before anything is listed, that a request has more products than allowed."""
+
+    def __init__(self, service: str, total: int, limit: int):
+        self.service, self.total, self.limit = service, total, limit
+        super().__init__(f"{service}: the request has {total} products, more than {limit}")

@@ -31,7 +31,7 @@ from typing import Any
 import filelock
 import xarray as xr
 
-from ..errors import ClmsError, LocalStorageError, ParameterError, ServiceError
+from ..errors import ClmsError, LocalStorageError, ParameterError, ServiceError, TooManyProductsError
 from ..params import Request
 from ..store import FileRecord, Job, ProductRecord, Store, View, ViewProduct
 from ..store.fsutil import is_local_fault, local_faults, safe_name, storage_error
@@ -188,15 +188,26 @@ class Engine:
     def _fetch_and_open(self, progress: Progress, cancel: threading.Event) -> xr.Dataset:
         service = self.make_service(cancel)
         progress.stage("search")
-        hits = _unique([self._keyed(h) for h in service.search(self.request)])
+        limit = self.options.max_products
+        try:
+            hits = _unique([self._keyed(h) for h in service.search(self.request, limit=limit)])
+        except TooManyProductsError as exc:
+            raise ParameterError(
+                "max_products", f"{exc.service} has {exc.total} products for this request, more than "
+                f"max_products={limit}: narrow the bbox or the dates, or raise max_products (the keyword, or "
+                f"--max-products on the command line; products already in the cache are not fetched again)") from None
+        missing = [h for h in hits if not self._stored(h.key)]
+        if len(hits) > limit and len(missing) <= limit:  # stopped early, but most are stored: the whole list
+            hits = _unique([self._keyed(h) for h in service.search(self.request)])
+            missing = [h for h in hits if not self._stored(h.key)]
         if not hits:
             raise ClmsError(f"{service.name}: no product matches {self.request.canonical()}")
-        missing = [h for h in hits if not self._stored(h.key)]
-        if len(missing) > self.options.max_products:
+        if len(missing) > limit:
+            more = "at least " if len(hits) > limit else ""
             raise ParameterError(
-                "max_products", f"this request needs {len(missing)} products not in the cache "
-                f"({len(hits)} in all), more than max_products={self.options.max_products}: narrow the bbox or the "
-                f"dates, or pass max_products={len(missing)} to fetch them all (each may be an order on your quota)")
+                "max_products", f"this request needs {more}{len(missing)} products not in the cache, more than "
+                f"max_products={limit}: narrow the bbox or the dates, or raise max_products (the keyword, or "
+                f"--max-products on the command line) to fetch them all (each may be an order on your quota)")
         for h in hits:
             progress.product(h.key, h.name, "pending" if h in missing else "cached")
         held: dict[str, filelock.FileLock] = {}

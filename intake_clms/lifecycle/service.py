@@ -86,8 +86,9 @@ class Service(Protocol):
 
     name: str  # wekeo | clms | cdse
 
-    def search(self, request: Request) -> list[Hit]:
-        """Every product matching the request (all pages)."""
+    def search(self, request: Request, limit: int | None = None) -> list[Hit]:
+        """Every product matching the request (all pages); with ``limit``, a service may stop paging as soon
+        as it has found more than ``limit`` (the engine then refuses, or asks again without a limit)."""
 
     def order(self, hit: Hit) -> str:
         """Place one order (ordered hits); returns its id.  Never retried blindly: after a lost

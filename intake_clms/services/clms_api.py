@@ -149,7 +149,8 @@ class ClmsApiService:
                     f"collection); read this entry with service='wekeo'. ({first})"
                 ) from None
 
-    def search(self, request: Request) -> list[Hit]:
+    def search(self, request: Request, limit: int | None = None) -> list[Hit]:
+        """The request's products (worked out from the listing: no paging, so ``limit`` changes nothing)."""
         ds = self.dataset(request)
         if request.file:
             return [file_product(ds, request.file)]

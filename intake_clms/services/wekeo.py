@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..config import endpoints, hdarc_path
-from ..errors import CredentialsError, ServiceError
+from ..errors import CredentialsError, ServiceError, TooManyProductsError
 from ..lifecycle.clock import SYSTEM, Clock
 from ..lifecycle.errors import OrderExpiredError, OrderFailedError
 from ..lifecycle.http import HttpClient, server_message
@@ -173,10 +173,12 @@ class WekeoService:
             self._call("PUT", f"termsaccepted/{quote(str(term), safe='')}", "terms acceptance", json={"accepted": True})
         self._terms_done.add(dataset_id)
 
-    def search(self, request: Request) -> list[Hit]:
+    def search(self, request: Request, limit: int | None = None) -> list[Hit]:
+        """Every product of the request, or, with ``limit``, stops as soon as more than ``limit`` are found."""
         dataset_id = request.dataset_id
         self.accept_terms(dataset_id)
-        query: dict[str, Any] = {"dataset_id": dataset_id, "bbox": list(request.bbox), "itemsPerPage": PAGE}
+        page = PAGE if limit is None else max(1, min(PAGE, limit + 1))
+        query: dict[str, Any] = {"dataset_id": dataset_id, "bbox": list(request.bbox), "itemsPerPage": page}
         new = dataset_id == NEW_DATASET_ID
         if new:
             if not request.dataset_identifier:
@@ -213,6 +215,11 @@ class WekeoService:
                     )
                 )
             paging = body.get("properties") or {}
+            total = paging.get("totalResults")
+            if limit is not None and index == 0 and isinstance(total, int) and total > limit:
+                raise TooManyProductsError(SERVICE, total, limit)
+            if limit is not None and len(products) > limit:
+                break  # enough to refuse the request (the engine asks again without a limit if it must)
             if paging.get("nextIndex") is not None:  # CDSE-backed EO:JRC:DAT:CLMS
                 nxt = int(paging["nextIndex"])
             elif paging.get("totalResults") is not None:

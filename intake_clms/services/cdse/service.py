@@ -34,7 +34,7 @@ from urllib.parse import quote, urljoin
 import requests
 
 from ...config import endpoints
-from ...errors import ParameterError, ServiceError
+from ...errors import ParameterError, ServiceError, TooManyProductsError
 from ...lifecycle.clock import SYSTEM, Clock
 from ...lifecycle.errors import IntegrityError
 from ...lifecycle.http import HttpClient, server_message
@@ -108,16 +108,28 @@ class CdseService:
 
     # -- search
 
-    def search(self, request: Request) -> list[Hit]:
+    def search(self, request: Request, limit: int | None = None) -> list[Hit]:
         """The request's products, one hit per date: ``fileFormat`` narrows the listing where one format serves
-        (``cog`` for window reads; ``nc`` first for downloads, every format when the dataset has no NetCDF)."""
+        (``cog`` for window reads; ``nc`` first for downloads, every format when the dataset has no NetCDF).
+        With ``limit``, the listing stops once more than ``limit`` dates are found (small pages)."""
         fmt = {"window": "cog", "download": "nc"}.get(self.access)
+        if limit is not None:  # count the dates first (one format's products: one per date): refused at once
+            dates = next((n for n in (self.catalogue.count(request, f) for f in ([fmt] if fmt else ["nc", "cog"])) if n),
+                         0) or self.catalogue.count(request, None)
+            if dates > limit:
+                raise TooManyProductsError(SERVICE, dates, limit)
+        top = None if limit is None else (limit + 2) * (1 if fmt else 3)  # a date has up to 3 formats
         groups: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
-        for p in self.catalogue.products(request, fmt):
-            groups.setdefault(series_key(p), {})[product_format(p)] = p
-        if not groups and fmt == "nc":
-            for p in self.catalogue.products(request, None):
+
+        def gather(formats: str | None) -> None:
+            for p in self.catalogue.products(request, formats, top):
                 groups.setdefault(series_key(p), {})[product_format(p)] = p
+                if limit is not None and len(groups) > limit + 1:  # the last date may still miss a format
+                    return
+
+        gather(fmt)
+        if not groups and fmt == "nc":
+            gather(None)
         hits = []
         for formats in groups.values():
             chosen, how = self._choose(formats, request)
