@@ -199,7 +199,8 @@ class Engine:
             raise ParameterError(
                 "max_products", f"this request needs {len(missing)} products not in the cache "
                 f"({len(hits)} in all), more than max_products={self.options.max_products}: narrow the bbox or the "
-                f"dates, or pass max_products={len(missing)} to fetch them all (each may be an order on your quota)")
+                f"dates, or pass max_products={len(missing)} (--max-products {len(missing)} on the command line) to fetch "
+                "them all (each may be an order on your quota)")
         for h in hits:
             progress.product(h.key, h.name, "pending" if h in missing else "cached")
         held: dict[str, filelock.FileLock] = {}
