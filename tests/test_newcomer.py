@@ -119,3 +119,20 @@ def test_a_second_sandbox_leaves_the_first_ones_service_key_alone(tmp_path):
         assert open(key).read() == before  # not replaced: the first sandbox's clients still get tokens
     finally:
         first.stop()
+
+
+def test_a_yearly_product_with_no_dates_reads_the_newest_year_and_says_which_exist(sandbox, tmp_path,  # noqa: F811
+                                                                                    monkeypatch, caplog):
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HDA_RC", str(tmp_path / "no-hdarc"))
+    cat = intake_clms.open_catalog()
+    fast = {"cache_dir": str(tmp_path / "cache"), "poll_first": 0.05, "poll_cap": 0.2}
+    with caplog.at_level("WARNING", logger="intake_clms"):
+        ds = cat.eo_eea_dat_corine(bbox=[10, 48, 10.02, 48.02], service="wekeo", **fast).to_dask()
+    assert ds.sizes["time"] == 1 and str(ds.time.values[0])[:4] == "2018"
+    said = [r.getMessage() for r in caplog.records if "no dates given" in r.getMessage()]
+    assert said and "2000, 2006, 2012, 2018" in said[0] and "newest (2018)" in said[0]
+    asked = cat.eo_eea_dat_corine(bbox=[10, 48, 10.02, 48.02], start="2000-01-01", end="2018-12-31", service="wekeo",
+                                  **fast).to_dask()
+    assert asked.sizes["time"] == 4  # dates given: every edition in them

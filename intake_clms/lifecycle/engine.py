@@ -44,6 +44,7 @@ from .extract import Limits, classify, extract_zip, is_zip, require_data, sniff
 from .handle import PreloadHandle, ProgressBar
 from .polling import PollPolicy, poll
 from .service import DIRECT, ORDERED, REMOTE, Hit, Ready, Service
+from .years import newest_year
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class Engine:
     def _fetch_and_open(self, progress: Progress, cancel: threading.Event) -> xr.Dataset:
         service = self.make_service(cancel)
         progress.stage("search")
-        hits = _unique(service.search(self.request))
+        hits = newest_year(_unique(service.search(self.request)), self.request, self.options.entry)
         if not hits:
             raise ClmsError(f"{service.name}: no product matches {self.request.canonical()}")
         missing = [h for h in hits if h.access != REMOTE and not self._stored(h.key)]
