@@ -136,3 +136,23 @@ def test_a_yearly_product_with_no_dates_reads_the_newest_year_and_says_which_exi
     asked = cat.eo_eea_dat_corine(bbox=[10, 48, 10.02, 48.02], start="2000-01-01", end="2018-12-31", service="wekeo",
                                   **fast).to_dask()
     assert asked.sizes["time"] == 4  # dates given: every edition in them
+
+
+def test_eu_hydro_has_features_in_europe_and_an_empty_result_says_why(sandbox, tmp_path, monkeypatch,  # noqa: F811
+                                                                      caplog):
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HDA_RC", str(tmp_path / "no-hdarc"))
+    cat = intake_clms.open_catalog()
+    fast = {"cache_dir": str(tmp_path / "cache"), "poll_first": 0.05, "poll_cap": 0.2}
+    with caplog.at_level("WARNING", logger="intake_clms"):
+        rhine = cat.eo_eea_dat_eu_hydro(bbox=[4, 50, 6, 52], service="wekeo", **fast).read()
+    assert len(rhine) > 0 and not [r for r in caplog.records if "no feature" in r.getMessage()]
+    world = cat.eo_eea_dat_eu_hydro(bbox=[-180, -90, 180, 90], service="wekeo", **fast).read()
+    west, south, east, north = world.to_crs("EPSG:4326").total_bounds
+    assert west > -32 and east < 45 and south > 27 and north < 72  # Europe, not scattered worldwide
+    with caplog.at_level("WARNING", logger="intake_clms"):
+        ocean = cat.eo_eea_dat_eu_hydro(bbox=[-60, -40, -58, -38], service="wekeo", **fast).read()
+    assert len(ocean) == 0
+    said = [r.getMessage() for r in caplog.records if "no feature in bbox" in r.getMessage()]
+    assert said and "[-60.0, -40.0, -58.0, -38.0]" in said[0] and "[-31.2684, 27.6375" in said[0]
