@@ -156,3 +156,18 @@ def test_eu_hydro_has_features_in_europe_and_an_empty_result_says_why(sandbox, t
     assert len(ocean) == 0
     said = [r.getMessage() for r in caplog.records if "no feature in bbox" in r.getMessage()]
     assert said and "[-60.0, -40.0, -58.0, -38.0]" in said[0] and "[-31.2684, 27.6375" in said[0]
+
+
+def test_the_vector_plot_of_an_area_without_features_says_so():
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from intake_clms.errors import ClmsError
+    from intake_clms.plots import fit_points, points_plot
+
+    empty = gpd.GeoDataFrame({"id": []}, geometry=gpd.GeoSeries([], crs="EPSG:4326"))
+    with pytest.raises(ClmsError, match="no feature in the requested area"):
+        fit_points(empty, points_plot())
+    one = gpd.GeoDataFrame({"id": [1]}, geometry=[Point(5, 50)], crs="EPSG:4326")
+    frame, spec = fit_points(one, points_plot())
+    assert list(frame["lon"]) == [5.0] and spec["x"] == "lon"
