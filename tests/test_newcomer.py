@@ -171,3 +171,12 @@ def test_the_vector_plot_of_an_area_without_features_says_so():
     one = gpd.GeoDataFrame({"id": [1]}, geometry=[Point(5, 50)], crs="EPSG:4326")
     frame, spec = fit_points(one, points_plot())
     assert list(frame["lon"]) == [5.0] and spec["x"] == "lon"
+
+
+def test_the_catalog_buttons_are_plain_text_no_emoji_glyph():
+    """Intake's third catalog button is "🔍", an empty box where the font lacks emoji (Debian's headless Chromium)."""
+    from intake_clms.gui import build_gui
+
+    gui = build_gui()
+    buttons = [w.name for w in gui.main[0][1][1]]
+    assert buttons[2] == "Search" and all(ord(c) < 0x2000 for name in buttons for c in name), buttons
