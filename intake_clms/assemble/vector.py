@@ -8,6 +8,7 @@ else stamped with their product's time; the file's CRS is kept.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import IntegrityError
+
+log = logging.getLogger(__name__)
 
 #: Columns taken as a feature's own time (case-insensitive, first match), before the product's time.
 TIME_COLUMNS = ("time", "datetime", "date", "timestamp")
@@ -136,4 +139,21 @@ def open_vector(files: Sequence[Path], times: Sequence[str | None], bbox: Sequen
     crs = frames[0].crs
     frames = [f if f.crs is None or f.crs.equals(crs) else f.to_crs(crs) for f in frames]
     merged = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    if merged.empty and bbox is not None:  # say why: an area outside the data is not an area without features
+        log.warning("no feature in bbox %s%s: the products' features lie within %s (lon/lat)", [float(v) for v in bbox],
+                    " and the dates" if any(period) else "", _lonlat_extent(files))
     return gpd.GeoDataFrame(merged, geometry=frames[0].geometry.name, crs=crs)
+
+
+def _lonlat_extent(files: Sequence[Path]) -> list[float]:
+    """[west, south, east, north] of every feature of the files, in degrees (from their headers)."""
+    import pyogrio
+    from pyproj import CRS, Transformer
+
+    boxes = []
+    for path in files:
+        for layer in _spatial_layers(Path(path)):
+            info = pyogrio.read_info(path, layer=layer, force_total_bounds=True)
+            to_lonlat = Transformer.from_crs(CRS.from_user_input(info.get("crs") or WGS84), WGS84, always_xy=True)
+            boxes.append(to_lonlat.transform_bounds(*info["total_bounds"]))
+    return [round(f(b[i] for b in boxes), 4) for i, f in enumerate((min, min, max, max))] if boxes else []

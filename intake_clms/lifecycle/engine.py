@@ -48,6 +48,7 @@ from .extract import Limits, classify, extract_zip, is_zip, require_data, sniff
 from .handle import PreloadHandle, ProgressBar
 from .polling import PollPolicy, poll
 from .service import DOWNLOAD, WINDOW, Hit, Ready, Service
+from .years import newest_year
 
 log = logging.getLogger(__name__)
 
@@ -190,15 +191,17 @@ class Engine:
         progress.stage("search")
         limit = self.options.max_products
         try:
-            hits = _unique([self._keyed(h) for h in service.search(self.request, limit=limit)])
+            found = service.search(self.request, limit=limit)
         except TooManyProductsError as exc:
             raise ParameterError(
                 "max_products", f"{exc.service} has {exc.total} products for this request, more than "
                 f"max_products={limit}: narrow the bbox or the dates, or raise max_products (the keyword, or "
                 f"--max-products on the command line; products already in the cache are not fetched again)") from None
+        hits = _unique([self._keyed(h) for h in newest_year(_unique(found), self.request, self.options.entry)])
         missing = [h for h in hits if not self._stored(h.key)]
         if len(hits) > limit and len(missing) <= limit:  # stopped early, but most are stored: the whole list
-            hits = _unique([self._keyed(h) for h in service.search(self.request)])
+            hits = _unique([self._keyed(h) for h in newest_year(_unique(service.search(self.request)), self.request,
+                                                                self.options.entry)])
             missing = [h for h in hits if not self._stored(h.key)]
         if not hits:
             raise ClmsError(f"{service.name}: no product matches {self.request.canonical()}")
@@ -206,8 +209,9 @@ class Engine:
             more = "at least " if len(hits) > limit else ""
             raise ParameterError(
                 "max_products", f"this request needs {more}{len(missing)} products not in the cache, more than "
-                f"max_products={limit}: narrow the bbox or the dates, or raise max_products (the keyword, or "
-                f"--max-products on the command line) to fetch them all (each may be an order on your quota)")
+                f"max_products={limit}: narrow the bbox or the dates, or pass max_products={len(missing)} "
+                f"(--max-products {len(missing)} on the command line) to fetch them all (each may be an order on "
+                "your quota)")
         for h in hits:
             progress.product(h.key, h.name, "pending" if h in missing else "cached")
         held: dict[str, filelock.FileLock] = {}

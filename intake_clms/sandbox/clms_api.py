@@ -490,10 +490,14 @@ def mint_service_key(
 
 
 def default_service_key(ctx: SandboxContext) -> Path:
-    """The service key minted at setup for the default user (minted now if setup has not run)."""
+    """The service key minted at setup for the default user (minted now if setup has not run).
+
+    Each sandbox mints it into a file of its own (a fresh name): two sandboxes sharing a data
+    directory never replace each other's key, whose ``token_uri`` names its own server.
+    """
     st = state(ctx)
     if st.default_key is None or not st.default_key.exists():
-        st.default_key = mint_service_key(ctx, Path(ctx.data_dir) / "clms" / "service-key.json")
+        st.default_key = mint_service_key(ctx)
     return st.default_key
 
 

@@ -753,6 +753,14 @@ def _family_of(spec: DatasetSpec) -> str:
 _EUROPE_API_BBOX = (-31.2684, 27.6375, 44.8212, 71.1855)
 
 
+def _vector_extent(spec: "DatasetSpec", points: bool) -> tuple[float, float, float, float]:
+    """Where a vector product's features lie: its coverage; the old pan-European IDs (EU-Hydro, Natura 2000,
+    riparian and coastal zones, river and lake ice), whose table rows give no coverage, over Europe."""
+    if tuple(spec.bbox) != (-180.0, -90.0, 180.0, 90.0):
+        return tuple(spec.bbox)  # type: ignore[return-value]
+    return (-170.0, -55.0, 170.0, 75.0) if points else _EUROPE_API_BBOX
+
+
 def _api_specs(present: dt.date) -> list[DatasetSpec]:
     """A few datasets of the CLMS download API that are not catalog entries."""
 
@@ -1351,20 +1359,23 @@ class ProductStore:
 
     def _write_vector(self, path: Path, spec: DatasetSpec, start: dt.datetime, end: dt.datetime) -> None:
         rng = np.random.default_rng(_hash_int(self.seed, spec.key, start.isoformat(), "vector"))
-        w, s, e, n = spec.bbox
-        if spec.bbox == (-180.0, -90.0, 180.0, 90.0):
-            w, s, e, n = -170.0, -55.0, 170.0, 75.0
         points = "wl-" in spec.key
+        w, s, e, n = _vector_extent(spec, points)
+        count = self.size_class.features
+        cols = math.ceil(math.sqrt(count))
+        cw, ch = (e - w) / cols, (n - s) / math.ceil(count / cols)
         features = []
-        for i in range(self.size_class.features):
-            x, y = float(rng.uniform(w, e)), float(rng.uniform(s, n))
+        for i in range(count):
             props: dict[str, Any] = {"id": i + 1, "date": start.strftime("%Y-%m-%d")}
-            if points:
+            if points:  # stations anywhere in the extent
+                x, y = float(rng.uniform(w, e)), float(rng.uniform(s, n))
                 geom = {"type": "Point", "coordinates": [round(x, 6), round(y, 6)]}
                 props["water_surface_height_above_reference_datum"] = round(float(rng.uniform(5, 500)), 3)
-            else:
-                r = float(rng.uniform(0.001, 0.02))
-                ring = [[round(x + r * math.cos(a), 6), round(y + r * math.sin(a), 6)]
+            else:  # one hexagon per cell of a grid over the extent, covering its cell: every area has features
+                x = w + (i % cols + 0.5 + float(rng.uniform(-0.05, 0.05))) * cw
+                y = s + (i // cols + 0.5 + float(rng.uniform(-0.05, 0.05))) * ch
+                rx, ry = 0.82 * cw, 0.82 * ch  # 0.82 = sqrt(2)/2 / cos(30 deg): the hexagon holds its cell's corners
+                ring = [[round(min(e, max(w, x + rx * math.cos(a))), 6), round(min(n, max(s, y + ry * math.sin(a))), 6)]
                         for a in np.linspace(0, 2 * math.pi, 7)]
                 ring[-1] = ring[0]
                 geom = {"type": "Polygon", "coordinates": [ring]}
