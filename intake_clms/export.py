@@ -210,7 +210,7 @@ def _entry(store: Store, req: _Request, spec: dict[str, Any], dest: Path, fmt: s
     tmp = target.with_name(owned("." + target.name))
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        packed = _packed(ds)
+        packed = _packed(ds, pack=fmt != "zarr")
         if fmt == "zarr":
             packed.chunk({d: (1 if d == "time" else min(n, 1024)) for d, n in packed.sizes.items()}).to_zarr(
                 tmp, mode="w", consolidated=True, zarr_format=2)
@@ -250,13 +250,20 @@ def _open_ours(store: Store, req: _Request) -> Any:
     return ds
 
 
-def _packed(ds: Any) -> Any:
-    """The Dataset with its packing as encoding (float32 scale and offset, so xarray decodes to float32)."""
+def _packed(ds: Any, pack: bool = True) -> Any:
+    """The Dataset with its packing as encoding (float32 scale and offset, so xarray decodes to float32).
+
+    Zarr keeps attributes as JSON numbers, which xarray reads back as float64 scale factors (and so
+    decodes to float64): a Zarr export holds the decoded values themselves (``pack=False``).
+    """
     import numpy as np
 
     out = ds.copy()
     for name in out.data_vars:
         enc = dict(out[name].encoding)
+        if not pack:
+            out[name].encoding = {}
+            continue
         keep = {k: enc[k] for k in ("dtype", "_FillValue") if k in enc}
         if "scale_factor" in enc or "add_offset" in enc:
             keep["scale_factor"] = np.float32(enc.get("scale_factor", 1.0))
