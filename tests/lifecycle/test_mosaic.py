@@ -105,7 +105,7 @@ def test_mosaic_equals_every_tile_pixel_and_keeps_uint8_and_nodata(tmp_path: Pat
     files, expected = grid_product(tmp_path / "p", 3, 4, names=names, skip=((1, 2),))
     ds = assemble.open_files("geotiff", files, [None] * len(files), WORLD, decode=False)
     (name,) = ds.data_vars
-    assert name == ("FTY" if names == "grid" else "CLMS")  # contract.variable_name of the file name
+    assert name == ("FTY" if names == "grid" else "CLCPLUS")  # contract.variable_name of the file name
     var = ds[name].isel(time=0)
     assert ds[name].dims == ("time", "y", "x") and var.shape == expected.shape
     assert var.dtype == np.uint8 and var.chunks is not None  # lazy, stored dtype
