@@ -24,8 +24,10 @@ from .conftest import use_cdse  # noqa: E402
 NDVI = "ndvi_global_300m_10daily_v2"
 BBOX = (5.0, 45.0, 10.0, 50.0)
 WIDE = (0.0, 30.0, 30.0, 55.0)  # several internal tiles per file
-GDAL_CHUNK = 16384  # GDAL's default CPL_VSIL_CURL_CHUNK_SIZE
 LARGE = (-20.0, -35.0, 50.0, 70.0)  # a tenth of the world: the tiles, not the headers, dominate the bytes
+
+
+GDAL_CHUNK = 16384  # GDAL's default CPL_VSIL_CURL_CHUNK_SIZE
 
 
 def source(**kw) -> ClmsSource:
@@ -98,22 +100,54 @@ def test_window_equals_the_source_pixels_decoded_and_raw(cdse_env):
     assert reads and all(e.range for e in reads)  # range requests only: no whole file
 
 
-def test_bytes_read_are_the_tiles_under_the_bbox(cdse_env):
-    sb = cdse_env
+READ_IN_A_FRESH_PROCESS = """
+import json, sys
+from intake_clms.source import ClmsSource
+src = ClmsSource(**json.loads(sys.argv[1]))
+ds = src.to_dask()
+print(json.dumps({"dates": [str(t)[:10] for t in ds.time.values], "reads": src.reads()}))
+"""
+
+
+def _fresh_read(sb) -> tuple[int, int, list[Path]]:
+    """A window read of LARGE in a fresh process (other tests' reads change GDAL's process state: 2x the bytes
+    after tests/sandbox/test_cdse.py); (bytes the sandbox sent, compressed tile bytes under the bbox, files)."""
+    import json
+    import subprocess
+    import sys
+
     sb.log.clear()
-    src = source(bbox=list(LARGE))
-    ds = src.to_dask()
-    paths = [local_path(sb, n) for n in products_of(ds)]
+    args = dict(dataset_id="EO:JRC:DAT:CLMS", dataset_identifier=NDVI, bbox=list(LARGE), start="2020-01-01",
+                end="2020-01-31", service="cdse", access="window")
+    run = subprocess.run([sys.executable, "-c", READ_IN_A_FRESH_PROCESS, json.dumps(args)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    names = [f"c_gls_NDVI300_{d.replace('-', '')}0000_GLOBE_OLCI_V2.0.1_cog" for d in out["dates"]]
+    paths = [local_path(sb, n) for n in names]
+    assert len(paths) == 3
     tiles = sum(tile_bytes(p, LARGE) for p in paths)  # the sandbox's own count of the tiles under the bbox
-    assert src.reads()["bytes_read"] == tiles  # the records' bytes_read: exactly those tiles
-    assert src.reads()["products_size"] == sum(p.stat().st_size for p in paths)
+    assert out["reads"]["bytes_read"] == tiles  # the records' bytes_read: exactly those tiles
+    assert out["reads"]["products_size"] == sum(p.stat().st_size for p in paths)
+    assert source(bbox=list(LARGE)).reads() == out["reads"]  # the same cache, read here
     reads = [e for e in sb.log.entries(service="cdse", endpoint="s3") if e.method == "GET"]
     sent = sum(e.bytes_sent for e in reads)
-    # the tiles within 20 %, plus one GDAL read chunk per file for its header: GDAL takes its read chunk size
-    # (CPL_VSIL_CURL_CHUNK_SIZE) once per process, at 16 KiB here; bench/cdse_window_bench.py measures the
-    # 4 KiB case in a fresh process
+    assert reads and all(e.range for e in reads)
+    return sent, tiles, paths
+
+
+def test_bytes_read_are_the_tiles_under_the_bbox(cdse_env):
+    sent, tiles, paths = _fresh_read(cdse_env)
+    # the tiles within 20 %, plus one GDAL read chunk (16 KiB) per file: see the xfail below
     assert tiles <= sent <= tiles * 1.2 + len(paths) * GDAL_CHUNK, (sent, tiles)
     assert sent * 5 < sum(p.stat().st_size for p in paths)
+
+
+@pytest.mark.xfail(strict=True, reason="library: CPL_VSIL_CURL_CHUNK_SIZE=4096 set in CdseAccess.env() is not "
+                   "honoured (GDAL reads it once, before our Env), so ranges round to 16 KiB: 1.39x the tiles here")
+def test_bytes_read_are_within_a_fifth_of_the_tiles(cdse_env):
+    sent, tiles, _ = _fresh_read(cdse_env)
+    assert sent <= tiles * 1.2, (sent, tiles)
 
 
 def test_https_path_with_the_bearer_token_when_no_s3_keys(cdse_env, monkeypatch):
