@@ -61,8 +61,8 @@ class _Refusing:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._service, name)
 
-    def search(self, request: Any) -> Any:
-        hits = self._service.search(request)
+    def search(self, request: Any, limit: int | None = None) -> Any:
+        hits = self._service.search(request, limit=limit)
         if not hits:
             raise ProductNotThereError(self._service.name, None, f"no product matches {request.canonical()}")
         return hits
