@@ -3,7 +3,8 @@
 Layout under the cache folder (``INTAKE_CLMS_CACHE``, else the user cache dir)::
 
     v1/products/<key>/          complete, immutable products with their records
-    v1/views/<request key>/     each request's view (products, crop, indexes)
+    v1/views/<request key>      each request's view: a pointer to its current version (see views.py)
+    v1/views/.<request key>@<hex>/   a version of the view (products, crop, indexes)
     v1/jobs/<service>/<key>.json   one service's order of one product
     v1/downloads/<service>/<key>/  payloads being downloaded (``.part``, resumable)
     v1/staging/                 products and views being built (renamed into place)
@@ -44,7 +45,7 @@ class Store:
         self.base = cache_dir(root)
         self.root = self.base / LAYOUT
         self.products = ProductStore(self.root)
-        self.views = ViewStore(self.root)
+        self.views = ViewStore(self.root, on_open=lambda names: self.activity().use(names))
         self.jobs = JobStore(self.root)
         self.downloads = self.root / "downloads"
         self.locks = self.root / "locks"
@@ -95,6 +96,11 @@ class Store:
                 if is_dead_leftover(path.name):
                     shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
                     removed.append(path)
+        removed += self.views.prune()
+        for job in self.jobs.all():  # a kill between a product's rename and its job's removal
+            if self.products.path(job.key).is_dir():
+                self.jobs.remove(job.service, job.key)
+                removed.append(self.jobs.path(job.service, job.key))
         if self.downloads.is_dir():
             for service in self.downloads.iterdir():
                 for folder in list(service.iterdir()) if service.is_dir() else []:
