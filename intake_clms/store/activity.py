@@ -78,6 +78,15 @@ class PreloadActivity:
         def set_(p: dict[str, Any]) -> None:
             prod = p.get(self.key, {}).setdefault("products", {}).setdefault(key, {"name": name, "bytes": 0, "total": None})
             prod["stage"] = stage
+            if stage != "waiting":
+                prod.pop("waiting_for", None)
+        self.owner._update(self.key, set_, True)
+
+    def on_wait(self, key: str, name: str, doing: str, waited: float) -> None:
+        """This preload waits for a product another process fetches: who and what (``intake-clms status``)."""
+        def set_(p: dict[str, Any]) -> None:
+            prod = p.get(self.key, {}).setdefault("products", {}).setdefault(key, {"name": name, "bytes": 0, "total": None})
+            prod["stage"], prod["waiting_for"], prod["waited"] = "waiting", doing, round(waited)
         self.owner._update(self.key, set_, True)
 
     def on_bytes(self, key: str, done: int, total: int | None) -> None:
