@@ -466,8 +466,11 @@ class _Reader:
                 return ds.read(indexes, window=window, out=out)
         except IntegrityError:
             raise
-        except Exception as exc:
-            raise IntegrityError(f"cannot read tile {str(tile.path)!r} of the mosaic: {exc}") from exc
+        except Exception as exc:  # a stored tile that cannot be read: its product is recorded damaged
+            from ..store.products import damaged_on_read
+
+            raise (damaged_on_read(tile.path, exc)
+                   or IntegrityError(f"cannot read tile {str(tile.path)!r} of the mosaic: {exc}")) from exc
 
 
 def _is_nodata(data: np.ndarray, nodata: float) -> np.ndarray:

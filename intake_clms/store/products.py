@@ -240,7 +240,7 @@ class ProductStore:
 def damaged_on_read(path: str | os.PathLike[str], exc: BaseException) -> DamagedProductError | None:
     """A read error in a stored file: recorded as damage of its product (named with the file), or None when
     ``path`` is not a file of a stored product (``<store>/products/<key>/...``)."""
-    p = Path(path)
+    p = Path(os.path.normpath(os.fspath(path)))  # a VRT names its tiles relative to the view: ../../products/...
     parts = p.parts
     for i in range(len(parts) - 2, 0, -1):
         if parts[i] == "products" and i + 1 < len(parts) - 1:
