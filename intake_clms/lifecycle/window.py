@@ -193,39 +193,43 @@ def _shown(path: str) -> str:
 
 
 def _remote_open(path: str, ref: Any, level: int | None, work: Any) -> Any:
-    """Open ``path`` through GDAL with the read's scoped settings, in one budget slot; a 401 refreshes the token once."""
+    """Open ``path`` through GDAL with the read's scoped settings, in one budget slot.  A reset or truncated body
+    is read again (bounded, see :mod:`.gdalio`); a 401, or a 403 of an expired transfer link, over HTTPS asks
+    for a fresh token and ``$value`` link once."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
     from ..services.cdse.budget import budget
     from ..services.cdse.s3 import HTTPS, gdal_env
+    from . import gdalio
 
-    token = None
-    for attempt in (1, 2):
-        try:
-            with budget().slot():
-                with gdal_env(ref, token) if ref.mode == HTTPS else gdal_env(ref):
+    gdalio.install_scrubber()
+    renew = {"token": None, "done": False}
+
+    def attempt(n: int) -> Any:
+        with budget().slot():
+            with gdal_env(ref, renew["token"]) if ref.mode == HTTPS else gdal_env(ref):
+                with rasterio.Env(**gdalio.fresh_read(path, n)):
                     kwargs = {} if level is None else {"overview_level": level}
                     with rasterio.open(path, **kwargs) as src:
                         log.debug("window read of %s (level %s)", _shown(path), level)
                         return work(src)
-        except RasterioIOError as exc:
-            text = str(exc)
-            status = next((s for s in (401, 403, 404, 429) if f"{s}" in text), None)
-            if status == 401 and ref.mode == HTTPS and attempt == 1:
-                token = ref.token(refresh=True)  # the token ran out between reads: renew it once
-                continue
-            where = "CDSE S3" if path.startswith("/vsis3/") else "CDSE HTTPS"
-            raise ServiceError("cdse", status, f"{where} read of {_shown(path)} failed: {_clean(text)}") from None
-    raise AssertionError("unreachable")
 
+    def again(exc: BaseException) -> bool:
+        if not isinstance(exc, RasterioIOError):
+            return False
+        if gdalio.http_status(exc) in (401, 403) and ref.mode == HTTPS and not renew["done"]:
+            renew["done"] = True  # the token ran out between reads, or the transfer link expired: renew once
+            renew["token"] = ref.token(refresh=True)
+            return True
+        return gdalio.transient(exc)
 
-def _clean(text: str) -> str:
-    """GDAL's message without anything that could be a credential (query strings, headers)."""
-    import re
-
-    text = re.sub(r"\?[^\s'\"]*", "?...", text)
-    return re.sub(r"(?i)(bearer|authorization:?)\s+\S+", r"\1 ...", text)[:300]
+    try:
+        return gdalio.retrying(attempt, attempts=4, retry_if=again, what=f"window read of {_shown(path)}")
+    except RasterioIOError as exc:
+        where = "CDSE S3" if path.startswith("/vsis3/") else "CDSE HTTPS"
+        raise ServiceError("cdse", gdalio.http_status(exc), f"{where} read of {_shown(path)} failed: "
+                           f"{gdalio.message(exc)[:300]}") from None
 
 
 def _count_tiles(src: Any, block: Block) -> None:

@@ -1,0 +1,145 @@
+"""CDSE window reads under transfer faults (issue 18, defects 8 and 9), against the sandbox's S3 and HTTPS:
+resets and truncated bodies read again within bounds, statuses from GDAL's error class (never from a number in
+a file name), an expired transfer link renewed once, and no presigned URL in GDAL's debug log."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+rasterio = pytest.importorskip("rasterio")
+
+from rasterio import _err as cple  # noqa: E402
+from rasterio.errors import RasterioIOError  # noqa: E402
+
+from intake_clms.errors import ServiceError  # noqa: E402
+from intake_clms.lifecycle import gdalio  # noqa: E402
+from intake_clms.lifecycle.clock import FakeClock  # noqa: E402
+
+from .test_cdse_window import local_path, local_window, products_of, source  # noqa: E402
+
+JAN_2024 = {"start": "2024-01-01", "end": "2024-01-10"}  # one product: c_gls_NDVI300_202401010000_... (has "401")
+
+
+def _io_error(cause: BaseException) -> RasterioIOError:
+    try:
+        try:
+            raise cause
+        except BaseException as exc:
+            raise RasterioIOError(str(exc)) from exc
+    except RasterioIOError as err:
+        return err
+
+
+# --------------------------------------------------------------------------- gdalio, on rasterio's own errors
+
+
+def test_status_comes_from_the_error_class_or_the_response_never_from_a_file_name():
+    """Issue 18 (8): "401" was searched in GDAL's message and found in the date 202401010000."""
+    name = "/vsis3/eodata/c_gls_NDVI300_202401010000_GLOBE_OLCI_V2.0.1.tif"
+    short = _io_error(cple.CPLE_AppDefinedError(3, 1, f"{name}: TIFFFillTile:Read error at row 0, col 0, tile 0; "
+                                                      "got 0 bytes, expected 5912"))
+    assert gdalio.http_status(short) is None and gdalio.transient(short)
+    assert gdalio.http_status(_io_error(cple.CPLE_HttpResponseError(3, 11, "HTTP response code: 404"))) == 404
+    assert gdalio.http_status(_io_error(cple.CPLE_AWSObjectNotFoundError(3, 13, f"{name} 403 401"))) == 404
+    assert gdalio.http_status(_io_error(cple.CPLE_AWSAccessDeniedError(3, 15, "Access Denied"))) == 403
+    xml = ("HTTP response code: 403 - <?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has "
+           "expired</Message><Resource>/eodata/x.tif</Resource></Error>")
+    expired = _io_error(cple.CPLE_HttpResponseError(3, 11, xml))
+    assert gdalio.http_status(expired) == 403 and not gdalio.transient(expired)
+    assert gdalio.message(expired) == "HTTP response code: 403 - AccessDenied: Request has expired"
+    assert gdalio.http_status(_io_error(cple.CPLE_AppDefinedError(3, 1, f"{name}: IReadBlock failed"))) is None
+    assert gdalio.transient(_io_error(cple.CPLE_HttpResponseError(3, 11, "HTTP response code: 503")))
+
+
+def test_retrying_is_bounded_and_waits_on_the_injected_clock():
+    clock = FakeClock(0.0)
+    calls = []
+
+    def flaky(attempt):
+        calls.append(attempt)
+        raise _io_error(cple.CPLE_AppDefinedError(3, 1, "transfer closed with 100 bytes remaining to read"))
+
+    with pytest.raises(RasterioIOError):
+        gdalio.retrying(flaky, attempts=3, backoff=1.0, clock=clock)
+    assert calls == [1, 2, 3] and clock.monotonic() == pytest.approx(3.0)  # 1 s + 2 s, never a real sleep
+    assert gdalio.retrying(lambda n: n if n == 2 else flaky(n), attempts=3, backoff=0.0, clock=clock) == 2
+    with pytest.raises(RasterioIOError):  # a 404 is not tried again
+        gdalio.retrying(lambda n: (_ for _ in ()).throw(_io_error(cple.CPLE_AWSObjectNotFoundError(3, 13, "x"))),
+                        clock=clock)
+
+
+def test_scrub_removes_capability_urls():
+    line = ("VSICURL: Using effective URL http://localhost:1/s3/eodata/a.tif?X-Amz-Algorithm=AWS4-HMAC-SHA256&"
+            "X-Amz-Signature=0123abcd&X-Amz-Expires=600 for /vsicurl/http://x/$value")
+    clean = gdalio.scrub(line)
+    assert "0123abcd" not in clean and "X-Amz" not in clean and "http://localhost:1/s3/eodata/a.tif?..." in clean
+    assert gdalio.scrub("Authorization: Bearer abc.def") == "Authorization: Bearer ..."
+
+
+# --------------------------------------------------------------------------- against the sandbox
+
+
+@pytest.mark.parametrize("kind", ["reset", "truncate"])
+def test_a_reset_or_truncated_body_is_read_again(cdse_env, kind):
+    """Issue 18 (8): one connection reset or truncated body failed the whole computation (no retry)."""
+    sb = cdse_env
+    sb.faults.add(kind, "cdse", "s3", times=1, after_bytes=100)
+    ds = source(keep_windows=False).to_dask()
+    values = ds.band_data.values
+    for t, name in enumerate(products_of(sb, ds)):
+        np.testing.assert_array_equal(values[t], local_window(local_path(sb, name)))
+    assert not sb.faults.pending()  # the fault fired, and was survived
+
+
+def test_reads_failing_every_time_end_with_no_status_taken_from_the_file_name(cdse_env):
+    """Issue 18 (8): reported as ``cdse: HTTP 401`` because the file name holds ``202401010000``."""
+    sb = cdse_env
+    ds = source(keep_windows=False, **JAN_2024).to_dask()
+    sb.faults.add("reset", "cdse", "s3", times=None, after_bytes=10)
+    with pytest.raises(ServiceError) as info:
+        ds.band_data.values
+    assert info.value.status is None and "HTTP 401" not in str(info.value)
+    assert "202401010000" in str(info.value)
+    gets = [e for e in sb.log.entries(service="cdse", endpoint="s3") if e.method == "GET"]
+    assert 2 <= len(gets) <= 12  # read again, within bounds
+
+
+def test_an_expired_transfer_link_is_renewed_once_through_value(cdse_env, monkeypatch):
+    """Issue 18 (8): a transfer URL answering 403 "Request has expired" failed the run, with raw S3 XML."""
+    sb = cdse_env
+    monkeypatch.delenv("CDSE_S3_ACCESS_KEY")  # the HTTPS path: $value, redirected to a presigned transfer URL
+    ds = source(keep_windows=False, **JAN_2024).to_dask()
+    sb.faults.add("expired_link", "cdse", "download", times=1, status=403)
+    values = ds.band_data.values
+    (name,) = products_of(sb, ds)
+    np.testing.assert_array_equal(values[0], local_window(local_path(sb, name)))
+    sb.faults.add("expired_link", "cdse", "download", times=None, status=403)
+    with pytest.raises(ServiceError) as info:  # a link that stays dead: renewed once, then the error
+        source(keep_windows=False, start="2024-01-11", end="2024-01-20").to_dask().band_data.values
+    assert info.value.status == 403 and "<Error>" not in str(info.value) and "X-Amz" not in str(info.value)
+    dead = [e for e in sb.log.entries(service="cdse", endpoint="download") if e.path.startswith("/s3/")
+            and "202401110000" in e.path]
+    assert dead and {e.status for e in dead} == {403} and len(dead) <= 4
+
+
+def test_presigned_urls_never_reach_the_log_with_cpl_debug(cdse_env, monkeypatch, caplog):
+    """Issue 18 (9): with CPL_DEBUG=ON and DEBUG logging, HTTPS window reads logged the transfer URLs with
+    their X-Amz-Signature (GDAL's "VSICURL: Using effective URL")."""
+    sb = cdse_env
+    monkeypatch.delenv("CDSE_S3_ACCESS_KEY")
+    monkeypatch.setenv("CPL_DEBUG", "ON")
+    caplog.set_level(logging.DEBUG)
+    for name in ("rasterio", "intake_clms"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        with rasterio.Env(CPL_DEBUG="ON"):
+            values = source(keep_windows=False).to_dask().band_data.values
+    finally:
+        logging.getLogger("rasterio").setLevel(logging.NOTSET)
+    assert values.shape == (3, 50, 50)
+    assert "VSICURL" in caplog.text or "effective URL" in caplog.text or "Downloading" in caplog.text
+    assert "X-Amz-Signature=" not in caplog.text.replace("X-Amz-Signature=...", "")
+    assert sb.ctx.state["cdse"].bearer_on_transfer == 0
