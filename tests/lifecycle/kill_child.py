@@ -1,6 +1,7 @@
 """The child of test_kill: one preload against the sandbox named by the environment, then ``OK``.
 
-Run as ``python kill_child.py SCENARIO CACHE [STRETCH]``.  ``STRETCH`` (seconds, default 0)
+Run as ``python kill_child.py SCENARIO CACHE [STRETCH]``; the Dataset is loaded (for CDSE window
+reads, that is when the blocks are read and kept).  ``STRETCH`` (seconds, default 0)
 makes every ``os.replace`` of the process sleep that long before and after it, which
 widens the windows between the store's steps (extract, record, publish, view) so
 that a kill at a random instant lands in them more often; the engine's logic is
@@ -34,6 +35,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "clms-tile": {"dataset_id": FOREST, "file": TILE, "service": "clms", **FAST},
     # CLMS download API, cut-to-order NetCDF of three dekads (one task)
     "clms-cut": {**NDVI, "bbox": BBOX, **MONTH, "service": "clms", **FAST},
+    # CDSE direct download ($value, redirected to a presigned transfer): three NetCDF dekads, no order
+    "cdse-download": {**NDVI, "bbox": BBOX, **MONTH, "service": "cdse", "access": "download", **FAST},
+    # CDSE window reads of three COGs over S3; the blocks read are kept in the store (published like products)
+    "cdse-window": {**NDVI, "bbox": BBOX, "start": "2020-01-01", "end": "2020-01-31", "service": "cdse",
+                    "access": "window", **FAST},
 }
 
 
@@ -59,6 +65,7 @@ def main(argv: list[str]) -> int:
     if len(argv) > 2 and float(argv[2]) > 0:
         _stretch(float(argv[2]))
     ds = source(scenario, cache).to_dask()
+    ds.load()  # window reads happen here (and keep their blocks)
     print("OK", dict(ds.sizes), flush=True)
     return 0
 

@@ -1,4 +1,4 @@
-"""SIGKILL at random instants over the whole lifecycle, through WEkEO and the CLMS download API.
+"""SIGKILL at random instants over the whole lifecycle: WEkEO, the CLMS download API, CDSE downloads and CDSE window reads.
 
 Each trial: a fresh cache; a child process (``kill_child.py``) preloads a request
 against the sandbox; the parent kills it with SIGKILL at an instant drawn from a
@@ -11,7 +11,10 @@ published view opens.  A rerun in this process completes, its files are the byte
 the server holds, the server took exactly one order per product over both runs,
 and nothing the dead process owned (staging folders, ``*.tmp``) is left.
 
-The default run has four stage-triggered trials.  The 40-trial test is marked
+For CDSE (no orders) the rerun must not download a complete payload again; for CDSE window
+reads, the kept blocks are products like any other and the rerun's pixels are the source files'.
+
+The default run has six stage-triggered trials (two of them CDSE).  The slow test (over 40 trials) is marked
 ``slow`` and only runs with ``-m slow`` or ``INTAKE_CLMS_SLOW=1`` (the project's
 default ``pytest -q`` does not deselect slow tests).  ``INTAKE_CLMS_KILL_SEED``
 changes the seed (printed with every trial).
@@ -68,11 +71,18 @@ class Plan:
 def _slow_plans() -> list[Plan]:
     plans = []
     for scenario in SCENARIOS:
+        cdse = SCENARIOS[scenario]["service"] == "cdse"
+        window = SCENARIOS[scenario].get("access") == "window"
         plans.append(Plan(scenario, "startup"))
         plans += [Plan(scenario, "uniform")] * 2
-        plans.append(Plan(scenario, "answered", "", STRETCH))
+        if not cdse:
+            plans.append(Plan(scenario, "answered", "", STRETCH))
         plans += [Plan(scenario, "late")] * 2
-        plans += [Plan(scenario, "stage", s, STRETCH) for s in ("ordering", "downloading", "extracting", "publish")]
+        stages = ("publish", "finished") if window else \
+            ("downloading", "extracting", "publish") if cdse else ("ordering", "downloading", "extracting", "publish")
+        plans += [Plan(scenario, "stage", s, STRETCH) for s in stages]
+        if window:  # while its blocks are read and kept: the most of its run
+            plans += [Plan(scenario, "stage", "finished", STRETCH)] * 2
     return plans
 
 
@@ -82,6 +92,8 @@ DEFAULT_PLANS = [
     Plan("wekeo-ndvi", "stage", "extracting", STRETCH),
     Plan("clms-cut", "answered", "", STRETCH),
     Plan("clms-tiles", "stage", "publish", STRETCH),
+    Plan("cdse-download", "stage", "extracting", STRETCH),
+    Plan("cdse-window", "stage", "finished", STRETCH),  # while the blocks are read and kept
 ]
 
 
@@ -104,13 +116,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def kill_env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    from intake_clms.services.cdse import auth, budget
+
     for name, value in _env(sandbox, tmp_path).items():
         monkeypatch.setenv(name, value)
+    for name in ("CDSE_TOTP", "CDSE_MAX_CONNECTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    auth.forget_managers()  # the rerun in this process: no token or connection budget of another test
+    monkeypatch.setattr(budget, "_BUDGET", None)
     return sandbox
 
 
 def _env(sb: Sandbox, tmp_path: Path) -> dict[str, str]:
-    return {**sb.env(), "HDA_RC": str(tmp_path / "no-hdarc")}
+    return {**sb.env(), "HDA_RC": str(tmp_path / "no-hdarc"), "NETRC": str(tmp_path / "no-netrc")}
 
 
 # --------------------------------------------------------------------------- the child and its status
@@ -293,7 +311,8 @@ def check_store_after_kill(cache: Path, src: Any) -> dict[str, Any]:
     if views:
         view = st.views.get(src.request.key())
         assert view is not None, "a published view that cannot be read"
-        assert {vp.key for vp in view.products} <= set(complete), "a view names a product that is not stored"
+        stored = {vp.key for vp in view.products if vp.access != "remote"}
+        assert stored <= set(complete), "a view names a product that is not stored"
         ds = open_view(st, src.request)
         assert ds is not None, "a published view does not open"
         ds.load()
@@ -303,8 +322,11 @@ def check_store_after_kill(cache: Path, src: Any) -> dict[str, Any]:
             "staging": len(os.listdir(staging)) if staging.is_dir() else 0}
 
 
-def reference_hashes(sb: Sandbox, scenario: str) -> list[str]:
-    """The sandbox's source files of the request: its items (WEkEO) or what the one task's result holds (CLMS)."""
+def reference_hashes(sb: Sandbox, scenario: str, view: Any = None) -> list[str]:
+    """The sandbox's source files of the request: its items (WEkEO), what the one task's result holds (CLMS), or
+    the catalogue products' files (CDSE)."""
+    if SCENARIOS[scenario]["service"] == "cdse":
+        return sorted(_sha(_cdse_file(sb, vp.name)) for vp in view.products)
     if SCENARIOS[scenario]["service"] == "wekeo":
         key = SCENARIOS[scenario]["dataset_identifier"]
         items = sb.ctx.store.items(key, None, MONTH["start"], MONTH["end"])
@@ -318,6 +340,8 @@ def reference_hashes(sb: Sandbox, scenario: str) -> list[str]:
 
 
 def orders_taken(sb: Sandbox, service: str) -> int:
+    if service == "cdse":
+        return 0
     if service == "wekeo":
         return len([e for e in sb.log.entries("hda", "order") if e.status < 300])
     return len([e for e in sb.log.entries("clms", "datarequest_post") if e.status == 201])
@@ -331,11 +355,20 @@ def check_rerun(sb: Sandbox, plan: Plan, cache: Path, dead_pid: int) -> dict[str
     st = Store(cache)
     view = st.views.get(src.request.key())
     assert view is not None
-    stored = sorted(_sha(st.products.path(vp.key) / f.path)
-                    for vp in view.products for f in st.products.check(vp.key).data())
-    assert stored == reference_hashes(sb, plan.scenario), "the stored files differ from the server's"
-    assert orders_taken(sb, plan.service) == len(view.products), \
-        f"{orders_taken(sb, plan.service)} orders for {len(view.products)} products"
+    if view.kind == "remote":  # window reads: the pixels are the source files' (kept blocks or read again)
+        _check_windows(sb, ds, view)
+    else:
+        stored = sorted(_sha(st.products.path(vp.key) / f.path)
+                        for vp in view.products for f in st.products.check(vp.key).data())
+        assert stored == reference_hashes(sb, plan.scenario, view), "the stored files differ from the server's"
+    if plan.service != "cdse":
+        assert orders_taken(sb, plan.service) == len(view.products), \
+            f"{orders_taken(sb, plan.service)} orders for {len(view.products)} products"
+    elif view.kind != "remote":  # a complete payload is never downloaded again (issue 18)
+        full = [e for e in sb.log.entries(service="cdse", endpoint="download")
+                if e.path.startswith("/s3/") and e.status == 200 and not e.range]
+        names = [e.path.rsplit("/", 1)[-1] for e in full]
+        assert len(names) == len(set(names)), f"a payload was downloaded twice from zero: {names}"
     tag = f".{HOST}.{dead_pid}."
     left = [p for p in cache.rglob("*") if tag in p.name]
     assert not left, f"leftovers of the killed process {dead_pid}: {left}"
@@ -347,6 +380,27 @@ def check_rerun(sb: Sandbox, plan: Plan, cache: Path, dead_pid: int) -> dict[str
     return {"sizes": dict(ds.sizes),
             "dead_status_left": _status_path(cache, dead_pid).exists(),
             "jobs_left": [j.stage for j in st.jobs.all()]}
+
+
+def _cdse_file(sb: Sandbox, name: str) -> Path:
+    """The sandbox's file of a CDSE product, named as the product (``..._nc``, ``..._cog``) or its file (``.nc``)."""
+    st = sb.ctx.state["cdse"]
+    product = st.find_by_name(name) or st.find_by_name(name[: -len(".nc")] + "_nc" if name.endswith(".nc") else name)
+    assert product is not None, name
+    return Path(st.path(product))
+
+
+def _check_windows(sb: Sandbox, ds: Any, view: Any) -> None:
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    for t, vp in enumerate(view.products):
+        path = _cdse_file(sb, vp.name)
+        with rasterio.open(path) as src:
+            w = from_bounds(*view.bbox, transform=src.transform).round_offsets().round_lengths()
+            expected = src.read(1, window=w)
+        got = ds[list(ds.data_vars)[0]].values[t]
+        assert got.shape == expected.shape and (got == expected).all(), f"the pixels of {vp.name} differ"
 
 
 def run_trial(sb: Sandbox, tmp_path: Path, plan: Plan, number: int, span: float | None) -> dict[str, Any]:
@@ -383,9 +437,11 @@ def test_sigkill_at_random_instants(kill_env: Sandbox, sandbox_factory: Any, tmp
     run_trial(kill_env, tmp_path, plan, trial, span)
 
 
-def test_the_slow_trials_cover_both_services_and_the_publish_window() -> None:
-    assert len(SLOW_PLANS) >= 30
-    assert collections.Counter(p.service for p in SLOW_PLANS).keys() == {"wekeo", "clms"}
+def test_the_slow_trials_cover_every_service_and_the_publish_window() -> None:
+    assert len(SLOW_PLANS) >= 40
+    assert collections.Counter(p.service for p in SLOW_PLANS).keys() == {"wekeo", "clms", "cdse"}
+    assert {SCENARIOS[p.scenario].get("access") for p in SLOW_PLANS if p.service == "cdse"} == {"download", "window"}
+    assert {p.service for p in DEFAULT_PLANS} == {"wekeo", "clms", "cdse"}
     assert {p.stage for p in SLOW_PLANS} >= {"ordering", "extracting", "publish"}
     assert {p.mode for p in SLOW_PLANS} >= {"uniform", "late", "stage", "answered", "startup"}
 
