@@ -268,8 +268,8 @@ def _keep(block: Block, data: np.ndarray) -> None:
     assert keep is not None
     try:
         store = Store(keep.store)
-        if store.products.path(keep.key).is_dir():
-            return
+        if store.products.path(keep.key).is_dir() and _kept_file(store, keep.key) is not None:
+            return  # kept already (a damaged copy is replaced: see ProductStore.put)
         staging = store.products.new_staging(keep.key)
         try:
             (staging / "data").mkdir()

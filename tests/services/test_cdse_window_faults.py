@@ -143,3 +143,26 @@ def test_presigned_urls_never_reach_the_log_with_cpl_debug(cdse_env, monkeypatch
     assert "VSICURL" in caplog.text or "effective URL" in caplog.text or "Downloading" in caplog.text
     assert "X-Amz-Signature=" not in caplog.text.replace("X-Amz-Signature=...", "")
     assert sb.ctx.state["cdse"].bearer_on_transfer == 0
+
+
+def test_a_damaged_kept_window_is_read_again_and_replaced(cdse_env):
+    """Issue 18 (3): a damaged kept window was re-read over S3 on every reopen and never replaced."""
+    from intake_clms.store import Store
+
+    sb = cdse_env
+    values = source().to_dask().band_data.values
+    st = Store()
+    kept = sorted(k for k in st.products.keys() if ".w" in k)
+    assert len(kept) == 3
+    tif = st.products.path(kept[0]) / "data" / "window.tif"
+    with open(tif, "r+b") as fh:
+        fh.truncate(100)
+    from intake_clms.lifecycle import window
+
+    window.stats(reset=True)
+    np.testing.assert_array_equal(source().to_dask().band_data.values, values)
+    assert window.stats()["remote_reads"] == 1  # that block read remotely again (GDAL may serve it from its cache)
+    assert st.products.check(kept[0]) is not None  # ... and kept again: the next open is offline
+    sb.log.clear()
+    np.testing.assert_array_equal(source().to_dask().band_data.values, values)
+    assert sb.log.entries() == []
