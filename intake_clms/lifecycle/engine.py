@@ -10,8 +10,12 @@ Exactly-once ordering: a job's state is written before every step it guards
 was lost, or a job state that cannot be read, makes the engine ask the service for an
 order it may already have taken before ordering again.  One process at a time fetches a
 product (a file lock per product), so overlapping requests, in one process or many,
-share the work.  A rerun is a new try: failed, cancelled or expired orders are not
-reused.  Nothing here knows a protocol (services do) or a file layout (the store does).
+share the work; one that waits says so (at growing intervals, naming the holder).  A rerun is
+a new try: failed, cancelled or expired orders are not reused.  A transfer fault (a short
+body, a dead link) fetches the same order's file again, within bounds, before any new
+order; a complete, verified payload is kept until its product is stored, so a fault in
+extraction or publish never costs a second download.  A read error in a stored file is
+traced to its product by its hashes and the product fetched again.  Nothing here knows a protocol (services do) or a file layout (the store does).
 """
 
 from __future__ import annotations

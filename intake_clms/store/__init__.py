@@ -6,7 +6,9 @@ Layout under the cache folder (``INTAKE_CLMS_CACHE``, else the user cache dir)::
     v1/views/<request key>      each request's view: a pointer to its current version (see views.py)
     v1/views/.<request key>@<hex>/   a version of the view (products, crop, indexes)
     v1/jobs/<service>/<key>.json   one service's order of one product
-    v1/downloads/<service>/<key>/  payloads being downloaded (``.part``, resumable)
+    v1/downloads/<service>/<key>/  payloads being downloaded (``.part``, resumable), and complete verified ones
+                                   (``payload.json``: size, hashes) kept until their product is stored
+    v1/damaged/<key>.json       damage a read (or ``cache verify``) found in a stored product
     v1/staging/                 products and views being built (renamed into place)
     v1/locks/<key>.lock         one process at a time fetches a product
     v1/running/<host>.<pid>.json   what running processes do (``intake-clms status``)

@@ -85,7 +85,7 @@ class PreloadActivity:
     def on_wait(self, key: str, name: str, doing: str, waited: float) -> None:
         """This preload waits for a product another process fetches: who and what (``intake-clms status``)."""
         def set_(p: dict[str, Any]) -> None:
-            prod = p.get(self.key, {}).setdefault("products", {}).setdefault(key, {"name": name, "bytes": 0, "total": None})
+            prod = p.get(self.key, {}).setdefault("products", {}).setdefault(key, {"name": name, "bytes": 0})
             prod["stage"], prod["waiting_for"], prod["waited"] = "waiting", doing, round(waited)
         self.owner._update(self.key, set_, True)
 

@@ -186,7 +186,9 @@ def clean_cache(store: Store, *, failed: bool = False, older_than: float | None 
     if gone:  # views that named a removed product would only fetch it again: drop them too
         for req in listing.requests:
             view = store.views.get(req.key)
-            if view is not None and any(vp.key in gone for vp in view.products) and not store.views.in_use(req.key, busy):
+            if view is None or store.views.in_use(req.key, busy):
+                continue
+            if any(vp.key in gone for vp in view.products):
                 store.views.remove(req.key)
     return removed
 

@@ -248,7 +248,7 @@ def damaged_on_read(path: str | os.PathLike[str], exc: BaseException) -> Damaged
             key = parts[i + 1]
             if not store.path(key).is_dir():
                 return None
-            problem = f"cannot read it ({type(exc).__name__}: {str(exc)[:200]}); `intake-clms cache verify` checks every " \
-                      "file, the next open fetches the product again"
+            problem = (f"cannot read it ({type(exc).__name__}: {str(exc)[:200]}); `intake-clms cache verify` checks "
+                       "every file, the next open fetches the product again")
             return store.mark_damaged(key, str(p), problem)
     return None
