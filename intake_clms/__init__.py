@@ -38,6 +38,14 @@ from .errors import (  # noqa: E402
 from .resolve import default_catalog_path, resolve  # noqa: E402
 
 
+def doctor(services: tuple[str, ...] | None = None):  # noqa: ANN201  (a doctor.Report)
+    """Check every service's credentials (where found, never their values), endpoints, token and a search."""
+    from .health import SERVICES
+    from .health import doctor as _doctor
+
+    return _doctor(tuple(services) if services else tuple(SERVICES))
+
+
 def open_catalog(path=None, **kwargs):
     """The bundled catalog (or the YAML file at ``path``), whose unknown entry names raise
     :class:`UnknownEntryError` with close matches; see :mod:`intake_clms.lookup`."""
@@ -56,6 +64,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "doctor",
     "ClmsError",
     "ColumnNotFoundError",
     "CredentialsError",

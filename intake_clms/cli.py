@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -62,49 +63,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_api_datasets(args: argparse.Namespace) -> tuple[dict[str, dict], str]:
-    """The catalog's entries, plus the nested CLMS download API catalog's as ``clms_download_api.NAME``.
-
-    Never touches the network: the API's datasets come from ``--listing FILE``
-    or the listing the nested catalog cached on disk when it was last opened
-    (whatever its age).  Without either, the second value is a note saying how to get one.
-    """
-    from .catalog import API_CATALOG_NAME
-    from .resolve import load_sources
-
-    sources = load_sources(args.catalog)
-    nested = [n for n, spec in sources.items() if spec.get("driver") == "clms_api"]
-    if not nested and not args.listing:
-        return sources, ""
-    from . import clms_listing
-    from .clms_api_catalog import api_entries
-    from .config import endpoints
-
-    path = Path(args.listing) if args.listing else clms_listing.listing_cache_path(endpoints().clms_api)
-    if not path.is_file():
-        if args.listing:
-            raise FileNotFoundError(2, "No such file or directory", str(path))
-        return sources, (f"the CLMS download API's datasets were not searched: no saved listing "
-                         f"(open cat.{nested[0]} once, or give --listing FILE)")
-    prefix = nested[0] if nested else API_CATALOG_NAME
-    for name, spec in api_entries(clms_listing.load_listing_file(path)).items():
-        sources[f"{prefix}.{name}"] = spec
-    return sources, ""
-
-
 def _cmd_resolve(args: argparse.Namespace) -> int:
-    from .errors import UnknownIdentifierError
-    from .resolve import build_index, resolve
+    from .resolve import resolve, sources_with_api
 
-    sources, note = _with_api_datasets(args)
-    try:
-        names = resolve(args.id, args.catalog)
-    except UnknownIdentifierError as exc:
-        names = build_index(sources).get("".join(args.id.split()).lower())
-        if not names:
-            if note:
-                raise UnknownIdentifierError(f"{exc}; {note}") from None
-            raise
+    names = resolve(args.id, args.catalog, args.listing)
+    sources, _ = sources_with_api(args.catalog, args.listing)
     for name in names:
         md = sources[name].get("metadata") or {}
         status = md.get("migration_status") or ("clms_api" if md.get("service") == "clms" else "")
@@ -114,8 +77,10 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from .resolve import sources_with_api
+
     words = (args.search or "").lower().split()
-    sources, note = _with_api_datasets(args)
+    sources, note = sources_with_api(args.catalog, args.listing)
     shown = 0
     for name, spec in sorted(sources.items()):
         md = spec.get("metadata") or {}
@@ -182,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sandbox", help="run the local sandbox server (WEkEO HDA, CLMS API, CDSE); see `sandbox --help`")
 
     from .cache_cli import add_cache_parsers
+    from .health import add_doctor_parser
     from .export_cli import add_export_parser
     from .lifecycle.cli import add_preload_parser
 
@@ -189,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_parsers(sub)
     add_gui_parser(sub)
     add_export_parser(sub)
+    add_doctor_parser(sub)
     return parser
 
 
@@ -224,10 +191,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(glue_signed_values(argv))
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a reader gone away (`| head`) is handled below, not at exit
+        return code
     except ClmsError as exc:
         print(f"intake-clms {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `intake-clms cache list | head`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
     except FileNotFoundError as exc:
         print(f"intake-clms {args.command}: error: file not found: {exc.filename}", file=sys.stderr)
         return EXIT_USAGE
@@ -241,6 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"intake-clms {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of a closed pipe raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,7 +76,7 @@ def general_requests(ds: ApiDataset) -> bool:
     answers "this dataset is not downloadable" otherwise); many listed EEA
     datasets have none.
     """
-    return bool(ds.cut_to_order and ds.infos and ds.infos[0].path)
+    return bool(ds.cut_to_order and ds.default_info and ds.default_info.path)
 
 
 def is_downloadable(ds: ApiDataset) -> bool:
@@ -141,6 +141,13 @@ def parameters(ds: ApiDataset) -> dict[str, dict[str, Any]]:
     }
     if not other:
         return params
+    choices = [lab for lab, i in zip(ds.info_labels(), ds.infos) if i.requestable]
+    if len(ds.infos) > 1 and choices:
+        params["download_information"] = {
+            "description": "Which of the dataset's download information items to request (default: the first "
+                           "that can be requested).",
+            "type": "str", "default": choices[0], "allowed": choices,
+        }
     params["bbox"] = {
         "description": ("Cut-to-order area" if cut else "Area whose files are listed")
         + " [west, south, east, north] in degrees (EPSG:4326)" + ("; ignored for a pre-packaged file." if stems else "."),

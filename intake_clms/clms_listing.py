@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # only annotations: the HTTP stack is imported when a listing
 
 from .config import cache_dir as default_cache_dir
 from .config import endpoints
-from .errors import ClmsError, ServiceError, UnknownIdentifierError
+from .errors import ClmsError, ParameterError, ServiceError, UnknownIdentifierError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ FORMAT_CONVERSION: dict[str, tuple[str, ...]] = {
     "Geotiff": ("Geotiff",),
     "Netcdf": ("Geotiff", "Netcdf"),
     "Shapefile": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
-    "WFS": ("GDB", "GML", "GPKG", "Geojson", "Shapefile"),
+    "WFS": ("GDB", "GML", "GPKG", "Geojson", "Shapefile", "WFS"),  # as @format_conversion_table answers
 }
 _FORMAT_KEYS = {k.lower(): k for k in FORMAT_CONVERSION}
 _FORMAT_ALIASES = {"geotif": "Geotiff", "tif": "Geotiff", "tiff": "Geotiff", "cog": "Geotiff", "netcdf4": "Netcdf",
@@ -108,6 +108,11 @@ class DownloadInfo:
     path: str
     collection: str
 
+    @property
+    def requestable(self) -> bool:
+        """Whether a request can name it: the server needs its ``@id`` and its source."""
+        return bool(self.id and self.source)
+
 
 @dataclass(frozen=True)
 class ApiDataset:
@@ -127,9 +132,15 @@ class ApiDataset:
     limit_days: int | None
 
     @property
+    def default_info(self) -> DownloadInfo | None:
+        """The download information a request uses unless told: the first that can be requested (it has an
+        ``@id`` and a ``full_source``), else the first listed; None when the dataset lists none."""
+        return next((i for i in self.infos if i.requestable), self.infos[0] if self.infos else None)
+
+    @property
     def source(self) -> str:
-        """The first download information's source ('' when the dataset has none)."""
-        return self.infos[0].source if self.infos else ""
+        """The default download information's source ('' when the dataset has none)."""
+        return self.default_info.source if self.default_info else ""
 
     @property
     def downloadable_files(self) -> tuple[ApiFile, ...]:
@@ -139,12 +150,43 @@ class ApiDataset:
     @property
     def cut_to_order(self) -> bool:
         """True when general (cut-to-order) data requests are accepted: EEA and the other queued sources."""
-        return bool(self.infos and self.infos[0].id and self.source and self.source not in NOT_REQUESTABLE)
+        info = self.default_info
+        return bool(info and info.id and self.source and self.source not in NOT_REQUESTABLE)
 
     @property
     def auxiliary(self) -> bool:
         """True when the data comes from the auxiliary API (LEGACY / LANDCOVER direct file URLs)."""
-        return bool(self.infos and self.infos[0].id and self.source in AUXILIARY_SOURCES)
+        info = self.default_info
+        return bool(info and info.id and self.source in AUXILIARY_SOURCES)
+
+    def info_labels(self) -> list[str]:
+        """One name per download information item, as the ``download_information`` parameter takes it: the
+        item's ``name`` (trimmed), with its collection where names repeat, else its ``@id``."""
+        names = [_squash(i.name) or f"item {n + 1}" for n, i in enumerate(self.infos)]
+        labels = [f"{n} / {_squash(i.collection)}" if names.count(n) > 1 and i.collection else n
+                  for n, i in zip(names, self.infos)]
+        return [lab if labels.count(lab) == 1 else i.id for lab, i in zip(labels, self.infos)]
+
+    def choose(self, wanted: str | None) -> "ApiDataset":
+        """This dataset with the chosen download information first (what every request reads), by label,
+        name or ``@id`` (case and spacing ignored); ``None``: the default.  An item that cannot be
+        requested (no ``@id`` or no ``full_source``) is refused, naming those that can."""
+        if wanted is None or not str(wanted).strip():
+            return self
+        key = _squash(wanted).lower()
+        labels = self.info_labels()
+        found = [i for i, lab in zip(self.infos, labels) if key in (lab.lower(), i.id.lower())]
+        if not found:
+            found = [i for i in self.infos if _squash(i.name).lower() == key]
+        allowed = ", ".join(repr(lab) for lab, i in zip(labels, self.infos) if i.requestable) or "none"
+        if len(found) != 1:
+            what = "matches several items" if found else "is not one of its download information items"
+            raise ParameterError("download_information", f"{wanted!r} {what} of {self.id}; expected one of {allowed}")
+        chosen = found[0]
+        if not chosen.requestable:
+            raise ParameterError("download_information", f"{wanted!r} of {self.id} cannot be requested (the listing "
+                                 f"gives it no id or no source); expected one of {allowed}")
+        return replace(self, infos=(chosen, *(i for i in self.infos if i is not chosen)))
 
     def to_item(self) -> dict[str, Any]:
         """This dataset as an ``@search`` item (what :func:`parse_listing` reads back unchanged)."""
@@ -191,6 +233,23 @@ def _text(value: Any) -> str:
     if isinstance(value, Mapping):
         return str(value.get("token") or value.get("title") or "").strip()
     return str(value).strip()
+
+
+def _squash(text: Any) -> str:
+    """Text with its spacing normalised (``"RASTER "`` and ``" 100m"`` as listed live)."""
+    return " ".join(str(text or "").split())
+
+
+def file_stem(f: Mapping[str, Any]) -> str:
+    """A ``downloadable_files`` item's name: its ``file``, else (as the production listing gives them) the
+    stem in ``area``, else the last part of ``path`` without ``.zip``."""
+    name = _text(f.get("file"))
+    if not name:
+        name = _text(f.get("area"))
+    if not name:
+        name = _text(f.get("path")).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        name = name[:-4] if name.lower().endswith(".zip") else name
+    return name
 
 
 def _items(value: Any) -> list[Mapping[str, Any]]:
@@ -275,7 +334,7 @@ def _dataset(item: Mapping[str, Any]) -> ApiDataset | None:
     files = tuple(
         ApiFile(
             id=_text(f.get("@id")),
-            file=_text(f.get("file")),
+            file=file_stem(f),
             format=_text(f.get("format")),
             area=_text(f.get("area")),
             resolution=_text(f.get("resolution")),

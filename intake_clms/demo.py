@@ -93,28 +93,16 @@ def main() -> int:
 
 def _cdse_part(cat, work: Path, sandbox) -> None:
     """CDSE: the entry's COGs read by window (only the tiles under the bbox), the bytes read beside the products' size."""
-    from .store import Store
-
-    try:
-        from .lifecycle import window
-    except ImportError:  # this version cannot read by window: a whole download instead
-        window = None
-    access = "window" if window is not None else "download"
-    print(f"\nCDSE ({os.environ.get('CDSE_ODATA_URL', 'the default catalogue')}): access={access!r}")
+    src = getattr(cat, ENTRY)(**CDSE_QUERY, access="window")
+    print(f"\nCDSE ({os.environ.get('CDSE_ODATA_URL', 'the default catalogue')}): access='window'")
     before = _cdse_bytes(sandbox)
-    if window is not None:
-        window.stats(reset=True)
-    ds = _load_and_show(cat, ENTRY, {**CDSE_QUERY, "access": access}, work, suffix=".cdse")
-    ds.load()  # a window read is lazy: the tiles are fetched now
-    view = Store().views.get(getattr(cat, ENTRY)(**CDSE_QUERY, access=access).request.key())
-    products = list(view.products) if view is not None else []
-    size = sum(int((vp.remote or {}).get("size") or 0) for vp in products) if access == "window" else None
-    if access == "download" and view is not None:
-        size = sum(Store().products.check(vp.key).payload.get("size", 0) for vp in products)
+    _load_and_show(cat, ENTRY, {**CDSE_QUERY, "access": "window"}, work, suffix=".cdse")
+    reads = src.reads()
     moved = _cdse_bytes(sandbox)
-    read = (moved - before) if moved is not None else (window.stats()["tile_bytes"] if window is not None else None)
-    if read is not None and size:
-        print(f"CDSE {access} read of {len(products)} products: {read:,} bytes read of {size:,} "
+    read = (moved - before) if moved is not None else reads["bytes_read"]
+    size = reads["products_size"]
+    if read and size:
+        print(f"CDSE window read of {reads['products']} products: {read:,} bytes read of {size:,} "
               f"(the products' size; {size / max(read, 1):.0f}x less)")
 
 

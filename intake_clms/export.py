@@ -1,32 +1,28 @@
 """Export cached requests as a plain intake catalog that colleagues open without intake-clms.
 
 Why: after preloading, a group wants to share exactly the data it used with people who have no
-credentials (and no intake-clms).  :func:`export_catalog` writes ``DIR/catalog.yaml`` plus the
-files of the products its requests read; every entry is a plain intake-xarray source that opens
-with ``intake`` + ``intake-xarray`` alone, offline:
+credentials (and no intake-clms).  :func:`export_catalog` writes ``DIR/catalog.yaml`` plus one data
+file per request; every entry is a plain intake-xarray source that opens with ``intake`` +
+``intake-xarray`` (+ the format's reader: netCDF4 or zarr) alone, offline.
 
-* NetCDF stacks -> ``driver: netcdf``: the products' files as they came from the server (hard
-  links when the folder is on the cache's file system, else copies), stacked along ``time`` in
-  the request's order.  The files are whole products (a global file stays global): the request's
-  bbox is in ``metadata.bbox``; ``zarr=True`` writes the cropped data instead.
-* GeoTIFF mosaics -> ``driver: rasterio``: the tiles, plus one GDAL VRT per date beside them
-  whose extent is the request's window on the tiles' grid (the same pixels ``to_dask()`` gives).
-  Several dates are named ``mosaic_<date>.vrt`` and stacked along ``time`` by intake's pattern
-  reader.
-* ``zarr=True`` -> ``driver: zarr``: what ``to_dask()`` returns (cropped to the request's bbox)
-  converted with xarray, one store per request.
+What is written is what ``to_dask()`` returned, not the files behind it (one request, one answer):
+the same variables, crop, time steps, decoded values and CRS.  The Dataset is written with its
+packing (the stored integers with ``scale_factor``/``add_offset``/``_FillValue`` in float32, so
+xarray decodes them back to the same float32 values) and its CF grid mapping (``spatial_ref``, which
+rioxarray reads), as NetCDF (``driver: netcdf``, the default) or Zarr (``driver: zarr``).  Window
+requests export like any other: their pixels are in the store.
 
 Each entry keeps the original entry's description and metadata (and ``metadata.plots`` when the
-catalog has some) and adds ``metadata.provenance``: the entry, the request, the service, the
-products with their files' sizes and sha256, and the export date.  ``SHA256SUMS`` beside the
-catalog lets anyone check the copied files (``sha256sum -c SHA256SUMS``).  The catalog is written
-last, in one rename, so a failed export leaves no catalog that points at missing files.
+catalog has some) and adds ``metadata.provenance``: the entry, the request, the service and access,
+the source products with their files' sizes and sha256, and the export date.  ``SHA256SUMS`` beside
+the catalog lets anyone check the written files (``sha256sum -c SHA256SUMS``).  Every file is written
+under a temporary name and renamed, the catalog last, so a failed export leaves no catalog that
+points at missing files.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import logging
 import os
 import re
@@ -41,18 +37,14 @@ import yaml
 from .errors import ClmsError
 from .store import ProductRecord, Store, View
 from .store.fsutil import local_faults, owned
+from .store.products import hash_file
 
 log = logging.getLogger(__name__)
 
 CATALOG = "catalog.yaml"
 SUMS = "SHA256SUMS"
 DATA = "data"
-PRODUCTS = f"{DATA}/products"  # the products' files, one folder per product (shared by the requests that read it)
-MOSAICS = f"{DATA}/mosaics"  # the VRTs of GeoTIFF requests, one folder per exported entry
-ZARR = f"{DATA}/zarr"  # converted requests, one store per exported entry
 _TEMPLATE = "{{ CATALOG_DIR }}"
-#: errno values of ``os.link`` that mean "copy instead" (another file system, no hard links there).
-_NO_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES, getattr(errno, "EOPNOTSUPP", -1)}
 #: Metadata keys of a ``driver: clms`` entry that make no sense in a plain copy.
 _DROP_METADATA = ("coverage_bbox", "time_ongoing", "migration_status", "old_source_active")
 
@@ -73,20 +65,22 @@ class _Request:
 
 def export_catalog(to: str | os.PathLike[str], entries: Sequence[str] | None = None, *,
                    cache_dir: str | os.PathLike[str] | None = None, zarr: bool = False,
-                   catalog: str | os.PathLike[str] | None = None, force: bool = False) -> Path:
-    """Write ``to/catalog.yaml`` and the data of the cached requests of ``entries`` (all when None).
+                   catalog: str | os.PathLike[str] | None = None, force: bool = False,
+                   requests: Sequence[str] | None = None) -> Path:
+    """Write ``to/catalog.yaml`` and the Datasets of the cached requests of ``entries`` (all when None).
 
     ``entries`` are catalog entry names (or any ID ``intake-clms resolve`` knows); every cached
-    request of each is exported (one exported entry per request).  ``zarr``: convert each request
-    to a Zarr store cropped to its bbox instead of copying the products' files.  ``catalog``: the
-    catalog whose descriptions and metadata are copied (default: the bundled one).  ``force``:
-    replace a catalog already in ``to``.  Returns the path of the catalog written.
+    request of each is exported (one exported entry per request); ``requests`` picks requests by
+    key (as ``intake-clms cache list`` shows them; a unique prefix is enough).  ``zarr``: write Zarr
+    stores instead of NetCDF files.  ``catalog``: the catalog whose descriptions and metadata are
+    copied (default: the bundled one).  ``force``: replace a catalog already in ``to``.  Returns the
+    path of the catalog written.
     """
     from .resolve import load_sources
 
     store = Store(cache_dir)
     sources = load_sources(catalog)
-    chosen = _choose(store, sources, list(entries or []))
+    chosen = _choose(store, sources, list(entries or []), list(requests or []))
     dest = Path(to).expanduser()
     if (dest / CATALOG).exists() and not force:
         raise ExportError(f"{dest} already holds a {CATALOG}; give another folder, or force=True (--force) "
@@ -98,12 +92,7 @@ def export_catalog(to: str | os.PathLike[str], entries: Sequence[str] | None = N
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         for req in chosen:
             spec = sources.get(req.entry) or {}
-            if zarr:
-                out[req.name] = _zarr_entry(store, req, spec, dest)
-            elif req.view.kind == "netcdf":
-                out[req.name] = _netcdf_entry(store, req, spec, dest, sums)
-            else:
-                out[req.name] = _geotiff_entry(store, req, spec, dest, sums)
+            out[req.name] = _entry(store, req, spec, dest, "zarr" if zarr else "netcdf", sums)
             out[req.name]["metadata"]["provenance"] = _provenance(req, out[req.name]["driver"], now, dest)
         _write_text(dest / SUMS, "".join(f"{h}  {p}\n" for p, h in sorted(sums.items())))
         doc = {"metadata": {"version": 1,
@@ -119,9 +108,9 @@ def export_catalog(to: str | os.PathLike[str], entries: Sequence[str] | None = N
 # --------------------------------------------------------------------------- what to export
 
 
-def _choose(store: Store, sources: dict[str, dict[str, Any]], wanted: list[str]) -> list[_Request]:
+def _choose(store: Store, sources: dict[str, dict[str, Any]], wanted: list[str], keys: list[str]) -> list[_Request]:
     """The cached requests to export, each with its entry, records and exported name."""
-    from .lifecycle.errors import DamagedProductError
+    from .errors import DamagedProductError
 
     cached: list[tuple[View, str]] = []
     for key in store.views.keys():
@@ -142,12 +131,22 @@ def _choose(store: Store, sources: dict[str, dict[str, Any]], wanted: list[str])
             picked += [h for h in hits if h not in picked]
     else:
         picked = cached
+    if keys:
+        chosen = []
+        for key in keys:
+            hits = [(v, e) for v, e in picked if v.key.startswith(key)]
+            if len(hits) != 1:
+                shown = ", ".join(f"{v.key} ({e or '?'})" for v, e in picked) or "none"
+                raise ExportError(f"--request {key}: {'no' if not hits else 'more than one'} cached request has that "
+                                  f"key; the cached requests are: {shown}")
+            chosen += [h for h in hits if h not in chosen]
+        picked = chosen
     out: list[_Request] = []
     for view, entry in picked:
         label = entry or view.key
-        if view.kind not in ("netcdf", "geotiff") or any(vp.access != "stored" for vp in view.products):
-            raise ExportError(f"the cached request {view.key} of {label} reads {view.kind} data, which cannot be "
-                              "exported yet (only NetCDF stacks and GeoTIFF mosaics)")
+        if view.data_kind not in ("netcdf", "geotiff"):
+            raise ExportError(f"the cached request {view.key} of {label} holds {view.data_kind} data, which cannot be "
+                              "exported yet (only rasters)")
         records = []
         for vp in view.products:
             try:
@@ -203,129 +202,75 @@ def _identifier(text: str) -> str:
 # --------------------------------------------------------------------------- entries
 
 
-def _netcdf_entry(store: Store, req: _Request, spec: dict[str, Any], dest: Path, sums: dict[str, str]) -> dict:
-    """A ``netcdf`` source over the products' files in time order (opened like ``to_dask()``, uncropped)."""
-    paths = []
-    for rec in req.records:
-        copied = _copy_product(store, rec, dest, sums)
-        paths += [copied[f.path] for f in rec.data()]
-    urls = [f"{_TEMPLATE}/{p}" for p in paths]
-    args: dict[str, Any] = {"urlpath": urls if len(urls) > 1 else urls[0], "chunks": {}, "path_as_pattern": False}
-    kwargs: dict[str, Any] = {"engine": "netcdf4"}
-    if len(urls) > 1:  # xarray.open_mfdataset, with the options intake-clms stacks time steps with
-        args.update(combine="nested", concat_dim="time")
-        kwargs.update(data_vars="minimal", coords="minimal", compat="override", join="override",
-                      combine_attrs="drop_conflicts")
-    args["xarray_kwargs"] = kwargs
-    note = (f"Whole products as delivered; the request covered bbox {list(req.view.bbox)} "
-            "(metadata.bbox): select it with ds.sel(lon=..., lat=...).")
-    return {"driver": "netcdf", "description": _description(req, spec, note), "args": args,
-            "metadata": _metadata(req, spec)}
-
-
-def _geotiff_entry(store: Store, req: _Request, spec: dict[str, Any], dest: Path, sums: dict[str, str]) -> dict:
-    """A ``rasterio`` source over one VRT per date, cut to the request's window, beside the copied tiles."""
-    from .lifecycle import assemble, mosaic
-
-    tiles: list[Path] = []
-    times: list[str | None] = []
-    for rec, vp in zip(req.records, req.view.products):
-        copied = _copy_product(store, rec, dest, sums)
-        for f in rec.data():
-            tiles.append(dest / copied[f.path])
-            times.append(vp.start)
-    ours = _open_ours(store, req)
-    (var,) = ours.data_vars.values()
-    window = ours.rio.transform()
-    height, width = var.sizes["y"], var.sizes["x"]
-    folder = dest / MOSAICS / req.name
-    _fresh_dir(folder)
-    vrts = []
-    for when, paths in assemble._geotiff_dates(tiles, times):
-        whole = mosaic.open_mosaic(paths, write=False)
-        vrt = folder / ("mosaic.vrt" if when is None else f"mosaic_{_stamp(when)}.vrt")
-        mosaic.write_vrt(_cut(whole, window, width, height), vrt)
-        vrts.append(vrt)
-    rel = f"{MOSAICS}/{req.name}"
-    urlpath = (f"{_TEMPLATE}/{rel}/{vrts[0].name}" if len(vrts) == 1
-               else f"{_TEMPLATE}/{rel}/mosaic_{{time:%Y%m%dT%H%M%S}}.vrt")
-    args: dict[str, Any] = {"urlpath": urlpath, "chunks": {}, "xarray_kwargs": {"mask_and_scale": False}}
-    if len(vrts) > 1:
-        args["concat_dim"] = "time"
-    else:
-        args["path_as_pattern"] = False
-    dates = "" if len(vrts) == 1 else ", stacked along time"
-    note = (f"A GDAL VRT mosaic of the tiles cut to the request's window{dates}; native dtype and nodata "
-            f"(mask_and_scale off); dims (band, y, x).")
-    md = _metadata(req, spec)
-    md["crs"] = str(ours.rio.crs)
-    return {"driver": "rasterio", "description": _description(req, spec, note), "args": args, "metadata": md}
-
-
-def _zarr_entry(store: Store, req: _Request, spec: dict[str, Any], dest: Path) -> dict:
-    """A ``zarr`` source: what ``to_dask()`` gives, cropped to the request's bbox, converted with xarray."""
+def _entry(store: Store, req: _Request, spec: dict[str, Any], dest: Path, fmt: str, sums: dict[str, str]) -> dict:
+    """One ``netcdf`` or ``zarr`` source holding what ``to_dask()`` gives for the request."""
     ds = _open_ours(store, req)
-    rel = f"{ZARR}/{req.name}.zarr"
+    rel = f"{DATA}/{req.name}.{'zarr' if fmt == 'zarr' else 'nc'}"
     target = dest / rel
     tmp = target.with_name(owned("." + target.name))
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _for_zarr(ds).to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+        packed = _packed(ds, fmt)
+        if fmt == "zarr":
+            packed.chunk({d: (1 if d == "time" else min(n, 1024)) for d, n in packed.sizes.items()}).to_zarr(
+                tmp, mode="w", consolidated=True, zarr_format=2)
+        else:
+            packed.to_netcdf(tmp, engine="netcdf4")
+            sums[rel] = hash_file(tmp)["sha256"]
         if target.exists():
-            shutil.rmtree(target)
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
         os.replace(tmp, target)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    note = (f"Converted to Zarr, cropped to the request's bbox {list(req.view.bbox)}; values as intake-clms "
-            "gives them (CF scaling applied, native integer dtypes with their nodata in _FillValue).")
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+    args: dict[str, Any] = {"urlpath": f"{_TEMPLATE}/{rel}", "chunks": {}}
+    if fmt == "zarr":
+        args["consolidated"] = True
+    else:
+        args["xarray_kwargs"] = {"engine": "netcdf4"}
+    note = (f"What intake-clms gave for the request (cropped to bbox {list(req.view.bbox)}, decoded values, "
+            f"CRS in spatial_ref), written as {'Zarr' if fmt == 'zarr' else 'NetCDF'}.")
     md = _metadata(req, spec)
     if ds.rio.crs is not None:
-        md["crs"] = str(ds.rio.crs)
-    return {"driver": "zarr", "description": _description(req, spec, note),
-            "args": {"urlpath": f"{_TEMPLATE}/{rel}", "consolidated": True, "mask_and_scale": False},
-            "metadata": md}
+        md["crs"] = ds.rio.crs.to_string()
+    return {"driver": fmt, "description": _description(req, spec, note), "args": args, "metadata": md}
 
 
 def _open_ours(store: Store, req: _Request) -> Any:
     """The request's Dataset exactly as ``to_dask()`` opens it from the cache (no network)."""
-    from .lifecycle import assemble
+    from .lifecycle.engine import Options, open_view
+    from .params import Request
 
-    files, times = [], []
-    for rec, vp in zip(req.records, req.view.products):
-        for f in rec.data():
-            files.append(store.products.path(rec.key) / f.path)
-            times.append(vp.start)
-    return assemble.open_files(req.view.kind, files, times, list(req.view.bbox),
-                               index_dir=store.views.path(req.view.key))
+    request = Request.build(**{k: v for k, v in req.view.request.items()
+                               if k in ("dataset_id", "dataset_identifier", "bbox", "start", "end", "file",
+                                        "output_format", "crs")})
+    ds = open_view(store, request, options=Options(entry=req.entry))
+    if ds is None:
+        raise ExportError(f"the cached request {req.view.key} can no longer be opened offline; preload it again")
+    return ds
 
 
-def _for_zarr(ds: Any) -> Any:
-    """Regular chunks (Zarr needs them); values written as ``to_dask()`` gives them (decoded, same dtype).
+def _packed(ds: Any, fmt: str) -> Any:
+    """The Dataset with its packing as encoding (float32 scale and offset, so xarray decodes to float32).
 
-    The files' encodings are dropped (a scale factor re-applied on reading would give float64 and
-    other values); the time units and calendar are kept.  The entry opens with ``mask_and_scale``
-    off, so an integer band keeps its dtype and its nodata value (in ``_FillValue``), as here.
+    Zarr keeps attributes as JSON, where a float32 scale factor reads back as float64 (and would decode
+    to float64): Zarr stores get the decoded float32 values themselves.
     """
-    out = ds.copy()
-    for name in out.variables:
-        out[name].encoding = {k: v for k, v in out[name].encoding.items() if k in ("units", "calendar")}
-    sizes = {d: (1 if d == "time" else min(n, 1024)) for d, n in out.sizes.items()}
-    return out.chunk(sizes)
-
-
-def _cut(whole: Any, window: Any, width: int, height: int) -> Any:
-    """The mosaic re-based on the request's window: tiles placed relative to its corner (GDAL clips them)."""
-    dc = round((whole.transform.c - window.c) / window.a)
-    dr = round((whole.transform.f - window.f) / window.e)
-    tiles = tuple(replace(t, col=t.col + dc, row=t.row + dr) for t in whole.tiles
-                  if t.col + dc < width and t.col + dc + t.width > 0 and t.row + dr < height and t.row + dr + t.height > 0)
-    return replace(whole, transform=window, width=width, height=height, tiles=tiles)
-
-
-def _stamp(when: Any) -> str:
     import numpy as np
 
-    return str(np.datetime_as_string(when, unit="s")).replace("-", "").replace(":", "")
+    out = ds.copy()
+    for name in out.data_vars:
+        if fmt == "zarr":
+            out[name].encoding = {"dtype": out[name].dtype}
+            continue
+        enc = dict(out[name].encoding)
+        keep = {k: enc[k] for k in ("dtype", "_FillValue") if k in enc}
+        if "scale_factor" in enc or "add_offset" in enc:
+            keep["scale_factor"] = np.float32(enc.get("scale_factor", 1.0))
+            keep["add_offset"] = np.float32(enc.get("add_offset", 0.0))
+        keep["zlib"] = True
+        out[name].encoding = keep
+    return out
 
 
 # --------------------------------------------------------------------------- metadata
@@ -351,13 +296,12 @@ def _provenance(req: _Request, driver: str, now: dt.datetime, dest: Path) -> dic
     v = req.view
     products = []
     for rec, vp in zip(req.records, v.products):
-        files = [{"path": f"{PRODUCTS}/{_product_dir(rec.key)}/{f.path}" if driver != "zarr" else f.path,
-                  "size": f.size, **({"sha256": f.hashes["sha256"]} if "sha256" in f.hashes else {}),
+        files = [{"path": f.path, "size": f.size, **({"sha256": f.hashes["sha256"]} if "sha256" in f.hashes else {}),
                   "role": f.role} for f in rec.files]
         products.append({"name": rec.name, "key": rec.key, "start": vp.start, "end": vp.end,
                          "service": rec.service or v.service, "files": files,
                          **({"payload": rec.payload} if rec.payload else {})})
-    return {"entry": req.entry, "request": v.request, "request_key": v.key, "service": v.service,
+    return {"entry": req.entry, "request": v.request, "request_key": v.key, "service": v.service, "access": v.access,
             "format": driver, "products": products, "exported": now.isoformat(),
             "exported_by": f"intake-clms {_version()}"}
 
@@ -369,64 +313,6 @@ def _version() -> str:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _product_dir(key: str) -> str:
-    from .store.fsutil import safe_name
-
-    return safe_name(key, 200)
-
-
-def _copy_product(store: Store, rec: ProductRecord, dest: Path, sums: dict[str, str]) -> dict[str, str]:
-    """Hard-link (else copy) every file of a product under ``dest/data/<key>/``; sizes checked.
-
-    Returns record path -> path relative to ``dest``.
-    """
-    src_dir = store.products.path(rec.key)
-    rel_dir = f"{PRODUCTS}/{_product_dir(rec.key)}"
-    out = {}
-    for f in rec.files:
-        rel = f"{rel_dir}/{f.path}"
-        target = dest / rel
-        if not _same_file(target, src_dir / f.path, f.size):
-            _link_or_copy(src_dir / f.path, target)
-        size = target.stat().st_size
-        if size != f.size:
-            raise ExportError(f"{target} has {size} bytes after copying, the product's record says {f.size}")
-        if "sha256" in f.hashes:
-            sums[rel] = f.hashes["sha256"]
-        out[f.path] = rel
-    return out
-
-
-def _same_file(target: Path, source: Path, size: int) -> bool:
-    try:
-        a, b = target.stat(), source.stat()
-    except FileNotFoundError:
-        return False
-    return a.st_size == size and (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """A hard link when both sit on one file system (no bytes copied), else a copy; placed by one rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(owned("." + target.name) + ".tmp")
-    try:
-        try:
-            os.link(source, tmp)
-        except OSError as exc:
-            if exc.errno not in _NO_LINK:
-                raise
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fresh_dir(folder: Path) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
 
 
 def _write_text(path: Path, text: str) -> None:

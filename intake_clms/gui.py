@@ -231,6 +231,7 @@ def _make_gui_class() -> type:
             row0 = self.main[0]
             self.plot_button = row0[2][1]
             self.plot_button.param.update(name="Plot", button_type="primary")
+            row0[1][1][2].param.update(name="Search")  # intake's "🔍": headless browsers often lack the emoji font
             row0[0][0] = pn.Spacer(width=0)  # intake's logo: its PNG is not in intake's wheel (a broken link)
             row0[0].param.update(visible=False)
             self.sourceinf.param.update(height=300, width=480)

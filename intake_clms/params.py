@@ -21,7 +21,8 @@ SERVICES = ("auto", "wekeo", "clms", "cdse")
 _OPEN_END = {"present", "now", "today", "ongoing"}
 
 #: The keywords of ``ClmsSource`` that describe the request (validated into a :class:`Request`).
-REQUEST_PARAMETERS = ("dataset_id", "dataset_identifier", "bbox", "start", "end", "service", "file", "output_format", "crs")
+REQUEST_PARAMETERS = ("dataset_id", "dataset_identifier", "bbox", "start", "end", "service", "file", "output_format", "crs",
+                      "download_information")
 
 #: Every option a source keyword may set besides the request: what the engine and the backends read
 #: (``workers=3``, ``poll_deadline=3600``, ``service_key=...``).  The one list of them: a keyword
@@ -31,14 +32,27 @@ ENGINE_OPTIONS = frozenset({
     "workers", "chunk", "chunks",  # concurrent downloads, download chunk bytes, dask chunks when opening
     "poll_first", "poll_factor", "poll_cap", "poll_deadline",  # queue polling
     "attempts", "backoff",  # HTTP retries
-    "username", "password",  # WEkEO HDA credentials
+    "username", "password",  # the login of the one service named by service= (WEkEO HDA or CDSE; refused with auto)
     "service_key", "link_max_age", "listing_max_age", "files_rate",  # CLMS download API
     "max_products",  # refuse a request needing more products than this (quota guard)
     "access", "max_connections", "totp",  # CDSE: how products are reached, connection budget, two-factor code
-    "overview_level", "keep_windows",  # CDSE window reads: an overview instead of full resolution; keep blocks read
+    "overview_level",  # CDSE window reads: an overview instead of full resolution
+    "decode",  # False: the stored integers with their scale_factor/add_offset/_FillValue instead of decoded values
     "entry",  # the catalog entry's name, shown by `intake-clms cache list` and `status`
     "clock",  # a lifecycle clock (tests and benchmarks pass a FakeClock)
 })
+
+
+def check_credentials(service: str, given: Mapping[str, object]) -> None:
+    """``username=``/``password=`` belong to one service: with ``service="auto"`` they could reach another
+    service's identity server (or be silently ignored), so they are refused, asking which service they are for."""
+    named = [k for k in ("username", "password") if given.get(k) not in (None, "")]
+    if named and service == "auto":
+        raise ParameterError(named[0], "a login belongs to one service, and service='auto' may ask several: pass "
+                             "service='wekeo' (WEkEO HDA) or service='cdse' (CDSE) with it, or set the service's "
+                             "environment variables (HDA_USER/HDA_PASSWORD, CDSE_USERNAME/CDSE_PASSWORD) instead")
+    if named and service == "clms":
+        raise ParameterError(named[0], "the CLMS download API takes a service key (service_key=...), not a login")
 
 
 def check_keywords(given: Iterable[str], extra: Iterable[str] = ()) -> None:
@@ -163,6 +177,9 @@ class Request:
     file: str | None = None
     output_format: str | None = None
     crs: str | None = None
+    #: CLMS download API only: which ``dataset_download_information`` item a cut-to-order or auxiliary
+    #: request uses (its name or ``@id``; None: the first that can be requested).  It changes the data.
+    download_information: str | None = None
 
     @classmethod
     def build(
@@ -177,6 +194,7 @@ class Request:
         file: object = None,
         output_format: object = None,
         crs: object = None,
+        download_information: object = None,
         today: dt.date | None = None,
     ) -> Request:
         if not dataset_id or not str(dataset_id).strip():
@@ -192,6 +210,7 @@ class Request:
         return cls(
             str(dataset_id).strip(), ident, box, first, last, parse_service(service),
             file=_optional_text(file), output_format=_optional_text(output_format), crs=parse_crs(crs),
+            download_information=_optional_text(download_information),
         )
 
     def canonical(self) -> dict[str, object]:
@@ -201,11 +220,11 @@ class Request:
         out["bbox"] = [round(v, 6) for v in self.bbox]
         out["start"] = self.start.isoformat() if self.start else None
         out["end"] = self.end.isoformat() if self.end else None
-        for name in ("file", "output_format", "crs"):
+        for name in ("file", "output_format", "crs", "download_information"):
             if out[name] is None:
                 del out[name]
         if self.file is not None:  # a pre-packaged file is the same download whatever the area and dates
-            for name in ("bbox", "start", "end", "output_format", "crs"):
+            for name in ("bbox", "start", "end", "output_format", "crs", "download_information"):
                 out.pop(name, None)
         return out
 

@@ -25,10 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ClmsError
+
 #: The name of the one plot every entry declares.
 PLOT_NAME = "map"
-#: The variable the lifecycle names a GeoTIFF mosaic (pan-European layers, CLMS API rasters).
-GEOTIFF_VARIABLE = "band_data"
+#: GeoTIFF products' variables are named after the product (the contract's ``variable_name``): no fixed name,
+#: the plot draws the Dataset's main variable.
+GEOTIFF_VARIABLE = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ def fit_points(frame: Any, spec: Mapping[str, Any]) -> tuple[Any, dict[str, Any]
     """A (Geo)DataFrame with the spec's ``x``/``y`` columns: lon/lat of each feature's representative point."""
     spec = {**LAYOUT, **spec}
     x, y = spec.get("x", "lon"), spec.get("y", "lat")
+    if len(frame) == 0:  # hvplot would fail on the empty ranges ("cannot convert float NaN to integer")
+        raise ClmsError("no feature in the requested area and dates: widen the bbox (or the dates)")
     if (x not in frame.columns or y not in frame.columns) and hasattr(frame, "geometry"):
         geo = frame.to_crs("EPSG:4326") if getattr(frame, "crs", None) is not None else frame
         points = geo.geometry.representative_point()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,56 @@ def build_index(sources: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in index.items()}
 
 
-def resolve(identifier: str, catalog: str | os.PathLike[str] | None = None) -> list[str]:
-    """Entry names serving ``identifier`` (an old WEkEO ID, a datasetIdentifier or an entry name).
+def sources_with_api(catalog: str | os.PathLike[str] | None = None,
+                     listing: str | os.PathLike[str] | None = None) -> tuple[dict[str, dict[str, Any]], str]:
+    """The catalog's entries, plus the nested CLMS download API catalog's as ``clms_download_api.NAME``.
+
+    Never touches the network: the API's datasets come from ``listing`` (a saved
+    listing file) or the listing the nested catalog cached on disk when it was last
+    opened (whatever its age).  Without either, the second value is a note saying how to get one.
+    """
+    sources = load_sources(catalog)
+    nested = [n for n, spec in sources.items() if spec.get("driver") == "clms_api"]
+    if not nested and not listing:
+        return sources, ""
+    from . import clms_listing
+    from .catalog import API_CATALOG_NAME
+    from .clms_api_catalog import api_entries
+    from .config import endpoints
+
+    path = Path(listing) if listing else clms_listing.listing_cache_path(endpoints().clms_api)
+    if not path.is_file():
+        if listing:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return sources, (f"the CLMS download API's datasets were not searched: no saved listing "
+                         f"(open cat.{nested[0]} once, or give --listing FILE)")
+    prefix = nested[0] if nested else API_CATALOG_NAME
+    for name, spec in api_entries(clms_listing.load_listing_file(path)).items():
+        sources[f"{prefix}.{name}"] = spec
+    return sources, ""
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.split(r"[^0-9a-z]+", str(text).lower()) if w}
+
+
+def _by_words(identifier: str, sources: dict[str, dict[str, Any]]) -> list[str]:
+    """Entries whose name (or identifier) holds every word of ``identifier`` (``corine``, ``corine land cover 2018``)."""
+    wanted = _words(identifier)
+    if not wanted:
+        return []
+    return sorted(name for name, spec in sources.items()
+                  if wanted <= _words(name) | _words((spec.get("metadata") or {}).get("identifier") or ""))
+
+
+def resolve(identifier: str, catalog: str | os.PathLike[str] | None = None,
+            listing: str | os.PathLike[str] | None = None) -> list[str]:
+    """Entry names serving ``identifier``: an old WEkEO ID, a datasetIdentifier, an entry name as
+    ``intake-clms list`` prints it (``clms_download_api.corine_land_cover_2018`` too), or the words of a
+    dataset's name (``corine``, ``corine_land_cover_2018``: every entry whose name holds them all).
+
+    The CLMS download API's datasets come from the listing the nested catalog saved when it was last
+    opened, or ``listing`` (a saved listing file); never from the network.
 
     >>> resolve("EO:CLMS:DAT:CLMS_GLOBAL_NDVI_300M_V1_10DAILY_NETCDF")
     ['ndvi_global_300m_10daily_v1']
@@ -65,9 +114,14 @@ def resolve(identifier: str, catalog: str | os.PathLike[str] | None = None) -> l
             "(e.g. ndvi_global_300m_10daily_v1)"
         )
     names = build_index(load_sources(catalog)).get(key)
+    if names:
+        return names
+    sources, note = sources_with_api(catalog, listing)
+    names = build_index(sources).get(key) or _by_words(identifier, sources)
     if not names:
         raise UnknownIdentifierError(
             f"{identifier.strip()!r} is not in the catalog: expected an old WEkEO dataset ID "
-            "(EO:...:DAT:...), a datasetIdentifier or an entry name; try `intake-clms list --search`"
+            "(EO:...:DAT:...), a datasetIdentifier, an entry name or words of one; try `intake-clms list --search`"
+            + (f"; {note}" if note else "")
         )
     return names

@@ -16,8 +16,8 @@ from intake.source.base import DataSource, Schema
 from . import __version__
 from .config import available_services
 from .errors import ClmsError
-from .params import Request, check_coverage, check_keywords
-from .services import choose_service
+from .params import Request, check_coverage, check_credentials, check_keywords
+from .services import service_chain
 
 
 class ClmsSource(DataSource):
@@ -41,22 +41,30 @@ class ClmsSource(DataSource):
         file: str | None = None,
         output_format: str | None = None,
         crs: str | None = None,
+        download_information: str | None = None,
         **kwargs: Any,
     ):
         check_keywords(kwargs)  # a typo (bbx=, wrokers=) must not silently run on the defaults
         self.request = Request.build(
-            dataset_id, dataset_identifier, bbox, start, end, service, file=file, output_format=output_format, crs=crs
+            dataset_id, dataset_identifier, bbox, start, end, service, file=file, output_format=output_format, crs=crs,
+            download_information=download_information,
         )
         check_coverage(self.request, metadata)
+        check_credentials(self.request.service, kwargs)
         self.cache_dir = cache_dir
         self.options = kwargs
         self._ds = None
         super().__init__(metadata=metadata)
 
+    def services(self) -> list[str]:
+        """The services a read would ask now, in order: the one named, or ``auto``'s chain (by migration status
+        and the credentials at hand).  Chosen here only, once per read."""
+        return service_chain(self.request.service, (self.metadata or {}).get("migration_status"), available_services())
+
     @property
     def service(self) -> str:
-        """The concrete service a read would use now (``auto`` resolved against the credentials at hand)."""
-        return choose_service(self.request.service, (self.metadata or {}).get("migration_status"), available_services())
+        """The first service a read would ask now (``auto`` resolved against the credentials at hand)."""
+        return self.services()[0]
 
     def _get_schema(self) -> Schema:
         # Offline on purpose: the real shape is only known after the product is fetched.
@@ -77,7 +85,7 @@ class ClmsSource(DataSource):
         """
         from .lifecycle.reader import preload
 
-        handle = preload(self, self.service, blocking=blocking, progress_bar=progress_bar, **options)
+        handle = preload(self, self.services(), blocking=blocking, progress_bar=progress_bar, **options)
         if blocking:
             self._ds = self._checked(handle.result())
         return handle
@@ -92,6 +100,18 @@ class ClmsSource(DataSource):
                             f"({type(data).__name__}), not rasters: open it with driver 'clms_vector' "
                             "(intake_clms.vector_source.ClmsVectorSource), which gives a GeoDataFrame")
         return data
+
+    def reads(self) -> dict[str, int]:
+        """What this request's stored answer cost, from the cache (no network; zeros before a preload):
+        ``products``, ``bytes_read`` (a window's compressed tiles, a download's whole payload) and
+        ``products_size`` (the whole products' size), so ``products_size / bytes_read`` is what reading
+        by window saved."""
+        from .lifecycle.windows import reads
+        from .store import Store
+
+        store = Store(self.options.get("cache_dir") or self.cache_dir)
+        view = store.views.get(self.request.key())
+        return reads(store, [vp.key for vp in view.products] if view is not None else [])
 
     def read(self):
         """Load the whole product into memory."""

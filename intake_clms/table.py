@@ -198,15 +198,24 @@ def _locate_header(rows: list[list[object]], essential: tuple[str, ...], explici
     return best
 
 
+def _header_like(rows: list[list[object]]) -> list[str]:
+    """The texts of the most header-like row among the first 30: the one with the most distinct texts
+    (a title merged across the columns, filled into each, counts once)."""
+    best: list[str] = []
+    for row in rows[:30]:
+        texts = list(dict.fromkeys(str(c).strip() for c in row if isinstance(c, str) and c.strip()))
+        if len(texts) > len(best):
+            best = texts
+    return best
+
+
 def _read_sheet(
     name: str, rows: list[list[object]], kind: str, explicit: dict[str, str], optional: dict[str, str]
 ) -> Sheet:
     """``explicit`` headers must exist on this sheet; ``optional`` ones (unscoped --columns) are used if present."""
     essential = ESSENTIAL[kind]
     present = {normalise_header(c) for r in rows[:30] for c in r if c is not None}
-    # What the most header-like row held, so an error can show the user what to map.
-    candidates = [r for r in rows[:30] if sum(isinstance(c, str) for c in r) >= 2]
-    found = [str(c).strip() for c in (candidates[0] if candidates else []) if c is not None]
+    found = _header_like(rows)  # so an error can show the user what to map
     for fld, wanted in explicit.items():
         if normalise_header(wanted) not in present:
             raise ColumnNotFoundError(name, fld, found, given=wanted)

@@ -5,7 +5,7 @@ raster ones (same keywords, validation, services, product store, offline reopen)
 only the container differs, so this is :class:`~intake_clms.source.ClmsSource` with
 ``container = "dataframe"``: ``read()`` gives a ``geopandas.GeoDataFrame`` of the
 features whose geometry intersects the bbox, in the request's dates (see
-:func:`intake_clms.lifecycle.assemble.open_vector`), in the data's own CRS.
+:func:`intake_clms.assemble.vector.open_vector`), in the data's own CRS.
 
 geopandas is imported only when data is read: creating a source stays as light as
 for raster entries (intake's GUI instantiates every entry it shows).

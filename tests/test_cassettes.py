@@ -37,7 +37,7 @@ from cassettes.stable import FIXED_BASE
 from intake_clms.errors import CredentialsError, ServiceError
 from intake_clms.lifecycle.errors import OrderFailedError
 from intake_clms.lifecycle.http import HttpClient
-from intake_clms.lifecycle.service import ORDERED, product_key
+from intake_clms.lifecycle.service import DOWNLOAD, product_key
 from intake_clms.params import Request
 from intake_clms.sandbox.server import DEFAULT_CREDENTIALS
 from intake_clms.services import wekeo
@@ -75,7 +75,7 @@ def test_login_terms_and_search_with_dataset_identifier_pages_by_next_index(repl
     assert len(products) == H.NEW_ID_COUNT
     assert len({p.extra["product_id"] for p in products}) == H.NEW_ID_COUNT, "a page was read twice"
     assert all(p.extra["dataset_id"] == "EO:JRC:DAT:CLMS" and p.extra["location"] for p in products)
-    assert all(p.access == ORDERED and p.name and p.key == product_key(p.name) for p in products)  # the title names it
+    assert all(p.access == DOWNLOAD and p.ordered and p.name and p.key == product_key(p.name) for p in products)  # the title names it
     assert all(p.start and p.start.startswith("2024") for p in products)
     assert all(p.size is None or p.size > 0 for p in products)  # "ND" sizes become None
     assert search_indexes(cas) == H.NEW_ID_INDEXES

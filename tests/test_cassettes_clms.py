@@ -41,7 +41,7 @@ from cassettes.stable import FIXED_BASE, FIXED_STAMP, Normalizer
 from intake_clms.clms_listing import FIELDS, ApiDataset, fetch_listing, find_dataset, listing_cache_path
 from intake_clms.errors import ServiceError
 from intake_clms.lifecycle.errors import OrderExpiredError, OrderFailedError
-from intake_clms.lifecycle.service import DIRECT, ORDERED
+from intake_clms.lifecycle.service import DOWNLOAD
 from intake_clms.sandbox.clms_api import DEFAULT_USER
 from intake_clms.services.clms_api import ClmsApiService
 from intake_clms.services.clms_auth import JWT_BEARER, GrantRefusedError
@@ -191,7 +191,7 @@ def test_prepackaged_file_is_queued_then_finished_then_downloaded_and_resumed(
             client.fetch(hit, order, 0)
     forest = find_dataset(listing, C.FOREST)
     file_id = next(f.id for f in forest.files if f.file == C.TILE)
-    assert hit.name == C.TILE and hit.key == f"clms-{C.FOREST}-{C.TILE}" and hit.access == ORDERED
+    assert hit.name == C.TILE and hit.key == f"clms-{C.FOREST}-{C.TILE}" and hit.ordered
     assert hit.extra["items"] == [{"DatasetID": forest.uid, "FileID": file_id}]
     posted = json.loads(next(r.body for r in cas.requests if r.path.endswith("@datarequest_post")))
     assert posted == {"Datasets": [{"DatasetID": forest.uid, "FileID": file_id}]}
@@ -245,19 +245,19 @@ def test_duplicated_answer_finds_and_reuses_the_queued_task(
         since_after = second.find_order(hit, registered + C.FIND_LATER)
     assert task == reused == since_before == "task-0001" and since_after is None
     assert hit == product  # the same cut is the same hit (and the same store key) for every client
-    assert hit.access == ORDERED and hit.key.startswith(f"clms-{C.FOREST}")
+    assert hit.ordered and hit.key.startswith(f"clms-{C.FOREST}")
     search, post = ("GET", "@datarequest_search"), ("POST", "@datarequest_post")
     assert flow(cas) == [
         ("POST", "@@oauth2-token", 200),
         (*search, 200), (*search, 200), (*post, 201),
         ("POST", "@@oauth2-token", 200),
         (*search, 400), (*search, 200), (*post, 400),
-        (*search, 200), (*search, 200),  # the DUPLICATED refusal: look again among the live tasks
+        *[(*search, 200)] * 3,  # the DUPLICATED refusal: look again, finished tasks included (it may be done)
         *[(*search, 200)] * 6,  # find_order, twice
     ]
     searches = [parse_qs(urlsplit(r.uri).query)["status"] for r in cas.requests if r.path.endswith("@datarequest_search")]
     live, taken = [["Queued"], ["In_progress"]], [["Queued"], ["In_progress"], ["Finished_ok"]]
-    assert searches == live * 3 + taken * 2  # status-filtered, never the whole history
+    assert searches == live * 2 + taken * 3  # status-filtered, never the whole history
     assert C.DUPLICATED in answer(cas, 7)["msg"] and C.SEARCH_DOWN in answer(cas, 5)["message"]
     found = answer(cas, 8)
     assert list(found) == [task] and found[task]["Status"] == "Queued"
@@ -359,7 +359,7 @@ def test_auxiliary_api_lists_file_urls_and_one_file_is_fetched(
     assert [(q["date_from"][0], q["date_to"][0]) for q in lists[1:]] == [("2020-01-01", "2020-01-31"), ("1990-01-01", "1990-01-31")]
     assert len(answer(cas, 1)) == C.LANDCOVER_LISTED  # every year of the tile is listed...
     assert [p.start[:4] for p in tiles] == C.LANDCOVER_KEPT  # ...the years asked for are kept
-    assert all(t.access == DIRECT for t in tiles) and tiles[-1].extra["url"].startswith(f"{FIXED_BASE}/files/")
+    assert all(not t.ordered for t in tiles) and tiles[-1].extra["url"].startswith(f"{FIXED_BASE}/files/")
     assert tiles[-1].name == tiles[-1].extra["url"].rsplit("/", 1)[-1] and tiles[-1].key.startswith("clms-global-dynamic-land-cover-")
     assert tile.status_code == 200 and len(data) == int(tile.headers["Content-Length"]) > 0
     assert data[:4] in (b"II*\x00", b"MM\x00*")  # a GeoTIFF

@@ -21,7 +21,7 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
     """
     from ..errors import UnknownIdentifierError
     from ..params import parse_bbox, parse_date
-    from ..resolve import load_sources, resolve
+    from ..resolve import load_sources, resolve, sources_with_api
     from ..source import ClmsSource
     from ..vector_source import ClmsVectorSource
 
@@ -37,6 +37,12 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
         if args.service != "clms":
             raise UnknownIdentifierError(f"{exc}; or give --service clms to read a CLMS download API dataset by its name") from None
         names = []
+    api = [n for n in names if n not in sources]  # CLMS download API datasets (clms_download_api.NAME)
+    names = [n for n in names if n in sources]
+    if not names and api and args.service != "clms":
+        raise ClmsError(f"{entry!r} is a CLMS download API dataset ({', '.join(api)}): give --service clms")
+    if not names and len(api) == 1:
+        entry = str((sources_with_api(args.catalog)[0][api[0]].get("args") or {}).get("dataset_id") or entry)
     fixed: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
     if len(names) == 1:
@@ -58,7 +64,8 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
     params = {**fixed, **{k: v for k, v in given.items() if v is not None}}
     params["service"] = args.service
     driver = ClmsVectorSource if metadata.get("is_vector") else ClmsSource  # vector entries give a GeoDataFrame
-    return driver(**params, cache_dir=args.cache_dir, metadata=metadata, workers=args.workers)
+    options = {"max_products": args.max_products} if args.max_products is not None else {}
+    return driver(**params, cache_dir=args.cache_dir, metadata=metadata, workers=args.workers, **options)
 
 
 def _cmd_preload(args: argparse.Namespace) -> int:
@@ -93,6 +100,8 @@ def add_preload_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--catalog", help="catalog YAML (default: the bundled catalogs/clms.yaml)")
     p.add_argument("--cache-dir", help="cache folder (default: INTAKE_CLMS_CACHE or the user cache dir)")
     p.add_argument("--workers", type=int, default=4, help="concurrent downloads (default 4)")
+    p.add_argument("--max-products", type=int, metavar="N",
+                   help="fetch at most N products not yet in the cache (default 20; each may be an order on your quota)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_preload)
     return p

@@ -1,9 +1,11 @@
 """The lifecycle engine: its unit of work is one server product, kept once in the product store.
 
 For a request: reopen its view if published (offline; file sizes checked) -> search ->
-for every hit not in the store, by access kind: ``ordered`` (order -> wait -> fetch),
-``direct`` (fetch), ``remote`` (nothing fetched) -> verify -> unpack -> store (one
-rename) -> publish the request's view -> open lazily.
+for every hit not in the store, by access: ``download`` (order -> wait -> fetch when the
+hit is ``ordered``, else fetch -> verify -> unpack) or ``window`` (read the pixels under
+the bbox from the product's COGs, :mod:`.windows`) -> store (one rename) -> publish the
+request's view -> open lazily through assembly, which ends every path in the contract
+(:mod:`intake_clms.assemble.contract`).
 
 Exactly-once ordering: a job's state is written before every step it guards
 (``ordering`` before the POST, the order id before any poll).  An order whose answer
@@ -34,14 +36,16 @@ from typing import Any
 import filelock
 import xarray as xr
 
-from ..errors import ClmsError, LocalStorageError, ParameterError, ServiceError
+from ..errors import ClmsError, LocalStorageError, ParameterError, ServiceError, TooManyProductsError
 from ..params import Request
 from ..store import FileRecord, Job, ProductRecord, Store, View, ViewProduct
-from ..store.activity import holder
+from ..store.activity import holder as lock_holder
 from ..store.fsutil import is_local_fault, local_faults, read_json, safe_name, storage_error, write_json_atomic
 from ..store.jobs import SPENT
 from ..store.products import hash_file
-from . import assemble
+from .. import assemble
+from ..assemble import Provenance
+from . import windows
 from .clock import SYSTEM, Clock
 from .download import CHUNK, download
 from .errors import (AmbiguousOrderError, CancelledError, DamagedProductError, IntegrityError, OrderExpiredError,
@@ -50,7 +54,8 @@ from .events import Progress
 from .extract import Limits, classify, extract_zip, is_zip, require_data, sniff
 from .handle import PreloadHandle, ProgressBar
 from .polling import PollPolicy, poll
-from .service import DIRECT, ORDERED, REMOTE, Hit, Ready, Service
+from .service import DOWNLOAD, WINDOW, Hit, Ready, Service
+from .years import newest_year
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ FETCH_TRIES = 3  # fetches of one order's file (short body, dropped transfer, ex
 PAYLOAD = "payload.json"  # beside a complete, verified payload: its name, size and hashes (reused by a rerun)
 WAIT_NOTICES = (0.0, 5.0, 15.0, 35.0, 75.0, 155.0, 315.0, 600.0)  # seconds of a lock wait at which it is logged
 CANCEL_JOIN = 2.0  # seconds a server-side cancel may take before the local cancel returns
+STACK = "windows.nc"  # a window view's stacked pixels (stored integers, packing, CRS), in the view's folder
 
 
 @dataclass
@@ -72,28 +78,38 @@ class Options:
     chunks: Any = None  # dask chunks for opening (None: the files' own)
     max_products: int = 20  # products a request may fetch without the user raising the limit
     entry: str = ""  # the catalog entry asked through (shown by `cache list` and `status`)
-    overview_level: int | None = None  # remote window reads: an overview (0 = first) instead of full resolution
-    keep_windows: bool = True  # remote window reads: keep the blocks read in the store (a reopen is offline)
-    credentials: str = ""  # remote window reads: the process registry key of keyword credentials (services.cdse.s3)
+    overview_level: int | None = None  # window reads: an overview (0 = first) instead of full resolution
+    decode: bool = True  # the contract's values: decoded (scale, offset, fill -> NaN), or the stored integers
 
 
-def open_view(store: Store, request: Request, chunks: Any = None, options: Options | None = None) -> xr.Dataset | None:
-    """The published view of a request, opened lazily, or None; never touches the network.
+def open_view(store: Store, request: Request, chunks: Any = None, options: Options | None = None) -> Any:
+    """The published view of a request, opened lazily (the contract's Dataset, or a GeoDataFrame), or None.
 
-    Every stored file's size is checked against its product's record (no hashing):
-    a mismatch raises DamagedProductError naming the file.  A view of remote products
-    opens as lazy window reads (:mod:`.window`; blocks kept earlier are read from the store).
+    Never touches the network: every stored file's size is checked against its product's
+    record (no hashing); a mismatch raises DamagedProductError naming the file.
     """
+    options = options or Options()
     view = store.views.get(request.key())
     if view is None:
         return None
-    if view.kind == REMOTE:
-        return _open_remote(store, view, request, chunks, options or Options())
+    provenance = Provenance(entry=view.entry or options.entry, dataset_id=request.dataset_id,
+                            dataset_identifier=request.dataset_identifier or "", service=view.service,
+                            access=view.access, products=tuple(vp.name for vp in view.products))
+    if view.stack:  # window views: the request's pixels in one file of the view (one open, however long the series)
+        stack = store.views.path(view.key) / view.stack["file"]
+        try:
+            size = stack.stat().st_size
+        except OSError:
+            size = -1
+        if size == view.stack["size"]:
+            store.views.touch(view.key)
+            store.activity().use([vp.key for vp in view.products])
+            return assemble.open_stack(stack, chunks=chunks, decode=options.decode, provenance=provenance)
+        log.warning("the stacked windows of request %s are missing or damaged; rebuilding them", view.key)
+        return None
     files: list[Path] = []
     times: list[str | None] = []
     for vp in view.products:
-        if vp.access == REMOTE:
-            raise IntegrityError(f"request view {view.key} mixes remote and stored products")
         rec = store.products.check(vp.key)
         if rec is None:
             return None  # a product was removed (cache clean): fetch it again
@@ -102,36 +118,18 @@ def open_view(store: Store, request: Request, chunks: Any = None, options: Optio
             times.append(vp.start)
     store.views.touch(view.key)
     store.activity().use([vp.key for vp in view.products])
-    return _open(view.kind, files, times, request.bbox, chunks, store.views.path(view.key),
-                 period=(request.start, request.end))
-
-
-def _open_remote(store: Store, view: View, request: Request, chunks: Any, options: Options) -> xr.Dataset:
-    from ..services.cdse.s3 import CredentialRef, mode
-    from . import window
-
-    if any(vp.access != REMOTE for vp in view.products):
-        raise IntegrityError(f"request view {view.key} mixes remote and stored products")
-    ds = window.open_remote(view.products, request.bbox, chunks=chunks, overview_level=options.overview_level,
-                            store=store, keep=options.keep_windows, ref=CredentialRef(mode(), options.credentials))
-    store.views.touch(view.key)
-    kept = [k for k in window.kept_keys(view.products, request.bbox, chunks, options.overview_level)
-            if store.products.path(k).is_dir()]
-    store.activity().use([vp.key for vp in view.products] + kept)
-    return ds
-
-
-def _open(kind: str, files: list[Path], times: list[str | None], bbox: Any, chunks: Any, index_dir: Path,
-          period: tuple[Any, Any] = (None, None)) -> Any:
-    """An ``xarray.Dataset`` (NetCDF, GeoTIFF) or a ``GeoDataFrame`` (vector: ``period`` filters its times)."""
     try:
-        return assemble.open_files(kind, files, times, bbox, chunks, index_dir=index_dir, period=period)
+        return assemble.open_files(view.data_kind, files, times, None if request.file else request.bbox,
+                                   chunks=chunks, index_dir=store.views.path(view.key),
+                                   names=view.names or None, period=(request.start, request.end),
+                                   decode=options.decode, provenance=provenance,
+                                   steps=[vp.start for vp in view.products])
     except ClmsError:
         raise
     except Exception as exc:  # name the file a reader chokes on, not just the library's words
         for path in files:
             try:
-                if kind == "netcdf":
+                if view.data_kind == "netcdf":
                     xr.open_dataset(path).close()
             except Exception as one:  # noqa: BLE001
                 raise IntegrityError(f"cannot read {path}: {one}; `intake-clms cache verify` checks every file") from exc
@@ -214,22 +212,36 @@ class Engine:
     def _fetch_and_open(self, progress: Progress, cancel: threading.Event) -> xr.Dataset:
         service = self.make_service(cancel)
         progress.stage("search")
-        hits = _unique(service.search(self.request))
+        limit = self.options.max_products
+        try:
+            found = service.search(self.request, limit=limit)
+        except TooManyProductsError as exc:
+            raise ParameterError(
+                "max_products", f"{exc.service} has {exc.total} products for this request, more than "
+                f"max_products={limit}: narrow the bbox or the dates, or raise max_products (the keyword, or "
+                f"--max-products on the command line; products already in the cache are not fetched again)") from None
+        hits = _unique([self._keyed(h) for h in newest_year(_unique(found), self.request, self.options.entry)])
+        missing = [h for h in hits if not self._stored(h.key)]
+        if len(hits) > limit and len(missing) <= limit:  # stopped early, but most are stored: the whole list
+            hits = _unique([self._keyed(h) for h in newest_year(_unique(service.search(self.request)), self.request,
+                                                                self.options.entry)])
+            missing = [h for h in hits if not self._stored(h.key)]
         if not hits:
             raise ClmsError(f"{service.name}: no product matches {self.request.canonical()}")
-        missing = [h for h in hits if h.access != REMOTE and not self._stored(h.key)]
-        if len(missing) > self.options.max_products:
+        if len(missing) > limit:
+            more = "at least " if len(hits) > limit else ""
             raise ParameterError(
-                "max_products", f"this request needs {len(missing)} products not in the cache "
-                f"({len(hits)} in all), more than max_products={self.options.max_products}: narrow the bbox or the "
-                f"dates, or pass max_products={len(missing)} to fetch them all (each may be an order on your quota)")
+                "max_products", f"this request needs {more}{len(missing)} products not in the cache, more than "
+                f"max_products={limit}: narrow the bbox or the dates, or pass max_products={len(missing)} "
+                f"(--max-products {len(missing)} on the command line) to fetch them all (each may be an order on "
+                "your quota)")
         for h in hits:
             progress.product(h.key, h.name, "pending" if h in missing else "cached")
         held: dict[str, filelock.FileLock] = {}
         try:
             progress.stage("order")
             for h in missing:  # orders go out one by one before any wait: a quota stop costs no time
-                if h.access == ORDERED and self._try_lock(h.key, held) and not self._stored(h.key):
+                if h.ordered and h.access == DOWNLOAD and self._try_lock(h.key, held) and not self._stored(h.key):
                     progress.product(h.key, h.name, "ordering")
                     self._ensure_order(service, h, cancel)
                     progress.product(h.key, h.name, "queued")
@@ -249,6 +261,16 @@ class Engine:
 
         apply_budget(self.store)  # after the open: this request's products are in use, so they stay
         return ds
+
+    def _keyed(self, hit: Hit) -> Hit:
+        """A window hit stands for the product's window under this bbox: its own store key (known offline)."""
+        if hit.access != WINDOW:
+            return hit
+        from dataclasses import replace
+
+        product = hit.extra.get("product_key") or hit.key
+        return replace(hit, key=windows.window_key(product, self.request.bbox, self.options.overview_level),
+                       extra={**hit.extra, "product_key": product})
 
     def _stored(self, key: str) -> bool:
         try:
@@ -288,7 +310,7 @@ class Engine:
             waited += 0.2
 
     def _notice_wait(self, hit: Hit, waited: float, progress: Progress | None) -> None:
-        who = holder(self.store.root, hit.key)
+        who = lock_holder(self.store.root, hit.key)
         doing = (f"process {who['pid']} on {who['host']} ({who.get('entry') or 'a preload'}) is {who['stage']} it"
                  + (f", {who['bytes']} of {who['total'] or '?'} bytes" if who.get("bytes") else "")
                  if who else "another request or process holds its lock")
@@ -349,7 +371,10 @@ class Engine:
     def _fetch_all(self, service: Service, hits: list[Hit], held: dict[str, filelock.FileLock],
                    progress: Progress, cancel: threading.Event) -> None:
         failures: dict[str, BaseException] = {}
-        pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers), thread_name_prefix="intake-clms-dl")
+        # window reads are short and many: twice the threads, so that one product's local work (writing,
+        # hashing, storing) overlaps the others' requests; the service's connection budget bounds the requests
+        threads = self.options.workers * (2 if any(h.access == WINDOW for h in hits) else 1)
+        pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="intake-clms-dl")
         try:
             # products this request holds the lock of go first: a worker waits for another process's (or
             # request's) product only once its own are under way, so two requests never wait on each other
@@ -396,6 +421,13 @@ class Engine:
             progress.product(hit.key, hit.name, "cached")
             self.store.jobs.remove(service.name, hit.key)
             return
+        if hit.access == WINDOW:
+            progress.product(hit.key, hit.name, "reading")
+            windows.fetch(self.store, service, hit, hit.extra.get("product_key", hit.key), self.request.bbox,
+                          self.options.overview_level, lambda done, total: progress.bytes(hit.key, done, total),
+                          cancel, self.clock.time())
+            progress.product(hit.key, hit.name, "ready")
+            return
         folder = self.store.download_dir(service.name, hit.key)
         order_id: str | None = None
         kept = self._kept_payload(folder, hit)
@@ -428,7 +460,7 @@ class Engine:
         """
         fetches, reordered, renewed = 0, False, False
         while True:
-            order_id = self._ensure_order(service, hit, cancel) if hit.access == ORDERED else None
+            order_id = self._ensure_order(service, hit, cancel) if hit.ordered else None
             fetching = False
             try:
                 ready = Ready(size=None, name=hit.name, checksums=dict(hit.checksums))
@@ -585,9 +617,6 @@ class Engine:
         files: list[Path] = []
         times: list[str | None] = []
         for h in ordered:
-            if h.access == REMOTE:
-                kinds.add(REMOTE)
-                continue
             rec = self.store.products.check(h.key)
             if rec is None:
                 raise IntegrityError(f"product {h.name} is not in the store after its download (removed meanwhile?)")
@@ -599,26 +628,32 @@ class Engine:
             raise IntegrityError("the products hold no NetCDF, GeoTIFF or vector file" if not kinds - {""}
                                  else f"the products mix {', '.join(sorted(kinds))} files; cannot assemble one dataset")
         kind = kinds.pop()
-        grid: dict[str, Any] = {}
-        if kind == REMOTE:  # the pixel grid, from one product's header: opening the view is then offline
-            from ..services.cdse.s3 import CredentialRef, mode
-            from . import window
+        names: tuple[str, ...] = ()
+        access = WINDOW if any(h.access == WINDOW for h in ordered) else DOWNLOAD
+        stacked = access == WINDOW and kind == "geotiff"
+        if kind == "geotiff" and not stacked:  # each file's variable, from its header: opening the view reads none
+            from ..assemble.tiles import names_of
 
-            first = next(h for h in ordered if h.access == REMOTE)
-            grid["grid"] = window.describe(first.extra.get("remote") or {}, CredentialRef(mode(), self.options.credentials))
+            names = tuple(names_of(files))
         view = View(
-            key=self.request.key(), request=self.request.canonical(), service=service, kind=kind,
-            bbox=tuple(self.request.bbox), entry=self.options.entry, created=self.clock.time(),
-            products=tuple(ViewProduct(h.key, h.name, h.start, h.end, access="remote" if h.access == REMOTE else "stored",
-                                       remote={**(h.extra.get("remote") or {}), **grid} if h.access == REMOTE else {})
-                      for h in ordered),
+            key=self.request.key(), request=self.request.canonical(), service=service, data_kind=kind,
+            access=access, bbox=tuple(self.request.bbox), entry=self.options.entry, created=self.clock.time(), names=names,
+            products=tuple(ViewProduct(h.key, h.name, h.start, h.end, access=h.access) for h in ordered),
         )
 
         def index(staging: Path) -> None:
-            if kind == "geotiff":  # written once, before the view is published
-                assemble.index_geotiff(files, times, index_dir=staging)
+            if stacked:  # kept windows: stacked into one file of the view, so a reopen is one open
+                from dataclasses import replace
 
-        return self.store.views.publish(view, prepare=index)
+                size, found = assemble.write_stack(files, times, [h.start for h in ordered], staging / STACK)
+                holder["view"] = replace(view, stack={"file": STACK, "size": size}, names=tuple(found))
+            elif kind == "geotiff":  # written once, before the view is published
+                from ..assemble.tiles import index as index_tiles
+
+                index_tiles(files, times, names, staging)
+
+        holder = {"view": view}
+        return self.store.views.publish(view, prepare=index, final=lambda: holder["view"])
 
 
 def _transfer_fault(exc: BaseException) -> bool:
@@ -650,4 +685,4 @@ def _unique(hits: list[Hit]) -> list[Hit]:
     return list(seen.values())
 
 
-__all__ = ["DIRECT", "ORDERED", "REMOTE", "Engine", "Options", "open_view"]
+__all__ = ["DOWNLOAD", "WINDOW", "Engine", "Options", "open_view"]

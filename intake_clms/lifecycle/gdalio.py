@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .clock import SYSTEM, Clock
 
@@ -150,11 +150,6 @@ def install_scrubber() -> None:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
-
-
-def fresh_read(path: str, attempt: int) -> dict[str, Any]:
-    """GDAL options of a retry: bypass GDAL's cache of ``path`` (a short body, a dead link are not read again)."""
-    return {} if attempt == 1 else {"CPL_VSIL_CURL_NON_CACHED": path}
 
 
 __all__ = ["http_status", "install_scrubber", "message", "retrying", "scrub", "transient"]

@@ -17,9 +17,8 @@ import logging
 import threading
 from typing import Any
 
-from ..config import available_services
 from ..errors import ClmsError
-from ..services import ProductNotThereError, connector, service_chain
+from ..services import ProductNotThereError, connector
 from ..store import Store
 from .clock import SYSTEM
 from .engine import Engine, Options
@@ -37,7 +36,7 @@ def _flag(value: Any) -> bool:
 
 
 _OPTION_NAMES = {"workers": int, "chunk": int, "chunks": None, "max_products": int, "overview_level": int,
-                 "keep_windows": _flag}
+                 "decode": _flag}
 _POLL_NAMES = {"poll_first": "first", "poll_factor": "factor", "poll_cap": "cap", "poll_deadline": "deadline"}
 
 
@@ -50,10 +49,6 @@ def options_from(values: dict[str, Any]) -> Options:
         opts.poll = PollPolicy(**{**opts.poll.__dict__, **poll})
     if values.get("entry"):
         opts.entry = str(values["entry"])
-    if values.get("username") and values.get("password"):  # window reads find them in this process's registry
-        from ..services.cdse.s3 import register
-
-        opts.credentials = register(values)
     return opts
 
 
@@ -107,17 +102,12 @@ class FallbackEngine(Engine):
                 engine = make()
 
 
-def engine_for(source: Any, service: str, **overrides: Any) -> Engine:
+def engine_for(source: Any, chain: list[str], **overrides: Any) -> Engine:
+    """The engine of a read through ``chain`` (the services :func:`~intake_clms.services.service_chain` chose
+    once, for the source): one service, or an ``auto`` chain that falls back when a service lacks the product."""
     settings = {**(getattr(source, "options", None) or {}), **overrides}
-    chain = [service]
-    request = source.request
-    if getattr(request, "service", None) == "auto":
-        found = service_chain("auto", (getattr(source, "metadata", None) or {}).get("migration_status"),
-                              available_services())
-        if service in found:
-            chain = found[found.index(service):]
     if len(chain) == 1:
-        return _engine(source, service, settings, refuse_empty=False)
+        return _engine(source, chain[0], settings, refuse_empty=False)
     return FallbackEngine([(name, lambda name=name: _engine(source, name, settings, refuse_empty=True))
                            for name in chain])
 
@@ -137,10 +127,10 @@ def _engine(source: Any, service: str, settings: dict[str, Any], refuse_empty: b
                   options=options_from({**settings, "entry": entry}), clock=clock)
 
 
-def preload(source: Any, service: str, blocking: bool = True, progress_bar: bool | None = None,
+def preload(source: Any, chain: list[str], blocking: bool = True, progress_bar: bool | None = None,
             **overrides: Any) -> PreloadHandle:
     """Run the lifecycle; blocking returns a finished handle (errors raised), else a running one."""
-    handle = engine_for(source, service, **overrides).start(blocking=blocking, progress_bar=progress_bar)
+    handle = engine_for(source, chain, **overrides).start(blocking=blocking, progress_bar=progress_bar)
     if blocking and handle.error is not None:
         raise handle.error
     return handle

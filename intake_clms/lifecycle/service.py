@@ -6,11 +6,15 @@ so a service adds no lifecycle code of its own.
 
 Names: a *hit* is a search result pointing at one server *product*; a *job* is one
 service's order or download of one product.  Each hit says how its product is
-reached (its *access kind*):
+reached, its *access* (one word per idea, the same as the user's ``access=`` keyword):
 
-- ``ordered``: order -> wait in the queue -> fetch (WEkEO, CLMS data requests);
-- ``direct``: a URL to fetch now (CLMS auxiliary files, CDSE ``$value``);
-- ``remote``: read in place by window, nothing fetched (CDSE COGs).
+- ``download``: the whole product is fetched, after an order when ``ordered`` (order ->
+  wait in the queue -> fetch: WEkEO, CLMS data requests), at once otherwise (CLMS
+  auxiliary files, CDSE ``$value``);
+- ``window``: only the pixels under the bbox are read from the product's COGs in place
+  (CDSE); :meth:`Service.sources` hands the engine a raster source per file (a GDAL path
+  and the service's access: settings, credentials by reference, connection budget), and
+  the engine keeps what it read in the store as a product of its own.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import requests
 
 from ..params import Request
 
-ORDERED, DIRECT, REMOTE = "ordered", "direct", "remote"
-ACCESS_KINDS = (ORDERED, DIRECT, REMOTE)
+DOWNLOAD, WINDOW = "download", "window"
+ACCESS_KINDS = (DOWNLOAD, WINDOW)
 
 _SUFFIX_FORMAT = re.compile(r"_(nc|cog|tif|geojson|gpkg|shp)$", re.IGNORECASE)
 _EXT_FORMAT = {".nc": "nc", ".nc4": "nc", ".tif": "tif", ".tiff": "tif", ".geojson": "geojson", ".gpkg": "gpkg"}
@@ -59,7 +63,8 @@ class Hit:
 
     key: str  # the product's store key (see product_key)
     name: str  # the server's name for it
-    access: str = ORDERED
+    access: str = DOWNLOAD  # download | window
+    ordered: bool = True  # a download that needs an order first (and a poll of its queue)
     size: int | None = None  # the catalogue's figure: informative only (the download trusts Content-Length)
     start: str | None = None
     end: str | None = None
@@ -81,8 +86,9 @@ class Service(Protocol):
 
     name: str  # wekeo | clms | cdse
 
-    def search(self, request: Request) -> list[Hit]:
-        """Every product matching the request (all pages)."""
+    def search(self, request: Request, limit: int | None = None) -> list[Hit]:
+        """Every product matching the request (all pages); with ``limit``, a service may stop paging as soon
+        as it has found more than ``limit`` (the engine then refuses, or asks again without a limit)."""
 
     def order(self, hit: Hit) -> str:
         """Place one order (ordered hits); returns its id.  Never retried blindly: after a lost
@@ -101,3 +107,6 @@ class Service(Protocol):
 
     def cancel(self, order_id: str) -> None:
         """Ask the server to cancel an order (best effort; the engine bounds the time it may take)."""
+
+    def sources(self, hit: Hit) -> list[Any]:
+        """Window hits: one :class:`~intake_clms.assemble.raster.RasterSource` per file of the product."""

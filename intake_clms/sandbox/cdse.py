@@ -32,6 +32,11 @@ Four services share one port, as the sandbox does for every protocol:
   transfers that carried one anyway.  The transfer serves the file itself (one
   file per product, not zipped) with Range (206 + Content-Range).
   ``$value`` asked of the catalogue answers 301 to the download service.
+  With ``st.payload = "zip"`` (the live shape) the download service's ``$value``
+  answers 301 to ``/zipper/odata/v1/Products(<Id>)/$value`` on the other host
+  name, which checks the bearer token and serves a zip of the product folder.
+  ``st.nodes_key`` / ``st.nodes_redirect`` choose the Nodes shapes (see
+  :mod:`.cdse_state`).
 - S3 (``/eodata/...``, path style, bucket ``eodata``; :mod:`.cdse_s3`):
   GetObject with Range, HeadObject, ListObjects (v1 and v2), AWS SigV4 (header
   or presigned query) verified against the S3 keys, so GDAL ``/vsis3/`` and
@@ -112,6 +117,7 @@ from .odata_filter import FilterError, Predicate, intersects_bbox, parse_filter,
 TOKEN_PATH = "/auth/realms/CDSE/protocol/openid-connect/token"
 ODATA_PATH = "/odata/v1"
 DOWNLOAD_PATH = "/download/odata/v1"
+ZIPPER_PATH = "/zipper/odata/v1"
 #: Paging limits of the catalogue.
 TOP_DEFAULT, TOP_MAX, SKIP_MAX = 20, 1000, 10_000
 ANONYMOUS = "anonymous"  # whom an unauthenticated request counts for
@@ -317,6 +323,9 @@ async def _nodes(request: web.Request) -> web.Response:
     """``Products(<Id>)/Nodes`` (the product folder) and ``.../Nodes(<name>)/Nodes`` (its file)."""
     st = _state(request)
     _consume_faults(request, st)
+    if st.nodes_redirect and request.path.startswith(ODATA_PATH):  # anonymous Nodes calls answered 301
+        location = f"{_origin(request)}{DOWNLOAD_PATH}{request.path[len(ODATA_PATH):]}"
+        return web.Response(status=301, headers={"Location": location})
     product = await _product_or_404(st, request.match_info["pid"])
     if product is None:
         return _odata_error(404, "NotFound", f"Product {_strip_key(request.match_info['pid'])} not found")
@@ -325,13 +334,14 @@ async def _nodes(request: web.Request) -> web.Response:
     if node is None:
         entry = {"Id": product.name, "Name": product.name, "ContentLength": 0, "ChildrenNumber": 1,
                  "Nodes": {"uri": f"{base}/Nodes({product.name})/Nodes"}}
-        return web.json_response({"result": [entry]})
+        return web.json_response({st.nodes_key: [entry]})
     if _strip_key(node) != product.name:
         return _odata_error(404, "NotFound", f"Node {_strip_key(node)} not found")
     await st.ensure_contents([product])
-    entry = {"Id": product.file_name, "Name": product.file_name, "ContentLength": product.size, "ChildrenNumber": 0,
+    size = (await asyncio.to_thread(st.path, product)).stat().st_size  # the file's, whatever $value serves
+    entry = {"Id": product.file_name, "Name": product.file_name, "ContentLength": size, "ChildrenNumber": 0,
              "Nodes": {"uri": f"{base}/Nodes({product.file_name})/Nodes"}}
-    return web.json_response({"result": [entry]})
+    return web.json_response({st.nodes_key: [entry]})
 
 
 # --------------------------------------------------------------------------- handlers: download
@@ -358,9 +368,27 @@ async def _download(request: web.Request) -> web.Response:
     if node is not None and (_strip_key(node) != product.name or _strip_key(file or "") != product.file_name):
         return json_error(404, {"detail": "Not Found"})
     await st.ensure_contents([product])
+    if st.payload == "zip" and node is None:  # live: 301 to zipper, which wants the token too
+        location = f"{_transfer_origin(request, st)}{ZIPPER_PATH}/Products({request.match_info['pid']})/$value"
+        return web.Response(status=301, headers={"Location": location})
     st.remember_s3(product)
     location = st.presign(_transfer_origin(request, st), product, user or "")
     return web.Response(status=st.redirect_status, headers={"Location": location})
+
+
+async def _zipper(request: web.Request) -> web.StreamResponse:
+    """``zipper``'s ``$value``: the product folder zipped, for a valid bearer token only (``payload = "zip"``)."""
+    st = _state(request)
+    _consume_faults(request, st)
+    _, problem = _bearer_user(request, st)
+    if problem is not None:
+        return problem
+    product = await _product_or_404(st, request.match_info["pid"])
+    if product is None:
+        return json_error(404, {"detail": "Not Found"})
+    await st.ensure_contents([product])
+    path = await asyncio.to_thread(st.payload_path, product)
+    return await serve_file(request, path, st.ctx, filename=f"{product.name}.zip", content_type="application/zip")
 
 
 async def _transfer(request: web.Request) -> web.StreamResponse:
@@ -509,6 +537,7 @@ def setup(app: web.Application, ctx: SandboxContext) -> None:
     r.add_get(DOWNLOAD_PATH + "/Products({pid})/Nodes({node})/Nodes({file})/$value", _download,
               name="cdse.download.node")
     r.add_get(S3_PATH + "/eodata/{key:.+}", _transfer, name="cdse.download.s3")
+    r.add_get(ZIPPER_PATH + "/Products({pid})/$value", _zipper, name="cdse.download.zipper")
     cdse_s3.setup(app, st)
 
 

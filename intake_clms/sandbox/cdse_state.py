@@ -15,6 +15,19 @@ when the client used ``127.0.0.1`` and the reverse), ``s3_max_skew`` (seconds a
 SigV4 ``X-Amz-Date`` may differ from the wall clock; None: unchecked),
 ``checksum_blake3`` (list a BLAKE3 checksum when the package is importable).
 
+Protocol shapes, one switch per variant (the documented or older sandbox shape
+first, then the one recorded from the live service; set them before the first
+listing, since sizes and checksums are computed once per product):
+
+- ``payload``: ``"file"`` (the download service's 307 to a presigned transfer URL
+  serving the product's one file) or ``"zip"`` (as live: 301 to a ``zipper`` host
+  that still wants the bearer token and serves a zip of the product folder
+  ``<Name>/<file>``; ``ContentLength`` and ``Checksum`` then describe the zip);
+- ``nodes_key``: ``"result"`` (as live and in the CDSE documentation) or
+  ``"value"`` (the OData collection key);
+- ``nodes_redirect``: False, or True (as live for anonymous calls: a ``Nodes``
+  listing asked of the catalogue answers 301 to the download service's).
+
 Counters a client test reads: :meth:`CdseState.concurrency` (``peak``: most
 requests of a user in flight at once, refused ones included, so ``peak <=
 max_concurrent`` means the client never tried to exceed the cap; ``refused``;
@@ -29,10 +42,13 @@ import datetime as dt
 import hashlib
 import hmac
 import math
+import os
+import shutil
 import secrets
 import threading
 import time
 import uuid
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +122,9 @@ class CdseState:
         self.transfer_host: str | None = overrides.pop("transfer_host", None)
         self.s3_max_skew: float | None = overrides.pop("s3_max_skew", S3_MAX_SKEW)
         self.checksum_blake3: bool = bool(overrides.pop("checksum_blake3", True))
+        self.payload: str = str(overrides.pop("payload", "file"))
+        self.nodes_key: str = str(overrides.pop("nodes_key", "result"))
+        self.nodes_redirect: bool = bool(overrides.pop("nodes_redirect", False))
         if overrides:
             raise ValueError(f"unknown cdse settings: {sorted(overrides)}")
         self.access_min_seq = 0  # access tokens of an older grant are refused (a 401 mid-transfer fault)
@@ -375,7 +394,7 @@ class CdseState:
         """Materialise the file so ContentLength, MD5 and BLAKE3 are exact."""
         if product.size is not None:
             return
-        path = self.path(product)
+        path = self.payload_path(product)
         digest = hashlib.md5()
         b3 = _blake3() if self.checksum_blake3 else None
         with open(path, "rb") as fh:
@@ -392,6 +411,21 @@ class CdseState:
         if todo:
             loop = asyncio.get_running_loop()
             await asyncio.gather(*(loop.run_in_executor(self.generator, self.ensure_content, p) for p in todo))
+
+    def payload_path(self, product: CdseProduct) -> Path:
+        """What ``$value`` delivers: the product's file, or (``payload == "zip"``) a zip of its folder."""
+        path = self.path(product)
+        if self.payload != "zip":
+            return path
+        target = path.with_name(f"{product.name}.cdse.zip")
+        if not target.exists():
+            tmp = target.with_name(f".{target.name}.{threading.get_ident()}.tmp")
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+                info = zipfile.ZipInfo(f"{product.name}/{product.file_name}", date_time=(2024, 1, 1, 0, 0, 0))
+                with open(path, "rb") as src, zf.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, target)  # one rename: a reader sees no zip or the whole zip
+        return target
 
     def path(self, product: CdseProduct) -> Path:
         """The product's file, generated on first use (the store does that atomically and thread-safely)."""

@@ -26,6 +26,22 @@ Tunables (sandbox seconds / requests per second): ``state(ctx).link_lifetime``
 ``datagen.LAYOUTS``: ``results_inner``, ``flat``, ``multi_inner``, ``nested3``).  A
 ``SandboxContext`` may preset them as ``clms_link_lifetime`` / ``clms_files_rate`` /
 ``clms_result_layout`` attributes.
+
+Protocol shapes, one switch per variant (the documented shape first, then the one
+recorded from production), attributes of ``state(ctx)``:
+
+- ``listing_shape``: ``"documented"`` (one ``dataset_download_information`` item;
+  ``downloadable_files`` items with a ``file`` key) or ``"recorded"`` (as the
+  January 2025 production capture: an item that cannot be requested, without
+  ``full_source``, listed before the real one, names and collections with stray
+  spaces such as ``"RASTER "``; ``downloadable_files`` without ``file``, the stem
+  in ``area``, every value a string);
+- ``status_case``: ``"documented"`` (``Queued``) or ``"upper"`` (``QUEUED``, as the
+  server code stores CDSE child tasks; the ``status`` filter of
+  ``@datarequest_search`` then ignores case);
+- ``duplicate_of``: ``"active"`` (``DUPLICATED`` when a queued or running task of
+  the user holds an item) or ``"live"`` (a finished task counts too: what a client
+  sees when the duplicated task finished before it looked for it).
 """
 
 from __future__ import annotations
@@ -130,7 +146,7 @@ FORMAT_CONVERSION = {
     "Geotiff": {"Geotiff"},
     "Netcdf": {"Geotiff", "Netcdf"},
     "Shapefile": {"GDB", "GML", "GPKG", "Geojson", "Shapefile"},
-    "WFS": {"GDB", "GML", "GPKG", "Geojson", "Shapefile"},
+    "WFS": {"GDB", "GML", "GPKG", "Geojson", "Shapefile", "WFS"},
 }
 OUTPUT_GCS = ("EPSG:4326", "EPSG:3035", "EPSG:3857", "EPSG:4258")
 
@@ -376,6 +392,9 @@ class ClmsApiState:
         self.link_lifetime = float(getattr(ctx, "clms_link_lifetime", DEFAULT_LINK_LIFETIME))
         self.files_rate = float(getattr(ctx, "clms_files_rate", DEFAULT_FILES_RATE))
         self.result_layout = str(getattr(ctx, "clms_result_layout", "results_inner"))
+        self.listing_shape = str(getattr(ctx, "clms_listing_shape", "documented"))
+        self.status_case = str(getattr(ctx, "clms_status_case", "documented"))
+        self.duplicate_of = str(getattr(ctx, "clms_duplicate_of", "active"))
         self._catalog: list[ApiDataset] | None = None
 
     def catalog(self, ctx: SandboxContext) -> list[ApiDataset]:
@@ -471,10 +490,14 @@ def mint_service_key(
 
 
 def default_service_key(ctx: SandboxContext) -> Path:
-    """The service key minted at setup for the default user (minted now if setup has not run)."""
+    """The service key minted at setup for the default user (minted now if setup has not run).
+
+    Each sandbox mints it into a file of its own (a fresh name): two sandboxes sharing a data
+    directory never replace each other's key, whose ``token_uri`` names its own server.
+    """
     st = state(ctx)
     if st.default_key is None or not st.default_key.exists():
-        st.default_key = mint_service_key(ctx, Path(ctx.data_dir) / "clms" / "service-key.json")
+        st.default_key = mint_service_key(ctx)
     return st.default_key
 
 
@@ -872,7 +895,7 @@ async def _search(request: web.Request, call: _Call) -> web.StreamResponse:
     defaults = ("@id", "@type", "description", "image_field", "review_state", "title")
     items = []
     for ds in results[b_start:b_start + b_size]:
-        meta = ds.metadata(origin)
+        meta = _shaped(ds.metadata(origin), st.listing_shape)
         if full:
             item = dict(meta)
             item.update({"language": "en", "is_folderish": False, "layout": "view",
@@ -902,6 +925,27 @@ async def _search(request: web.Request, call: _Call) -> web.StreamResponse:
             batching["prev"] = page(max(0, b_start - b_size))
         body["batching"] = batching
     return web.json_response(body)
+
+
+def _shaped(meta: dict[str, Any], shape: str) -> dict[str, Any]:
+    """A dataset's metadata in the ``recorded`` listing shape (see the module doc), else as it is."""
+    if shape != "recorded":
+        return meta
+    meta = dict(meta)
+    infos = [dict(i) for i in meta["dataset_download_information"]["items"]]
+    for info in infos:
+        info["name"] = f"{info.get('name', '')} "
+        info["collection"] = f" {info.get('collection', '')}"
+    part = {"@id": _stable_uuid(meta.get("UID"), "part-2"), "collection": "100m – Part 1", "full_format": None,
+            "full_path": "", "name": "RASTER (Part 2)", "wekeo_choices": ""}  # no full_source: not requestable
+    meta["dataset_download_information"] = {"items": [part, *infos]}
+    files = []
+    for f in meta["downloadable_files"]["items"]:
+        g = {k: "" if v is None else str(v) for k, v in f.items() if k != "file"}
+        g["area"] = str(f.get("file") or "")
+        files.append(g)
+    meta["downloadable_files"] = {"items": files}
+    return meta
 
 
 # --------------------------------------------------------------------------- @datarequest_post
@@ -1036,11 +1080,12 @@ async def _datarequest_post(request: web.Request, call: _Call) -> web.StreamResp
     if len(general) > MAX_GENERAL_ITEMS:
         return _error(400, MSG["DOWNLOAD_LIMIT"])
     now = ctx.clock.now()
+    counted = ACTIVE + (("Finished_ok",) if st.duplicate_of == "live" else ())
     with st.lock:
         active = [
             e
             for t in st.tasks.values()
-            if t.user_id == user and t.status(now) in ACTIVE
+            if t.user_id == user and t.status(now) in counted
             for e in t.datasets
             if "FileID" not in e
         ]
@@ -1102,11 +1147,16 @@ def _data_files(ctx: SandboxContext, ds: ApiDataset, target: dict[str, Any]) -> 
     if target["kind"] == "file":
         return [Path(p) for p in store.downloadable_file_members(spec.key, target["file_id"])]
     bbox = target.get("bbox")
+    cut = "nc" if target.get("output") == "Netcdf" else "tif"  # a cut-out: a crop of the product's one array
     if spec.pattern in _TILED:
         year = int(target["start"][:4]) if target.get("start") else None
+        if bbox is not None:
+            return [Path(store.cutout(spec.key, store.tile_step(spec.key, year)[0], bbox, cut))]
         return [Path(p) for p in store.tiles(spec.key, bbox=bbox, year=year, grid_codes=spec.pattern == "europe_tiles")]
     start = dt.datetime.strptime(target["start"], _ISO) if target.get("start") else None
     end = dt.datetime.strptime(target["end"], _ISO) if target.get("end") else None
+    if bbox is not None:
+        return [Path(store.cutout(spec.key, step, bbox, cut)) for step in store.step_starts_between(spec.key, start, end, bbox)]
     # FME converts to the requested format: GeoTIFF output comes from the store's COG version.
     fmt = "cog" if target.get("output") == "Geotiff" and "cog" in spec.formats else None
     return [Path(store.materialize(it)) for it in store.items(spec.key, bbox=bbox, start=start, end=end, format=fmt)]
@@ -1150,11 +1200,12 @@ async def _settle(ctx: SandboxContext, tasks: Iterable[_Task]) -> None:
 
 def _task_json(ctx: SandboxContext, request: web.Request, task: _Task, now: float) -> dict[str, Any]:
     status = task.status(now)
+    shown = status.upper() if status == "Queued" and state(ctx).status_case == "upper" else status
     out: dict[str, Any] = {
         "Datasets": [dict(d) for d in task.datasets],
         "FMETaskId": task.fme_task_id,
         "RegistrationDateTime": _iso(task.registered, naive=task.naive),
-        "Status": status,
+        "Status": shown,
         "UserID": task.user_id,
     }
     if status == "Finished_ok":
@@ -1198,7 +1249,7 @@ async def _datarequest_search(request: web.Request, call: _Call) -> web.StreamRe
     now = ctx.clock.now()
     body = {t.task_id: _task_json(ctx, request, t, now) for t in mine}
     if wanted:
-        body = {k: v for k, v in body.items() if v["Status"] == wanted}
+        body = {k: v for k, v in body.items() if str(v["Status"]).lower() == wanted.lower()}
     return web.json_response(body)
 
 

@@ -1,21 +1,14 @@
-"""Global Cloud-Optimised GeoTIFFs for the sandbox's CDSE products (format ``cog``).
+"""Global Cloud-Optimised GeoTIFFs for the sandbox's CDSE products (format ``cog``): block sizes and layout checks.
 
-Why a grid of its own: the client reads COG windows over S3/HTTP and must be
-shown to read only the internal tiles under its bbox, so a global COG has to
-hold many tiles.  The NetCDF of the same time step keeps the size class's coarse
-grid (tests of whole-file downloads stay fast); the COG uses :data:`GRIDS`,
-e.g. 0.1 degree (3600 x 1800 px) in 256 px DEFLATE tiles for the ``tiny`` class:
-15 x 8 = 120 tiles, a 5 x 5 degree window touches 1 to 4 of them, the file is
-about 2 MB.  Overviews (factor 2 until the smallest fits a tile) and the IFDs
-come first in the file, as GDAL's COG driver lays them out.
-
-Values come from the same seeded field as the NetCDF (datagen's
-``_global_raster``), computed on a grid :data:`UPSAMPLE` times coarser and
-repeated (pixels come in 2 x 2 blocks), so a window's pixels are deterministic
-per product and equal in every process.  Generation still costs a few tenths of
-a second per tiny file (most of it GDAL's DEFLATE and overviews), so files can
-be kept in a cache shared by stores (``ProductStore(cache_dir=...)`` or
-``$INTAKE_CLMS_SANDBOX_CACHE``), keyed by :data:`VERSION`, seed and size class.
+Why a module: the client reads COG windows over S3/HTTP and must be shown to read only the internal tiles
+under its bbox, so a global COG has to hold many tiles.  Since ``cog2`` a product's COG and its NetCDF hold
+the same integers at the same pixel centres, on the product's real grid (:mod:`.rasters`: 1/336 degree for
+300 m): the ``tiny`` class's 4..11 E, 44..51 N is 2352 x 2352 pixels in 256 px DEFLATE tiles (10 x 10 = 100
+tiles; a 1 x 1 degree window touches 4 of them, a 5 x 5 degree one 49), with overviews; the IFDs come first
+in the file, as GDAL's COG driver lays them out.  The writer is :func:`.rasters.write_geotiff` (one for every
+GeoTIFF the sandbox serves).  Files can be kept in a cache shared by stores
+(``ProductStore(cache_dir=...)`` or ``$INTAKE_CLMS_SANDBOX_CACHE``), keyed by :data:`VERSION`, seed and size
+class.
 """
 
 from __future__ import annotations
@@ -27,47 +20,24 @@ from typing import Any
 import numpy as np
 
 #: Bumped whenever the bytes of a global COG change, so shared caches never serve stale files.
-VERSION = "cog1"
-#: Values are computed on a grid this many times coarser and each pixel repeated (generation time / UPSAMPLE^2).
-UPSAMPLE = 2
+VERSION = "cog2"
 
 
 @dataclass(frozen=True)
 class CogGrid:
-    res: float  # degrees per pixel
     block: int  # internal tile size in pixels
 
 
-#: Grid of global COGs by size class.
+#: Internal tile size of global COGs by size class (the grid is the product's: :mod:`.rasters`).
 GRIDS: dict[str, CogGrid] = {
-    "tiny": CogGrid(0.1, 256),  # 3600 x 1800 px, ~2 MB
-    "small": CogGrid(0.05, 256),  # 7200 x 3600 px, ~8 MB
-    "large": CogGrid(0.025, 512),  # 14400 x 7200 px, ~30 MB
+    "tiny": CogGrid(128),
+    "small": CogGrid(512),
+    "large": CogGrid(512),
 }
 
 
 def grid(size: str) -> CogGrid:
     return GRIDS.get(size, GRIDS["tiny"])
-
-
-def write_global_cog(path: Path, raw: np.ndarray, west: float, north: float, res: float, block: int, var: Any,
-                     tags: dict[str, str]) -> None:
-    """Write ``raw`` (rows from ``north`` down, columns from ``west``) as a tiled, DEFLATE (level 1: fast to make), overviewed COG."""
-    import rasterio
-    from affine import Affine
-
-    profile = dict(driver="COG", width=raw.shape[1], height=raw.shape[0], count=1, dtype=raw.dtype.name,
-                   crs="EPSG:4326", transform=Affine(res, 0.0, west, 0.0, -res, north), nodata=var.fill,
-                   compress="DEFLATE", level=1, blocksize=block, overviews="AUTO",
-                   overview_resampling="nearest" if var.classes else "average")
-    with rasterio.Env(GDAL_PAM_ENABLED="NO", GDAL_NUM_THREADS="1"):
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(raw, 1)
-            dst.scales = (var.scale,)
-            dst.offsets = (var.offset,)
-            dst.units = (var.units,)
-            dst.set_band_description(1, var.name)
-            dst.update_tags(**tags)
 
 
 def layout(path: Path | str) -> dict[str, Any]:
@@ -108,4 +78,4 @@ def tiles_under(info: dict[str, Any], bbox: tuple[float, float, float, float]) -
     return [(r, c) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
 
 
-__all__ = ["GRIDS", "VERSION", "CogGrid", "grid", "layout", "tiles_under", "write_global_cog"]
+__all__ = ["GRIDS", "VERSION", "CogGrid", "grid", "layout", "tiles_under"]

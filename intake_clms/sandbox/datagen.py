@@ -6,6 +6,11 @@ GeoTIFF tiles on the EEA grid for pan-European ones, COGs for CDSE, GeoJSON for
 vector products, and result zips in the CLMS API's layouts (including corrupt
 and hostile ones).
 
+One truth per product: every raster file (NetCDF, COG, GeoTIFF tile, CLMS API cut-out) is written from
+one array on the product's real grid (:mod:`.rasters`: 1/336 degree for 300 m, EPSG:3035 at 10/20/100 m
+for pan-European layers, ...); size classes shrink the extent that holds data, never the grid;
+:mod:`.truth` gives what a request must return.
+
 Nothing is committed: every file is generated on first use under ``data_dir``
 (atomically, safe across threads and processes), and the same seed always
 gives byte-identical files (no wall-clock time goes into any file).
@@ -17,7 +22,8 @@ Patterns (``DatasetSpec.pattern``):
     Northern Hemisphere, Pan-tropical, Baltic and the pan-European ``c_gls``
     bio-geophysical ones); also available as COGs (``format="cog"``).
 ``europe_tiles`` / ``europe_tiles_nogrid``
-    uint8 GeoTIFF tiles in EPSG:3035 with nodata 255, on the EEA reference grid;
+    uint8 GeoTIFF tiles (each holds its part of the size class's extent; a tile outside it is 16 x 16
+    nodata pixels at its corner) in EPSG:3035 with nodata 255, on the EEA reference grid;
     the first carry the grid code (``E48N27``) in their names, the second do not
     (like the CLCplus raster).  Items are COGs for datasets published on CDSE.
 ``global_tiles``
@@ -50,6 +56,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import cog as _cog
+from . import rasters as _rasters
 
 __all__ = [
     "DatasetSpec",
@@ -90,20 +97,21 @@ _UUID_NS = uuid.UUID("6f1d2c8e-5a9b-4c3d-8e7f-0a1b2c3d4e5f")
 
 @dataclass(frozen=True)
 class SizeClass:
-    """How big generated files are: tiny for unit tests, small for demos, large for benchmarks."""
+    """How big generated files are: tiny for unit tests, small for demos, large for benchmarks.
+
+    The grids never change with the class, only the extent that holds data (:data:`.rasters.EXTENTS`).
+    """
 
     name: str
-    global_res: float  # degrees per pixel of lat/lon grids (NetCDF and global COGs)
-    tile_px: int  # pixels per side of one raster tile
     cog_block: int  # COG block size (small enough that tiny COGs still get overviews)
     features: int  # features per vector product
     hours: tuple[int, ...] = (0, 6, 12, 18)  # time steps per day of hourly products
 
 
 SIZE_CLASSES: dict[str, SizeClass] = {
-    "tiny": SizeClass("tiny", 1.0, 100, 32, 12),
-    "small": SizeClass("small", 0.25, 400, 128, 200),
-    "large": SizeClass("large", 0.05, 2000, 512, 5000),
+    "tiny": SizeClass("tiny", 256, 12),
+    "small": SizeClass("small", 256, 200),
+    "large": SizeClass("large", 512, 5000),
 }
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
@@ -334,26 +342,6 @@ def _steps(spec: DatasetSpec, hours: Sequence[int], lo: dt.datetime | None = Non
 
 # --------------------------------------------------------------------------- tilings
 
-#: Rough lon/lat boxes of European land (EEA38 + UK), to keep tiles off the open sea.
-_EUROPE_LAND = (
-    (-9.6, 36.0, 3.4, 43.8),  # Iberia
-    (-5.0, 42.3, 8.3, 51.1),  # France
-    (-10.6, 50.0, 1.8, 58.7),  # Britain, Ireland
-    (2.5, 45.8, 24.2, 55.1),  # Benelux, Germany, central Europe
-    (4.5, 55.3, 31.6, 71.2),  # Scandinavia, Finland
-    (6.6, 37.9, 18.6, 47.1),  # Italy
-    (8.1, 36.6, 15.7, 41.3),  # Sardinia, Sicily
-    (13.3, 39.6, 30.0, 49.0),  # Balkans
-    (19.5, 34.8, 28.3, 41.8),  # Greece
-    (14.0, 49.0, 28.3, 59.7),  # Poland, Baltics
-    (26.0, 36.0, 44.8, 42.1),  # Turkey
-    (32.2, 34.5, 34.6, 35.7),  # Cyprus
-    (-24.5, 63.3, -13.5, 66.6),  # Iceland
-    (-18.2, 27.6, -13.4, 29.5),  # Canary Islands
-    (-31.3, 36.9, -25.0, 39.8),  # Azores
-)
-
-
 @dataclass(frozen=True)
 class Tile:
     """One tile of a tiling: its code, bounds in the tiling's CRS, and lon/lat footprint."""
@@ -361,13 +349,6 @@ class Tile:
     code: str
     bounds: tuple[float, float, float, float]  # left, bottom, right, top (CRS units)
     bbox: tuple[float, float, float, float]  # lon/lat
-
-
-def _on_land(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    hit = np.zeros(lon.shape, dtype=bool)
-    for w, s, e, n in _EUROPE_LAND:
-        hit |= (lon >= w) & (lon <= e) & (lat >= s) & (lat <= n)
-    return hit
 
 
 @lru_cache(maxsize=16)
@@ -415,20 +396,7 @@ def _tiling(kind: str, size: float) -> tuple[Tile, ...]:
 # --------------------------------------------------------------------------- value patterns
 
 
-@dataclass(frozen=True)
-class _Var:
-    """How a product's main variable is encoded (raw integers, CF packing)."""
-
-    name: str
-    dtype: str
-    scale: float
-    offset: float
-    fill: int
-    vmin: int
-    vmax: int
-    units: str
-    long_name: str
-    classes: tuple[int, ...] = ()  # categorical: the raw values that occur
+_Var = _rasters.Var
 
 
 _NC_VARS: dict[str, _Var] = {
@@ -503,72 +471,9 @@ def _tile_var(family: str) -> _Var:
     return var(0, 100, "%")
 
 
-class _Field:
-    """A smooth, seeded random field: the same value at the same place whatever the tiling.
-
-    A sum of plane waves evaluated as one matrix product, so a 7200 x 3600 grid
-    costs a fraction of a second.
-    """
-
-    def __init__(self, seed: int, wavelength: float, waves: int = 12):
-        rng = np.random.default_rng(seed)
-        angle = rng.uniform(0, 2 * np.pi, waves)
-        length = wavelength * rng.uniform(0.4, 2.5, waves)
-        self.kx = 2 * np.pi * np.cos(angle) / length
-        self.ky = 2 * np.pi * np.sin(angle) / length
-        self.phase = rng.uniform(0, 2 * np.pi, waves)
-        self.speed = rng.uniform(-3.0, 3.0, waves)  # radians per year
-        self.amp = rng.uniform(0.5, 1.0, waves)
-
-    def __call__(self, xs: np.ndarray, ys: np.ndarray, t: float = 0.0) -> np.ndarray:
-        """Values in [0, 1] on the grid of pixel centres ``xs`` (columns) x ``ys`` (rows).
-
-        sin(a + b) = cos(b) sin(a) + sin(b) cos(a), so the sum over waves is one
-        matrix product of (rows x 2 waves) by (2 waves x columns).
-        """
-        px = np.outer(xs, self.kx)  # columns x waves
-        py = np.outer(ys, self.ky) + (self.phase + self.speed * t)  # rows x waves
-        rows = np.concatenate([np.cos(py), np.sin(py)], axis=1) * np.concatenate([self.amp, self.amp])
-        cols = np.concatenate([np.sin(px), np.cos(px)], axis=1)
-        out = rows.astype(np.float32) @ cols.T.astype(np.float32)
-        out *= np.float32(1.0 / math.sqrt(float(np.sum(self.amp**2)) / 2))
-        np.tanh(out, out=out)
-        out *= np.float32(0.5)
-        out += np.float32(0.5)
-        return out
-
-
-@lru_cache(maxsize=4)
-def _land_mask(seed: int, west: float, north: float, res: float, ny: int, nx: int) -> np.ndarray:
-    """Land pixels of a lat/lon grid (time-independent, so kept: it is half the cost of a fine global raster)."""
-    lon = west + res * (np.arange(nx) + 0.5)
-    lat = north - res * (np.arange(ny) + 0.5)
-    land = _Field(_hash_int(seed, "land"), 140.0)(lon, lat)
-    land *= np.float32(0.75)
-    land += np.float32(0.25) * _Field(_hash_int(seed, "coast"), 20.0)(lon, lat)
-    mask = land > 0.45
-    mask |= _on_land(*np.meshgrid(lon, lat))  # Europe is land, so European queries find data
-    mask.setflags(write=False)
-    return mask
-
-
-def _encode(var: _Var, value: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Raw integers for a field in [0, 1]: classes, or a noisy ramp over the valid range."""
-    if var.classes:
-        idx = np.minimum((value * len(var.classes)).astype(np.int64), len(var.classes) - 1)
-        raw = np.asarray(var.classes, dtype=np.int64)[idx]
-    else:
-        span = var.vmax - var.vmin
-        raw = var.vmin + np.rint(value * span).astype(np.int64)
-        if span >= 20:
-            raw += rng.integers(-max(1, span // 100), max(1, span // 100) + 1, raw.shape)
-        raw = np.clip(raw, var.vmin, var.vmax)
-    raw = np.where(valid, raw, var.fill)
-    return raw.astype(np.dtype(var.dtype))
-
-
-def _years(t: dt.datetime) -> float:
-    return (t - dt.datetime(2000, 1, 1, tzinfo=UTC)).total_seconds() / (365.25 * 86400)
+_Field = _rasters.Field
+_on_land = _rasters.on_land
+_years = _rasters._years
 
 
 # --------------------------------------------------------------------------- reading the catalog
@@ -816,7 +721,8 @@ def _spec_from_entry(name: str, meta: Mapping[str, Any], present: dt.date) -> Da
             tile_size = 1_000_000.0
         native = "cog" if migrated else "tif"
         formats = ("tif", "cog")
-    variable = _nc_var(family).name if pattern == "global_nc" else ("band1" if pattern != "vector" else "")
+    variable = _nc_var(family).name if pattern == "global_nc" else \
+        (re.sub(r"[^A-Za-z0-9_]", "_", short).upper() if pattern != "vector" else "")  # == rasters.variable_name
     biophysical = pattern == "global_nc" and not family.startswith(("lc", "tcd"))
     component = "bio-geophysical" if biophysical else "landcover_landuse"
     return DatasetSpec(
@@ -847,6 +753,14 @@ def _family_of(spec: DatasetSpec) -> str:
 _EUROPE_API_BBOX = (-31.2684, 27.6375, 44.8212, 71.1855)
 
 
+def _vector_extent(spec: "DatasetSpec", points: bool) -> tuple[float, float, float, float]:
+    """Where a vector product's features lie: its coverage; the old pan-European IDs (EU-Hydro, Natura 2000,
+    riparian and coastal zones, river and lake ice), whose table rows give no coverage, over Europe."""
+    if tuple(spec.bbox) != (-180.0, -90.0, 180.0, 90.0):
+        return tuple(spec.bbox)  # type: ignore[return-value]
+    return (-170.0, -55.0, 170.0, 75.0) if points else _EUROPE_API_BBOX
+
+
 def _api_specs(present: dt.date) -> list[DatasetSpec]:
     """A few datasets of the CLMS download API that are not catalog entries."""
 
@@ -871,7 +785,7 @@ def _api_specs(present: dt.date) -> list[DatasetSpec]:
         start=dt.date(2014, 1, 1), end=dt.date(2016, 12, 31), frequency="static", product_type="forest_type",
         title="Forest Type 2015 (raster 100 m), Europe, 3-yearly, Oct. 2020", short_name="FTY", resolution="100 m",
         spatial_coverage="Europe", crs=EEA_CRS, version="d02", native_format="tif", formats=("tif", "cog"),
-        component="landcover_landuse", variable="band1", tile_size=1_000_000.0,
+        component="landcover_landuse", variable="FTY", tile_size=1_000_000.0,
         template="FTY_2015_100m_eu_03035_d02_{tile}", date_format="%Y", nominal=dt.date(2015, 1, 1), uid=uid(key),
         source="EEA", crs_list=(EEA_CRS,),
         downloadable_files=(
@@ -889,7 +803,7 @@ def _api_specs(present: dt.date) -> list[DatasetSpec]:
         bbox=_EUROPE_API_BBOX, start=dt.date(2017, 1, 1), end=dt.date(2018, 12, 31), frequency="static",
         product_type="corine_land_cover", title="CORINE Land Cover 2018 (raster 100 m), Europe, 6-yearly",
         short_name="CLC", resolution="100 m", spatial_coverage="Europe", crs=EEA_CRS, version="V2020_20u1",
-        native_format="tif", formats=("tif", "cog"), component="landcover_landuse", variable="band1",
+        native_format="tif", formats=("tif", "cog"), component="landcover_landuse", variable="CLC",
         tile_size=1_000_000.0, template="U2018_CLC2018_V2020_20u1_{tile}", date_format="%Y",
         nominal=dt.date(2018, 1, 1), uid=uid(key), source="EEA", crs_list=(EEA_CRS,),
         downloadable_files=(dfile(key, "U2018_CLC2018_V2020_20u1", area="Full", size="239 MB", year=2018,
@@ -914,7 +828,7 @@ def _api_specs(present: dt.date) -> list[DatasetSpec]:
         bbox=(-180.0, -60.0, 180.0, 80.0), start=dt.date(2015, 1, 1), end=dt.date(2019, 12, 31), frequency="yearly",
         product_type="dynamic_land_cover", title="Global Dynamic Land Cover 2015-2019 (raster 100 m), global, yearly",
         short_name="LC100", resolution="100 m", spatial_coverage="Global", crs="EPSG:4326", version="v3.0.1",
-        native_format="tif", formats=("tif", "cog"), component="landcover_landuse", variable="band1", tile_size=20.0,
+        native_format="tif", formats=("tif", "cog"), component="landcover_landuse", variable="LC100", tile_size=20.0,
         template="{tile}_PROBAV_LC100_global_v3.0.1_{date}-conso_Discrete-Classification-map_EPSG-4326",
         date_format="%Y", uid=uid(key), source="LANDCOVER", crs_list=("EPSG:4326",),
         download_information=(info(key, "LANDCOVER", "Geotiff", "LC100/v3.0.1", "Discrete-Classification-map"),),
@@ -1055,6 +969,14 @@ class ProductStore:
         for s, _ in _steps(self._data_spec(self.dataset(key)), self.size_class.hours):
             yield s
 
+    def step_starts_between(self, key: str, start: Any = None, end: Any = None,
+                            bbox: Sequence[float] | None = None) -> list[dt.datetime]:
+        """Start of every time step overlapping [start, end] (none when ``bbox`` misses the coverage)."""
+        spec = self._data_spec(self.dataset(key))
+        if bbox is not None and not _intersects(spec.bbox, tuple(float(v) for v in bbox)):
+            return []
+        return [s for s, _ in _steps(spec, self.size_class.hours, _as_dt(start, upper=False), _as_dt(end, upper=True))]
+
     def items(self, key: str, bbox: Sequence[float] | None = None, start: Any = None, end: Any = None,
               format: str | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
         """A deterministic list of items (see :meth:`iter_items`); ``limit``/``offset`` page through long series."""
@@ -1116,11 +1038,13 @@ class ProductStore:
         sc = self.size_class
         if fmt == "geojson":
             return 600 * sc.features + 200
+        var = _rasters.var_for(spec)
         if tile is not None:
-            return int(sc.tile_px**2 * (0.45 if fmt == "tif" else 0.6)) + 1500
-        ny, nx = _grid_shape(spec.bbox, sc.global_res if fmt == "nc" else _cog.grid(self.size).res)
-        itemsize = np.dtype(_nc_var(_family_of(spec)).dtype).itemsize
-        return int(ny * nx * itemsize * (0.35 if fmt == "nc" else 0.4)) + (9000 if fmt == "nc" else 1500)
+            r0, r1, c0, c1 = self._tile_window(spec, tile)
+        else:
+            r0, r1, c0, c1 = _rasters.data_window(spec, self.size)
+        pixels = (r1 - r0) * (c1 - c0) * np.dtype(var.dtype).itemsize
+        return int(pixels * (0.35 if fmt == "nc" else 0.45)) + (9000 if fmt == "nc" else 1500)
 
     def item(self, item_id: str) -> Item:
         """The item with this id, or with this CDSE product name (``<stem>_<format>``).
@@ -1230,51 +1154,84 @@ class ProductStore:
                     tmp.unlink()
         return path
 
-    def _field_seed(self, spec: DatasetSpec, what: str) -> int:
-        return _hash_int(self.seed, spec.key, what)
+    # ---------------------------------------------------------------- rasters: one array, every format
 
-    def _write_nc(self, path: Path, spec: DatasetSpec, start: dt.datetime, end: dt.datetime) -> None:
+    def grid(self, key: str) -> "_rasters.Grid":
+        """The product's real grid (:func:`.rasters.grid_for`)."""
+        return _rasters.grid_for(self._data_spec(self.dataset(key)))
+
+    def data_window(self, key: str) -> tuple[int, int, int, int]:
+        """(r0, r1, c0, c1) of the grid that holds data in this store's size class (every file covers it)."""
+        return _rasters.data_window(self._data_spec(self.dataset(key)), self.size)
+
+    def raw(self, key: str, start: dt.datetime, window: Sequence[int]) -> np.ndarray:
+        """The stored integers of one time step over a window of the product's grid (the one truth)."""
+        return _rasters.raw_window(self.seed, self._data_spec(self.dataset(key)), start, window)
+
+    def variable(self, key: str) -> "_rasters.Var":
+        """Name and encoding of a raster product's variable (NetCDF variable == COG band description)."""
+        return _rasters.var_for(self._data_spec(self.dataset(key)))
+
+    def _write_nc(self, path: Path, spec: DatasetSpec, start: dt.datetime, end: dt.datetime,
+                  window: Sequence[int] | None = None) -> None:
+        window = tuple(window) if window is not None else _rasters.data_window(spec, self.size)
+        raw = _rasters.raw_window(self.seed, spec, start, window)
+        self._write_nc_array(path, spec, start, end, raw, window)
+
+    def _write_nc_array(self, path: Path, spec: DatasetSpec, start: dt.datetime, end: dt.datetime,
+                        raw: np.ndarray, window: Sequence[int]) -> None:
         import netCDF4
 
-        family = _family_of(spec)
-        var = _nc_var(family)
-        lat, lon, raw = self._global_raster(spec, start, var)
         stem = _stem(spec, start, None)
         with _netcdf_lock():
-            self._nc_file(netCDF4.Dataset(str(path), "w", format="NETCDF4"), spec, stem, start, end, var, lat, lon, raw)
+            self._nc_file(netCDF4.Dataset(str(path), "w", format="NETCDF4"), spec, stem, start, end, raw, window)
 
-    def _nc_file(self, ds: Any, spec: DatasetSpec, stem: str, start: dt.datetime, end: dt.datetime, var: _Var,
-                 lat: np.ndarray, lon: np.ndarray, raw: np.ndarray) -> None:
+    def _nc_file(self, ds: Any, spec: DatasetSpec, stem: str, start: dt.datetime, end: dt.datetime,
+                 raw: np.ndarray, window: Sequence[int]) -> None:
+        grid = _rasters.grid_for(spec)
+        var = _rasters.var_for(spec)
+        r0, r1, c0, c1 = window
+        geographic = grid.geographic
+        ydim, xdim = ("lat", "lon") if geographic else ("y", "x")
         try:
             ds.createDimension("time", 1)
-            ds.createDimension("lat", len(lat))
-            ds.createDimension("lon", len(lon))
+            ds.createDimension(ydim, r1 - r0)
+            ds.createDimension(xdim, c1 - c0)
             t = ds.createVariable("time", "f8", ("time",))
             t.setncatts({"standard_name": "time", "long_name": "time", "axis": "T",
                          "units": "days since 1970-01-01 00:00:00", "calendar": "standard"})
             t[:] = [(start - dt.datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() / 86400.0]
-            y = ds.createVariable("lat", "f8", ("lat",))
-            y.setncatts({"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north", "axis": "Y"})
-            y[:] = lat
-            x = ds.createVariable("lon", "f8", ("lon",))
-            x.setncatts({"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east", "axis": "X"})
-            x[:] = lon
-            res = self.size_class.global_res
+            y = ds.createVariable(ydim, "f8", (ydim,))
+            x = ds.createVariable(xdim, "f8", (xdim,))
+            if geographic:
+                y.setncatts({"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
+                             "axis": "Y"})
+                x.setncatts({"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
+                             "axis": "X"})
+            else:
+                y.setncatts({"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y"})
+                x.setncatts({"standard_name": "projection_x_coordinate", "units": "m", "axis": "X"})
+            y[:] = grid.ys(r0, r1)
+            x[:] = grid.xs(c0, c1)
             crs = ds.createVariable("crs", "i4")
-            crs.setncatts({
-                "grid_mapping_name": "latitude_longitude", "long_name": "coordinate reference system",
-                "longitude_of_prime_meridian": 0.0, "semi_major_axis": 6378137.0,
-                "inverse_flattening": 298.257223563, "spatial_ref": _WKT_4326, "crs_wkt": _WKT_4326,
-                "GeoTransform": f"{lon[0] - res / 2:.6f} {res:.6f} 0 {lat[0] + res / 2:.6f} 0 {-res:.6f}",
-            })
-            chunk = (1, min(len(lat), 512), min(len(lon), 512))
-            v = ds.createVariable(var.name, var.dtype, ("time", "lat", "lon"), zlib=True, complevel=4,
+            wkt = _WKT_4326 if geographic else _rasters.crs_wkt(grid.crs)
+            tr = grid.transform(r0, c0)
+            mapping = {"grid_mapping_name": "latitude_longitude", "longitude_of_prime_meridian": 0.0,
+                       "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563} if geographic else \
+                {"grid_mapping_name": "lambert_azimuthal_equal_area", "latitude_of_projection_origin": 52.0,
+                 "longitude_of_projection_origin": 10.0, "false_easting": 4321000.0, "false_northing": 3210000.0,
+                 "semi_major_axis": 6378137.0, "inverse_flattening": 298.257222101}
+            crs.setncatts({**mapping, "long_name": "coordinate reference system", "spatial_ref": wkt,
+                           "crs_wkt": wkt, "GeoTransform": f"{tr.c!r} {tr.a!r} 0 {tr.f!r} 0 {tr.e!r}"})
+            chunk = (1, max(1, min(r1 - r0, 512)), max(1, min(c1 - c0, 512)))
+            v = ds.createVariable(var.name, var.dtype, ("time", ydim, xdim), zlib=True, complevel=1,
                                   chunksizes=chunk, fill_value=np.array(var.fill, dtype=var.dtype))
             v.set_auto_maskandscale(False)
+            small = np.dtype(var.dtype).itemsize <= 2  # decoded as float32 (CF: the attributes' type)
+            ftype = np.float32 if small else np.float64
             attrs: dict[str, Any] = {
                 "long_name": var.long_name, "units": var.units, "grid_mapping": "crs",
-                "scale_factor": np.float32(var.scale) if var.dtype == "u1" else np.float64(var.scale),
-                "add_offset": np.float32(var.offset) if var.dtype == "u1" else np.float64(var.offset),
+                "scale_factor": ftype(var.scale), "add_offset": ftype(var.offset),
                 "valid_range": np.array([var.vmin, var.vmax], dtype=var.dtype),
             }
             if var.classes:
@@ -1314,95 +1271,111 @@ class ProductStore:
             "date_created": produced.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
-    def _global_raster(self, spec: DatasetSpec, start: dt.datetime, var: _Var,
-                       res: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """lat (descending), lon and raw values of one time step on a lat/lon grid (the size class's by default)."""
-        res = res or self.size_class.global_res
-        w, s, e, n = _snap(spec.bbox, res)
-        ny, nx = int(round((n - s) / res)), int(round((e - w) / res))
-        lon = w + res * (np.arange(nx) + 0.5)
-        lat = n - res * (np.arange(ny) + 0.5)
-        t = _years(start)
-        value = _Field(self._field_seed(spec, "value"), 90.0)(lon, lat, t)
-        value *= np.float32(0.7)
-        value += np.float32(0.3) * _Field(self._field_seed(spec, "detail"), 15.0)(lon, lat, t)
-        if not var.classes:  # a seasonal cycle, opposite in the two hemispheres
-            value *= (1.0 - 0.5 * np.abs(lat) / 90.0).astype(np.float32)[:, None]
-            value += (0.2 * math.cos(2 * math.pi * (t % 1.0)) * np.sin(np.radians(lat))).astype(np.float32)[:, None]
-            np.clip(value, 0, 1, out=value)
-        land = _land_mask(self.seed, w, n, res, ny, nx)
-        rng = np.random.default_rng(_hash_int(self.seed, spec.key, start.isoformat()))
-        raw = _encode(var, value, land, rng)
-        return np.round(lat, 10), np.round(lon, 10), raw
-
     def _write_global_cog(self, path: Path, spec: DatasetSpec, start: dt.datetime, end: dt.datetime) -> None:
-        """A global COG on :mod:`.cog`'s finer grid (many internal tiles, so window reads can be measured)."""
-        var = _nc_var(_family_of(spec))
-        grid = _cog.grid(self.size)
-        k = _cog.UPSAMPLE  # values made on a k-times coarser grid, each pixel repeated k x k: 1/k^2 of the cost
-        lat, lon, coarse = self._global_raster(spec, start, var, grid.res * k)
-        raw = np.repeat(np.repeat(coarse, k, axis=0), k, axis=1)
-        west, north = round(float(lon[0]) - grid.res * k / 2, 9), round(float(lat[0]) + grid.res * k / 2, 9)
+        """The COG of a global product: the NetCDF's array, pixel for pixel (see :mod:`.rasters`)."""
+        window = _rasters.data_window(spec, self.size)
+        raw = _rasters.raw_window(self.seed, spec, start, window)
         tags = dict(PRODUCT=_stem(spec, start, None), VERSION=spec.version,
                     TIME_COVERAGE_START=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     TIME_COVERAGE_END=end.strftime("%Y-%m-%dT%H:%M:%SZ"))
-        _cog.write_global_cog(path, raw, west, north, grid.res, grid.block, var, tags)
+        _rasters.write_geotiff(path, raw, _rasters.grid_for(spec), window[0], window[2], _rasters.var_for(spec),
+                               tags, cog=True, block=_cog.grid(self.size).block)
 
-    def _tile_raster(self, spec: DatasetSpec, start: dt.datetime, tile: Tile) -> tuple[np.ndarray, Any]:
-        from affine import Affine
-
-        px = self.size_class.tile_px
-        left, bottom, right, top = tile.bounds
-        res = (right - left) / px
-        xs = left + res * (np.arange(px) + 0.5)
-        ys = top - res * (np.arange(px) + 0.5)
-        scale = 900_000.0 if spec.crs == EEA_CRS else 60.0
-        var = _tile_var(_family_of(spec))
-        t = _years(start)
-        value = 0.6 * _Field(self._field_seed(spec, "value"), scale)(xs, ys, t) + \
-            0.4 * _Field(self._field_seed(spec, "detail"), scale / 15)(xs, ys, t)
-        # Nodata in patches tens of km wide (shared by every layer, like a coverage mask).
-        valid = _Field(_hash_int(self.seed, "mask", spec.crs), scale / 6)(xs, ys) > 0.15
-        rng = np.random.default_rng(_hash_int(self.seed, spec.key, start.isoformat(), tile.code))
-        return _encode(var, value, valid, rng), Affine(res, 0.0, left, 0.0, -res, top)
+    def _tile_window(self, spec: DatasetSpec, tile: Tile) -> tuple[int, int, int, int]:
+        """The part of the data window in a tile; a tile outside it holds 16 x 16 nodata pixels at its corner."""
+        r0, r1, c0, c1 = _rasters.tile_window(spec, self.size, tile.bounds)
+        if r1 > r0 and c1 > c0:
+            return r0, r1, c0, c1
+        grid = _rasters.grid_for(spec)
+        h = grid.res / 2
+        tr0, _, tc0, _ = grid.window((tile.bounds[0] + h, tile.bounds[1] + h, tile.bounds[2] - h, tile.bounds[3] - h))
+        return tr0, tr0 + 16, tc0, tc0 + 16
 
     def _write_tile(self, path: Path, spec: DatasetSpec, start: dt.datetime, tile: Tile, cog: bool) -> None:
-        import rasterio
-
-        raw, transform = self._tile_raster(spec, start, tile)
-        px = raw.shape[0]
-        var = _tile_var(_family_of(spec))
-        profile: dict[str, Any] = dict(width=px, height=px, count=1, dtype="uint8", crs=spec.crs,
-                                       transform=transform, nodata=255)
-        if cog:
-            profile.update(driver="COG", compress="DEFLATE", blocksize=self.size_class.cog_block,
-                           overview_resampling="nearest" if var.classes else "average")
+        grid = _rasters.grid_for(spec)
+        var = _rasters.var_for(spec)
+        window = self._tile_window(spec, tile)
+        if _rasters.tile_window(spec, self.size, tile.bounds) == window:
+            raw = _rasters.raw_window(self.seed, spec, start, window, var)
         else:
-            profile.update(driver="GTiff", compress="LZW")
-            if px >= 256:
-                profile.update(tiled=True, blockxsize=256, blockysize=256)
-        with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-            with rasterio.open(path, "w", **profile) as dst:
-                dst.write(raw, 1)
-                dst.update_tags(PRODUCT=_stem(spec, start, tile), TILE=tile.code, YEAR=str(start.year),
-                                VERSION=spec.version, AREA_OR_POINT="Area")
+            raw = np.full((window[1] - window[0], window[3] - window[2]), var.fill, dtype=var.dtype)
+        tags = dict(PRODUCT=_stem(spec, start, tile), TILE=tile.code, YEAR=str(start.year), VERSION=spec.version)
+        _rasters.write_geotiff(path, raw, grid, window[0], window[2], var, tags, cog=cog,
+                               block=self.size_class.cog_block)
+
+    def cutout(self, key: str, start: dt.datetime, bbox: Sequence[float], fmt: str = "tif") -> Path:
+        """A cut-to-order output: the pixels of one time step whose centres lie in ``bbox`` (lon/lat; for
+        projected products transformed as a rectangle with ``transform_bounds(densify_pts=21)``), cropped from
+        the one array, as a GeoTIFF (``tif``) or a NetCDF (``nc``).  A bbox that misses the size class's
+        extent gets 16 x 16 nodata pixels at its top-left corner (no data there, as in a tile outside it)."""
+        spec = self._data_spec(self.dataset(key))
+        grid = _rasters.grid_for(spec)
+        window = self.crop_window(spec.key, bbox)
+        empty = window is None
+        if window is None:
+            r0, _, c0, _ = grid.window(self._grid_bounds(spec, bbox))
+            r0, c0 = min(r0, grid.height - 16), min(c0, grid.width - 16)
+            window = (r0, r0 + 16, c0, c0 + 16)
+        step = next(iter(_steps(spec, self.size_class.hours, start, start)), None)
+        if step is None:
+            raise ValueError(f"{spec.key}: no time step at {start}")
+        s, e = step
+        stem = f"{_stem(spec, s, None) if spec.pattern == 'global_nc' else _stem_untiled(spec, s)}_cut"
+        digest = hashlib.sha1(json.dumps([list(window), fmt, empty]).encode()).hexdigest()[:12]
+        target = self.root / "cutouts" / _slug(spec.key) / f"{stem}_{digest}.{'nc' if fmt == 'nc' else 'tif'}"
+        var = _rasters.var_for(spec)
+
+        def write(tmp: Path) -> None:
+            if empty:
+                raw = np.full((16, 16), var.fill, dtype=var.dtype)
+            else:
+                raw = _rasters.raw_window(self.seed, spec, s, window, var)
+            if fmt == "nc":
+                self._write_nc_array(tmp, spec, s, e, raw, window)
+            else:
+                tags = dict(PRODUCT=stem, VERSION=spec.version, TIME_COVERAGE_START=s.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                _rasters.write_geotiff(tmp, raw, grid, window[0], window[2], var, tags, cog=False, block=256)
+
+        return self._produce(target, write)
+
+    @staticmethod
+    def _grid_bounds(spec: DatasetSpec, bbox: Sequence[float]) -> tuple[float, float, float, float]:
+        """A lon/lat bbox in the grid's CRS: as a rectangle, ``transform_bounds(..., densify_pts=21)``."""
+        bounds = tuple(float(v) for v in bbox)
+        grid = _rasters.grid_for(spec)
+        if not grid.geographic:
+            from rasterio.warp import transform_bounds
+
+            bounds = transform_bounds("EPSG:4326", grid.crs, *bounds, densify_pts=21)
+        return bounds  # type: ignore[return-value]
+
+    def crop_window(self, key: str, bbox: Sequence[float]) -> tuple[int, int, int, int] | None:
+        """(r0, r1, c0, c1): the data pixels whose centres lie in a lon/lat ``bbox`` (None: none)."""
+        spec = self._data_spec(self.dataset(key))
+        r0, r1, c0, c1 = _rasters.grid_for(spec).window(self._grid_bounds(spec, bbox))
+        d0, d1, e0, e1 = _rasters.data_window(spec, self.size)
+        r0, r1, c0, c1 = max(r0, d0), min(r1, d1), max(c0, e0), min(c1, e1)
+        return (r0, r1, c0, c1) if r1 > r0 and c1 > c0 else None
 
     def _write_vector(self, path: Path, spec: DatasetSpec, start: dt.datetime, end: dt.datetime) -> None:
         rng = np.random.default_rng(_hash_int(self.seed, spec.key, start.isoformat(), "vector"))
-        w, s, e, n = spec.bbox
-        if spec.bbox == (-180.0, -90.0, 180.0, 90.0):
-            w, s, e, n = -170.0, -55.0, 170.0, 75.0
         points = "wl-" in spec.key
+        w, s, e, n = _vector_extent(spec, points)
+        count = self.size_class.features
+        cols = math.ceil(math.sqrt(count))
+        cw, ch = (e - w) / cols, (n - s) / math.ceil(count / cols)
         features = []
-        for i in range(self.size_class.features):
-            x, y = float(rng.uniform(w, e)), float(rng.uniform(s, n))
+        for i in range(count):
             props: dict[str, Any] = {"id": i + 1, "date": start.strftime("%Y-%m-%d")}
-            if points:
+            if points:  # stations anywhere in the extent
+                x, y = float(rng.uniform(w, e)), float(rng.uniform(s, n))
                 geom = {"type": "Point", "coordinates": [round(x, 6), round(y, 6)]}
                 props["water_surface_height_above_reference_datum"] = round(float(rng.uniform(5, 500)), 3)
-            else:
-                r = float(rng.uniform(0.001, 0.02))
-                ring = [[round(x + r * math.cos(a), 6), round(y + r * math.sin(a), 6)]
+            else:  # one hexagon per cell of a grid over the extent, covering its cell: every area has features
+                x = w + (i % cols + 0.5 + float(rng.uniform(-0.05, 0.05))) * cw
+                y = s + (i // cols + 0.5 + float(rng.uniform(-0.05, 0.05))) * ch
+                rx, ry = 0.82 * cw, 0.82 * ch  # 0.82 = sqrt(2)/2 / cos(30 deg): the hexagon holds its cell's corners
+                ring = [[round(min(e, max(w, x + rx * math.cos(a))), 6), round(min(n, max(s, y + ry * math.sin(a))), 6)]
                         for a in np.linspace(0, 2 * math.pi, 7)]
                 ring[-1] = ring[0]
                 geom = {"type": "Polygon", "coordinates": [ring]}
@@ -1426,15 +1399,7 @@ class ProductStore:
         spec = self._data_spec(self.dataset(key))
         if not spec.tiled:
             raise ValueError(f"{spec.key} is not tiled ({spec.pattern}); use items() and materialize()")
-        if year is not None:
-            steps = list(islice(_steps(spec, self.size_class.hours, _year_start(int(year)),
-                                       dt.datetime(int(year), 12, 31, 23, 59, 59, tzinfo=UTC)), 1))
-            if not steps:
-                raise ValueError(f"{spec.key}: no data in {year} (covers {spec.start} to {spec.end})")
-        else:
-            steps = list(_steps(spec, self.size_class.hours, _as_dt(spec.end, upper=False)))[-1:] or \
-                list(_steps(spec, self.size_class.hours))[-1:]
-        start, end = steps[0]
+        start, end = self.tile_step(spec.key, year)
         fmt = "tif"
         paths = []
         for tile in self.spec_tiles(spec.key):
@@ -1447,6 +1412,19 @@ class ProductStore:
                                           f"_part{self.spec_tiles(spec.key).index(tile) + 1:03d}.tif")
             paths.append(path)
         return paths
+
+    def tile_step(self, key: str, year: int | None = None) -> tuple[dt.datetime, dt.datetime]:
+        """(start, end) of the time step :meth:`tiles` serves: the first in ``year``, or the last one."""
+        spec = self._data_spec(self.dataset(key))
+        if year is not None:
+            steps = list(islice(_steps(spec, self.size_class.hours, _year_start(int(year)),
+                                       dt.datetime(int(year), 12, 31, 23, 59, 59, tzinfo=UTC)), 1))
+            if not steps:
+                raise ValueError(f"{spec.key}: no data in {year} (covers {spec.start} to {spec.end})")
+        else:
+            steps = list(_steps(spec, self.size_class.hours, _as_dt(spec.end, upper=False)))[-1:] or \
+                list(_steps(spec, self.size_class.hours))[-1:]
+        return steps[0]
 
     def _renamed_copy(self, src: Path, name: str) -> Path:
         target = src.parent.parent / "nogrid-names" / src.parent.name / name
@@ -1606,6 +1584,11 @@ def _stem(spec: DatasetSpec, start: dt.datetime, tile: Tile | None) -> str:
     return spec.template.format(date=_date_token(spec, start), tile=tile.code if tile is not None else "")
 
 
+def _stem_untiled(spec: DatasetSpec, start: dt.datetime) -> str:
+    """A tiled product's file stem without its tile code (a cut-out spans tiles)."""
+    return re.sub(r"_+", "_", spec.template.format(date=_date_token(spec, start), tile="")).strip("_")
+
+
 def _template_regex(spec: DatasetSpec) -> re.Pattern[str]:
     parts = re.split(r"(\{date\}|\{tile\})", spec.template)
     rx = ""
@@ -1642,16 +1625,6 @@ def _disambiguate(specs: list[DatasetSpec]) -> list[DatasetSpec]:
     order = {s.key: i for i, s in enumerate(specs)}
     out.sort(key=lambda s: order[s.key])
     return out
-
-
-def _snap(bbox: Sequence[float], res: float) -> tuple[float, float, float, float]:
-    w, s, e, n = bbox
-    return (math.floor(w / res) * res, math.floor(s / res) * res, math.ceil(e / res) * res, math.ceil(n / res) * res)
-
-
-def _grid_shape(bbox: Sequence[float], res: float) -> tuple[int, int]:
-    w, s, e, n = _snap(bbox, res)
-    return int(round((n - s) / res)), int(round((e - w) / res))
 
 
 _WKT_4326 = (

@@ -65,6 +65,19 @@ Behaviour worth knowing:
 
 Per-user state (tokens, accepted terms, quota use, orders) lives in
 ``ctx.state["hda"]``; all times are sandbox-clock seconds.
+
+Protocol shapes, one switch per variant (attributes of ``ctx.state["hda"]``; the
+sandbox's first shape, then the one live clients show):
+
+- ``paging``: ``"nextIndex"`` (the new ID pages by ``properties.nextIndex``, old
+  IDs by ``totalResults``) or ``"totalResults"`` (every dataset by
+  ``totalResults``/``startIndex``, as eodag and hda 2.x page the live broker);
+- ``listing_ids``: ``"download_id"`` or ``"_id"`` (the downloads listing names
+  an order by ``_id``, as eodag reads it);
+- ``titles``: ``"title"`` (features carry ``properties.title``) or ``"id"`` (no
+  title: a feature is named by its ``id``, as eodag maps it);
+- ``repeat_pages``: False, or True (a broken broker that ignores ``startIndex``
+  and answers the first page again, while ``totalResults`` says more follow).
 """
 
 from __future__ import annotations
@@ -143,6 +156,10 @@ class HdaState:
     users: dict[str, UserState] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)
     files_lock: threading.Lock = field(default_factory=threading.Lock)
+    paging: str = "nextIndex"
+    listing_ids: str = "download_id"
+    titles: str = "title"
+    repeat_pages: bool = False
 
     def user(self, name: str) -> UserState:
         return self.users.setdefault(name, UserState())
@@ -558,15 +575,17 @@ def _search_page(
     chained = itertools.chain.from_iterable(
         store.iter_items(s.key, bbox, start, end, format=_item_format(s, dataset_id)) for s in specs
     )
-    page = list(itertools.islice(chained, first, first + per_page + 1))
+    paging, repeat = _state(ctx).paging, _state(ctx).repeat_pages
+    at = 0 if repeat else first
+    page = list(itertools.islice(chained, at, at + per_page + 1))
     more = len(page) > per_page
     total = None
-    if dataset_id != NEW_DATASET_ID:
+    if dataset_id != NEW_DATASET_ID or paging == "totalResults" or repeat:
         total = sum(store.count(s.key, bbox, start, end, format=_item_format(s, dataset_id)) for s in specs)
     return page[:per_page], more, total
 
 
-def _feature(item: Any, dataset_id: str) -> dict[str, Any]:
+def _feature(item: Any, dataset_id: str, titles: str = "title") -> dict[str, Any]:
     west, south, east, north = item.bbox
     # The catalogue size is not the delivered size: sometimes unknown ("ND"),
     # sometimes a stale figure, otherwise the generator's hint for the data file
@@ -582,7 +601,7 @@ def _feature(item: Any, dataset_id: str) -> dict[str, Any]:
         },
         "properties": {
             "location": _location(dataset_id, item.id),
-            "title": item.name,
+            **({"title": item.name} if titles == "title" else {}),
             "size": size,
             "startdate": _iso(item.start),
             "enddate": _iso(item.end),
@@ -624,7 +643,7 @@ async def search(request: web.Request, ctx: SandboxContext) -> web.StreamRespons
     else:
         props["totalResults"] = total
     return web.json_response(
-        {"type": "FeatureCollection", "features": [_feature(i, dataset_id) for i in page], "properties": props}
+        {"type": "FeatureCollection", "features": [_feature(i, dataset_id, _state(ctx).titles) for i in page], "properties": props}
     )
 
 
@@ -871,7 +890,7 @@ async def downloads(request: web.Request, ctx: SandboxContext) -> web.StreamResp
         status, message = _order_state(o, now)
         features.append(
             {
-                "download_id": o.download_id,
+                ("_id" if st.listing_ids == "_id" else "download_id"): o.download_id,
                 "dataset_id": o.dataset_id,
                 "product_id": o.product_id,
                 "status": status,

@@ -11,7 +11,10 @@ Three ways to get data, chosen from the listing (:mod:`intake_clms.clms_listing`
 
 A data request is one task on the server: before posting, a queued or running
 task of this user for the same items is reused (and on ``DUPLICATED`` found and
-reused).  The POST is sent once: after a lost answer :meth:`ClmsApiService.find_order`
+reused).  After ``DUPLICATED`` the task is looked for whatever its non-failed state
+(queued, running or already finished: the server may have finished it meanwhile).
+Statuses are compared without case (the server stores CDSE child tasks as
+``QUEUED``).  The POST is sent once: after a lost answer :meth:`ClmsApiService.find_order`
 looks for the task among the user's Queued, In_progress and Finished_ok tasks
 (``@datarequest_search``) registered since the attempt began.  The engine keeps the
 task id in its job state, so a rerun polls it again.  Polls ask
@@ -39,7 +42,7 @@ from ..errors import ClmsError, CredentialsError, ParameterError, ServiceError, 
 from ..lifecycle.clock import SYSTEM, Clock
 from ..lifecycle.errors import OrderExpiredError, OrderFailedError
 from ..lifecycle.http import HttpClient, server_message
-from ..lifecycle.service import DIRECT, Hit, Ready
+from ..lifecycle.service import Hit, Ready
 from ..params import Request
 from .clms_auth import ClmsAuth, load_service_key
 from .clms_items import date_in, file_product, general_products, is_world, items_hash, url_name, within_years
@@ -53,12 +56,20 @@ SERVICE = "clms"
 JSON = {"Accept": "application/json"}
 ACTIVE = ("Queued", "In_progress")
 FAILED = ("Rejected", "Finished_nok", "Cancelled")
+LIVE = ACTIVE + ("Finished_ok",)  # every state but a failure
+_KNOWN = {s.lower(): s for s in (*ACTIVE, "Finished_ok", *FAILED)}
 DEFAULT_LINK_MAX_AGE = 24 * 3600.0  # seconds; the docs promise 72 h, users saw links die earlier
 DEFAULT_FILES_RATE = 10.0  # requests per second to the auxiliary file servers
 MAX_UNKNOWN = 5  # polls that may see a status this client does not know before it gives up
 CANCEL_TIMEOUT = 1.5  # seconds a server-side cancel may take (the engine gives it 2 s at most)
 _NOT_LOGGED_IN = "logged in to use this service"
 _DUPLICATED = "same thing at least twice"
+
+def task_status(value: Any) -> str:
+    """A task's status in the documented spelling (``QUEUED`` -> ``Queued``); an unknown word as given."""
+    text = str(value or "").strip()
+    return _KNOWN.get(text.lower(), text)
+
 
 def parse_stamp(text: Any) -> float | None:
     """Epoch seconds of an API timestamp; naive ones (older tasks) are UTC."""
@@ -125,12 +136,12 @@ class ClmsApiService:
         """The listing's dataset for a request: by dataset_id, else by the WEkEO datasetIdentifier's mapping."""
         listing = self.listing() if listing is None else listing
         try:
-            return find_dataset(listing, request.dataset_id)
+            return find_dataset(listing, request.dataset_id).choose(request.download_information)
         except UnknownIdentifierError as first:
             if not request.dataset_identifier:
                 raise
             try:
-                return find_dataset(listing, request.dataset_identifier)
+                return find_dataset(listing, request.dataset_identifier).choose(request.download_information)
             except UnknownIdentifierError:
                 raise UnknownIdentifierError(
                     f"service='clms': the CLMS download API serves no dataset known for {request.dataset_id} "
@@ -138,7 +149,8 @@ class ClmsApiService:
                     f"collection); read this entry with service='wekeo'. ({first})"
                 ) from None
 
-    def search(self, request: Request) -> list[Hit]:
+    def search(self, request: Request, limit: int | None = None) -> list[Hit]:
+        """The request's products (worked out from the listing: no paging, so ``limit`` changes nothing)."""
         ds = self.dataset(request)
         if request.file:
             return [file_product(ds, request.file)]
@@ -156,7 +168,7 @@ class ClmsApiService:
 
     def _aux_products(self, ds: ApiDataset, request: Request) -> list[Hit]:
         """One product per direct file URL of the auxiliary API."""
-        params: dict[str, str] = {"dataset_uid": ds.uid, "download_information_id": ds.infos[0].id}
+        params: dict[str, str] = {"dataset_uid": ds.uid, "download_information_id": ds.default_info.id if ds.default_info else ""}
         if ds.source == "LEGACY" and (request.start is None or request.end is None):
             name = "start" if request.start is None else "end"
             raise ParameterError(name, f"{ds.id} (LEGACY source, served by the auxiliary API) needs both start and end "
@@ -185,7 +197,7 @@ class ClmsApiService:
                 continue  # the LANDCOVER list ignores dates: keep the years asked for
             pid = name if name not in seen else f"{name}-{len(seen)}"
             seen.add(pid)
-            products.append(Hit(key=safe_name(f"clms-{ds.id}-{pid}", 200), name=name, access=DIRECT,
+            products.append(Hit(key=safe_name(f"clms-{ds.id}-{pid}", 200), name=name, ordered=False,
                                 start=day.isoformat() if day else None, extra={"dataset": ds.id, "url": url}))
         return products
 
@@ -205,7 +217,7 @@ class ClmsApiService:
 
     def find_order(self, hit: Hit, since: float) -> str | None:
         """A task for these items registered since ``since`` that is queued, running or finished well."""
-        return self._find(items_hash(hit.extra.get("items")), ACTIVE + ("Finished_ok",), since)
+        return self._find(items_hash(hit.extra.get("items")), LIVE, since)
 
     def _post(self, items: list[dict[str, Any]], digest: str, hit: Hit) -> str:
         r = self._call("POST", "@datarequest_post", "data request", ok=(200, 201, 400), json={"Datasets": items},
@@ -214,12 +226,12 @@ class ClmsApiService:
         if r.status_code == 400 or body.get("status") == "error":
             message = str(body.get("msg") or body.get("message") or server_message(r))
             if _DUPLICATED in message:
-                task_id = self._find(digest, ACTIVE)
+                task_id = self._find(digest, LIVE)
                 if task_id is not None:
-                    log.info("clms: the server has these items queued already (DUPLICATED); reusing task %s", task_id)
+                    log.info("clms: the server has a task for these items already (DUPLICATED); reusing task %s", task_id)
                     return task_id
                 raise ServiceError(SERVICE, r.status_code, f"data request for {hit.name} refused as a duplicate of a "
-                                   f"queued task that holds other items too; wait for it or cancel it: {message}")
+                                   f"task that holds other items too; wait for it or cancel it: {message}")
             raise ServiceError(SERVICE, r.status_code, f"data request for {hit.name} refused: {message}")
         ids = [str(t.get("TaskID")) for t in body.get("TaskIds") or [] if isinstance(t, dict) and t.get("TaskID")]
         if not ids:
@@ -240,7 +252,7 @@ class ClmsApiService:
                 log.info("clms: could not list %s tasks (%s)", status, exc)
                 continue
             for task_id, task in body.items():
-                if not isinstance(task, dict) or task.get("Status", status) != status \
+                if not isinstance(task, dict) or task_status(task.get("Status", status)) != status \
                         or items_hash(task.get("Datasets")) != digest:
                     continue
                 registered = parse_stamp(task.get("RegistrationDateTime")) or 0.0
@@ -264,7 +276,7 @@ class ClmsApiService:
         task = self._status(order_id)
         if task is None:
             raise OrderExpiredError(SERVICE, 404, f"task {order_id} is unknown to the server (deleted or expired)")
-        status = str(task.get("Status") or "")
+        status = task_status(task.get("Status"))
         if status in ACTIVE:
             self._unknown.pop(order_id, None)
             return ("queued" if status == "Queued" else "running"), None
@@ -305,7 +317,7 @@ class ClmsApiService:
 
     def fetch(self, hit: Hit, order_id: str | None, offset: int) -> requests.Response:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        if hit.access == DIRECT:
+        if not hit.ordered:
             url = str(hit.extra["url"])
             limiter = limiter_for(url, self.files_rate, self.clock)
             if limiter is not None:

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..clms_listing import FORMAT_CONVERSION, ApiDataset, ApiFile, canonical_format
 from ..errors import ParameterError
-from ..lifecycle.service import ORDERED, Hit
+from ..lifecycle.service import Hit
 from ..params import Request
 from ..store.fsutil import safe_name
 
@@ -121,8 +121,18 @@ def file_product(ds: ApiDataset, wanted: str) -> Hit:
     """The one data request of a pre-packaged file (the same product whatever the area asked)."""
     f = find_file(ds, wanted)
     name = f.file or f.id
-    return Hit(key=safe_name(f"clms-{ds.id}-{name}", 200), name=name, access=ORDERED,
+    start, end = nominal(ds)
+    return Hit(key=safe_name(f"clms-{ds.id}-{name}", 200), name=name, ordered=True, start=start, end=end,
                extra={"dataset": ds.id, "items": [{"DatasetID": ds.uid, "FileID": f.id}]})
+
+
+def nominal(ds: ApiDataset) -> tuple[str | None, str | None]:
+    """A static map's dates when the request names none: its reference year, the year of the middle of the
+    dataset's temporal extent (Forest Type 2015: imagery 2014-2016 -> 2015-01-01), to the extent's end."""
+    if ds.start is None:
+        return None, ds.end.isoformat() if ds.end else None
+    middle = ds.start + (ds.end - ds.start) / 2 if ds.end else ds.start
+    return dt.date(middle.year, 1, 1).isoformat(), ds.end.isoformat() if ds.end else None
 
 
 def date_chunks(start: dt.date, end: dt.date, days: int | None) -> list[tuple[dt.date, dt.date]]:
@@ -140,7 +150,9 @@ def date_chunks(start: dt.date, end: dt.date, days: int | None) -> list[tuple[dt
 
 def general_items(ds: ApiDataset, request: Request) -> list[tuple[dict[str, Any], tuple[dt.date, dt.date] | None]]:
     """The cut-to-order items of a request (with the date chunk each covers), validated before any post."""
-    info = ds.infos[0]
+    info = ds.default_info
+    if info is None:
+        raise ParameterError("download_information", f"{ds.id} lists no download information; it takes no cut-to-order request")
     native = canonical_format(info.format)
     if request.output_format:
         fmt = canonical_format(request.output_format)
@@ -188,10 +200,10 @@ def general_products(ds: ApiDataset, request: Request) -> list[Hit]:
             pid = f"{ds.id}_{first:%Y%m%d}_{last:%Y%m%d}"
             start, end = first.isoformat(), last.isoformat()
         else:
-            pid, start, end = f"{ds.id}_cut", None, None
+            pid, (start, end) = f"{ds.id}_cut", nominal(ds)
         chosen = [i for i, _ in group]
         key = safe_name(f"clms-{pid}-{items_hash(chosen)[:12]}", 200)  # the cut (area, format, CRS) is in the items
-        products.append(Hit(key=key, name=pid, access=ORDERED, start=start, end=end,
+        products.append(Hit(key=key, name=pid, ordered=True, start=start, end=end,
                             extra={"dataset": ds.id, "items": chosen}))
     return products
 

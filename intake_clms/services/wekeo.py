@@ -10,7 +10,14 @@ queue wait longer than a token's life goes through.
 WEkEO is the service; HDA (Harmonised Data Access) is its protocol.  An order POST
 is sent once: when its answer is lost, :meth:`WekeoService.find_order` looks the
 order up in the user's download listing (``GET dataaccess/downloads``) before the
-engine orders again.
+engine orders again; listing entries name their order by ``download_id`` or
+``_id`` (as eodag reads the live broker).
+
+Search pages follow ``properties.nextIndex`` or ``totalResults``/``startIndex``,
+whichever the answer carries, and stop at a page that brings no product not
+seen before (a broker that ignores ``startIndex`` would otherwise repeat its
+first page until ``totalResults``).  A feature without ``properties.title`` is
+named by its ``id``.
 """
 
 from __future__ import annotations
@@ -26,11 +33,11 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..config import endpoints, hdarc_path
-from ..errors import CredentialsError, ServiceError
+from ..errors import CredentialsError, ServiceError, TooManyProductsError
 from ..lifecycle.clock import SYSTEM, Clock
 from ..lifecycle.errors import OrderExpiredError, OrderFailedError
 from ..lifecycle.http import HttpClient, server_message
-from ..lifecycle.service import ORDERED, Hit, Ready, product_key
+from ..lifecycle.service import Hit, Ready, product_key
 from ..params import Request
 
 log = logging.getLogger(__name__)
@@ -166,10 +173,12 @@ class WekeoService:
             self._call("PUT", f"termsaccepted/{quote(str(term), safe='')}", "terms acceptance", json={"accepted": True})
         self._terms_done.add(dataset_id)
 
-    def search(self, request: Request) -> list[Hit]:
+    def search(self, request: Request, limit: int | None = None) -> list[Hit]:
+        """Every product of the request, or, with ``limit``, stops as soon as more than ``limit`` are found."""
         dataset_id = request.dataset_id
         self.accept_terms(dataset_id)
-        query: dict[str, Any] = {"dataset_id": dataset_id, "bbox": list(request.bbox), "itemsPerPage": PAGE}
+        page = PAGE if limit is None else max(1, min(PAGE, limit + 1))
+        query: dict[str, Any] = {"dataset_id": dataset_id, "bbox": list(request.bbox), "itemsPerPage": page}
         new = dataset_id == NEW_DATASET_ID
         if new:
             if not request.dataset_identifier:
@@ -180,11 +189,17 @@ class WekeoService:
             if value:
                 query[name] = value
         products: list[Hit] = []
+        seen: set[str] = set()
         index = 0
         while True:
             body = self._call("POST", "dataaccess/search", "search", json={**query, "startIndex": index}).json()
             features = body.get("features") or []
-            for f in features:
+            fresh = [f for f in features if str(f.get("id")) not in seen]
+            if features and not fresh:
+                log.warning("%s: search page at startIndex %d repeats products already listed; stopping", SERVICE, index)
+                break
+            for f in fresh:
+                seen.add(str(f.get("id")))
                 props = f.get("properties") or {}
                 size = props.get("size")
                 title = str(props.get("title") or f["id"])
@@ -192,7 +207,7 @@ class WekeoService:
                     Hit(
                         key=product_key(title),
                         name=title,
-                        access=ORDERED,
+                        ordered=True,
                         size=int(size) if isinstance(size, (int, float)) and size > 0 else None,
                         start=props.get("startdate"),
                         end=props.get("enddate"),
@@ -200,6 +215,11 @@ class WekeoService:
                     )
                 )
             paging = body.get("properties") or {}
+            total = paging.get("totalResults")
+            if limit is not None and index == 0 and isinstance(total, int) and total > limit:
+                raise TooManyProductsError(SERVICE, total, limit)
+            if limit is not None and len(products) > limit:
+                break  # enough to refuse the request (the engine asks again without a limit if it must)
             if paging.get("nextIndex") is not None:  # CDSE-backed EO:JRC:DAT:CLMS
                 nxt = int(paging["nextIndex"])
             elif paging.get("totalResults") is not None:
@@ -225,9 +245,11 @@ class WekeoService:
         body = self._call("GET", "dataaccess/downloads", "order listing").json()
         found = None
         for f in body.get("features") or []:
-            if str(f.get("product_id")) == hit.extra["product_id"] and f.get("dataset_id") == hit.extra["dataset_id"] \
+            order_id = f.get("download_id") or f.get("_id")
+            if order_id and str(f.get("product_id")) == hit.extra["product_id"] \
+                    and f.get("dataset_id") == hit.extra["dataset_id"] \
                     and str(f.get("status", "")).lower() not in ("error", "failed", "cancelled"):
-                found = str(f.get("download_id"))
+                found = str(order_id)
         return found
 
     def poll(self, order_id: str) -> tuple[str, Ready | None]:

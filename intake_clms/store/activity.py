@@ -3,8 +3,10 @@
 Each process that preloads writes ``running/<host>.<pid>.json``: its preloads (stage,
 products, bytes, order ids) and the products its open requests read.  A file whose
 process no longer runs is ignored and removed by the next reader.  ``cache clean``
-never removes a product a live process lists.  Byte counts are written at most once
-a second; stage changes at once.
+never removes a product a live process lists.  The products in use and the preloads'
+stages are written at once; products' states and byte counts at most once a second
+(a timer writes the last change of a quiet second), so a long series of small products
+costs a few writes, not one per product.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ProcessActivity:
         self._data: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                                       "preloads": {}, "in_use": []}
         self._written = 0.0
+        self._timer: threading.Timer | None = None
 
     def use(self, keys: list[str]) -> None:
         with self._lock:
@@ -51,7 +54,14 @@ class ProcessActivity:
         now = time.monotonic()
         with self._lock:
             if not force and now - self._written < THROTTLE:
+                if self._timer is None:  # the last change of a quiet second is written all the same
+                    self._timer = threading.Timer(THROTTLE - (now - self._written), self._write, args=(True,))
+                    self._timer.daemon = True
+                    self._timer.start()
                 return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._written = now
             snapshot = {**self._data, "updated": time.time()}
         try:
@@ -80,7 +90,7 @@ class PreloadActivity:
             prod["stage"] = stage
             if stage != "waiting":
                 prod.pop("waiting_for", None)
-        self.owner._update(self.key, set_, True)
+        self.owner._update(self.key, set_, False)
 
     def on_wait(self, key: str, name: str, doing: str, waited: float) -> None:
         """This preload waits for a product another process fetches: who and what (``intake-clms status``)."""

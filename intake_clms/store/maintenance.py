@@ -18,7 +18,7 @@ from typing import Any
 
 import filelock
 
-from ..lifecycle.errors import DamagedProductError
+from ..errors import DamagedProductError
 from . import Store
 from .activity import in_use, live_records
 from .fsutil import tree_size

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..lifecycle.errors import DamagedProductError
+from ..errors import DamagedProductError
 from .fsutil import fsync_dir, is_dead_leftover, local_faults, owned, read_json, remove_tree, write_json_atomic
 
 RECORD = "record.json"

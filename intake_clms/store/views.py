@@ -25,7 +25,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from .fsutil import fsync_dir, local_faults, owned, read_json, write_json_atomic
 log = logging.getLogger(__name__)
 
 VIEW = "view.json"
-VIEW_VERSION = 1
+VIEW_VERSION = 2  # 2: data kind and access apart, the GeoTIFF files' variable names
 #: seconds an old version stays after its replacement even when no live process lists it: a reader
 #: that resolved the pointer just before the switch has registered its use by then
 GRACE = 60.0
@@ -53,8 +53,7 @@ class ViewProduct:
     name: str
     start: str | None = None
     end: str | None = None
-    access: str = "stored"  # stored (in the product store) | remote (read in place, see the CDSE service)
-    remote: dict[str, Any] = field(default_factory=dict)
+    access: str = "download"  # download (the whole product) | window (the pixels under the bbox, kept)
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,14 @@ class View:
     key: str
     request: dict[str, Any]
     service: str
-    kind: str  # netcdf | geotiff | vector | remote
+    data_kind: str  # netcdf | geotiff | vector
     bbox: tuple[float, float, float, float]
     products: tuple[ViewProduct, ...]
+    access: str = "download"  # download | window (how its products were reached)
     entry: str = ""  # the catalog entry it was asked through (for people reading `cache list`)
     created: float = 0.0
+    names: tuple[str, ...] = ()  # GeoTIFF views: each data file's variable (in product order)
+    stack: dict[str, Any] | None = None  # window views: {"file": name in the view folder, "size": bytes}
     version: int = VIEW_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -79,8 +81,10 @@ class View:
         if not isinstance(data, dict) or data.get("version") != VIEW_VERSION:
             raise ValueError("not a view of this version")
         products = tuple(ViewProduct(**p) for p in data["products"])
-        fields = {k: data[k] for k in ("key", "request", "service", "kind", "entry", "created") if k in data}
-        return cls(products=products, bbox=tuple(data["bbox"]), **fields)  # type: ignore[arg-type]
+        fields = {k: data[k] for k in ("key", "request", "service", "data_kind", "access", "entry", "created", "stack")
+                  if k in data}
+        return cls(products=products, bbox=tuple(data["bbox"]), names=tuple(data.get("names") or ()),
+                   **fields)  # type: ignore[arg-type]
 
 
 class ViewStore:
@@ -148,9 +152,11 @@ class ViewStore:
         except OSError:  # a read-only cache still opens
             pass
 
-    def publish(self, view: View, prepare: Callable[[Path], None] | None = None) -> View:
-        """Write the view in a staging folder, let ``prepare`` add indexes, rename it to a fresh version, then
-        switch the pointer to it in one step.  Never fails because another process published it meanwhile."""
+    def publish(self, view: View, prepare: Callable[[Path], None] | None = None,
+                final: Callable[[], View] | None = None) -> View:
+        """Write the view in a staging folder, let ``prepare`` add indexes (``final`` then gives the view as
+        they completed it), rename it to a fresh version, then switch the pointer to it in one step.  Never
+        fails because another process published it meanwhile."""
         with local_faults(self.staging_root):
             self.staging_root.mkdir(parents=True, exist_ok=True)
             staging = self.staging_root / owned("view-" + view.key)
@@ -158,6 +164,7 @@ class ViewStore:
             try:
                 if prepare is not None:
                     prepare(staging)
+                    view = final() if final is not None else view
                 write_json_atomic(staging / VIEW, view.to_json())
                 self.root.mkdir(parents=True, exist_ok=True)
                 version = self.root / f".{view.key}@{secrets.token_hex(8)}"

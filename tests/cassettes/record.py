@@ -275,7 +275,7 @@ def record_clms(rec: Recorder) -> None:
         task = first.order(first.search(C.CUT)[0])
         second = client()
         hit = second.search(C.CUT)[0]
-        # the first look for a queued task fails, so the post goes out and is refused as DUPLICATED
+        # the first look for a live task fails, so the post goes out and is refused as DUPLICATED
         sb.faults.add("status", "clms", "datarequest_search", status=400, message=C.SEARCH_DOWN)
         assert second.order(hit) == task
         # after a lost answer the engine asks find_order: the task is found if registered since the attempt began

@@ -18,7 +18,8 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 
-from intake_clms.lifecycle import assemble, mosaic
+from intake_clms import assemble
+from intake_clms.assemble import mosaic
 from intake_clms.lifecycle.errors import IntegrityError
 from intake_clms.sandbox.datagen import ProductStore
 

@@ -28,7 +28,7 @@ CASES = {
     # daily water levels (points), new ID: WEkEO delivers the CDSE product folder zipped
     "wl_lakes_global_vector_daily_v2": dict(bbox=[-60, -40, 60, 60], start="2024-01-01", end="2024-01-03"),
     # Urban Atlas change (polygons), two 3-yearly products concatenated
-    "clms_ua_land_cover_land_use_change_europe_v010ha_3yearly_v1": dict(bbox=[-10, 35, 30, 60]),
+    "clms_ua_land_cover_land_use_change_europe_v010ha_3yearly_v1": dict(bbox=[-10, 35, 10, 50]),
 }
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from shapely.geometry import Point, box
 
-from intake_clms.lifecycle.assemble import data_kind, open_files, open_vector
+from intake_clms.assemble import data_kind, open_files
+from intake_clms.assemble.vector import open_vector
 from intake_clms.lifecycle.errors import IntegrityError, NoDataFilesError
 from intake_clms.lifecycle.extract import classify, extract_zip, require_data, sniff
 

@@ -21,7 +21,7 @@ from intake_clms.sandbox import cog  # noqa: E402
 
 TIMEOUT = 30
 NDVI = "ndvi_global_300m_10daily_v2"
-BBOX = (5.0, 45.0, 10.0, 50.0)  # a 5 x 5 degree window
+BBOX = (7.0, 47.0, 7.25, 47.25)  # a quarter-degree window: 84 x 84 pixels of the 1/336 degree grid
 
 
 def attr(name: str, value: str) -> str:
@@ -175,7 +175,7 @@ def test_global_cogs_are_tiled_compressed_with_overviews_and_ifd_first(sandbox):
     path = local_file(sandbox, product)
     info = cog.layout(path)
     assert info["layout"] == "COG" and info["compression"] == "deflate"
-    assert info["block"] in ((256, 256), (512, 512)) and info["overviews"]
+    assert info["block"] in ((128, 128), (256, 256), (512, 512)) and info["overviews"]
     assert info["grid"][0] * info["grid"][1] >= 64  # many internal tiles
     head = path.read_bytes()[:8]
     assert head[:4] in (b"II*\x00", b"MM\x00*")
@@ -185,7 +185,7 @@ def test_global_cogs_are_tiled_compressed_with_overviews_and_ifd_first(sandbox):
     under = cog.tiles_under(info, BBOX)
     assert 1 <= len(under) <= 4
     tile_bytes = sum(info["tiles"][t][1] for t in under)
-    assert tile_bytes * 20 < path.stat().st_size  # a 5 x 5 degree window is a small part of the file
+    assert tile_bytes * 20 < path.stat().st_size  # a small window is a small part of the file
 
 
 def test_gdal_vsis3_window_equals_the_local_file_and_reads_few_bytes(sandbox):
@@ -201,8 +201,8 @@ def test_gdal_vsis3_window_equals_the_local_file_and_reads_few_bytes(sandbox):
     with gdal_env(sandbox):
         with rasterio.open(f"/vsis3/eodata/{key}") as remote:
             got = remote.read(1, window=window)
-            assert (remote.width, remote.height) == (3600, 1800)
-    assert got.shape == (50, 50) and (got == expected).all()
+            assert (remote.width, remote.height) == (1343, 1343)  # tiny: 4 x 4 degrees at 1/336 degree
+    assert got.shape == (84, 84) and (got == expected).all()
     reads = [e for e in sandbox.log.entries(service="cdse", endpoint="s3")
              if e.method == "GET" and e.path == f"/eodata/{key}"]  # GDAL may also list the folder first
     assert reads and all(e.status in (200, 206) for e in reads) and all(e.range for e in reads)

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from intake_clms.lifecycle.errors import IntegrityError, PreloadError
-from intake_clms.lifecycle.service import DIRECT, Hit
+from intake_clms.lifecycle.service import DOWNLOAD, Hit
 from intake_clms.services import ProductNotThereError
 from intake_clms.services.cdse import budget as budget_mod
 from intake_clms.services.cdse.service import connect
@@ -109,7 +109,7 @@ def test_429_backs_off_as_asked_and_is_bounded(cdse_env):
 
 def test_a_product_gone_from_cdse_is_said_so(cdse_env):
     svc = connect({"access": "download"}, threading.Event(), Lockstep(cdse_env))
-    gone = Hit(key="x.nc", name="c_gls_GONE.nc", access=DIRECT,
+    gone = Hit(key="x.nc", name="c_gls_GONE.nc", access=DOWNLOAD, ordered=False,
                extra={"id": "00000000-0000-0000-0000-000000000000", "name": "c_gls_GONE_nc"})
     with pytest.raises(ProductNotThereError) as err:
         svc.fetch(gone, None, 0)

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from intake_clms.errors import ParameterError, ServiceError
-from intake_clms.lifecycle.service import DIRECT, REMOTE, product_key
+from intake_clms.lifecycle.service import DOWNLOAD, WINDOW, product_key
 from intake_clms.params import Request
 from intake_clms.services.cdse.search import build_filter, series_key
 from intake_clms.services.cdse.service import connect
@@ -45,7 +45,7 @@ def test_download_hits_are_the_netcdf_products_wekeo_serves_under_the_same_keys(
     from intake_clms.services.wekeo import WekeoService
 
     hits = service(cdse_env, access="download").search(request())
-    assert [h.access for h in hits] == [DIRECT] * 3
+    assert [h.access for h in hits] == [DOWNLOAD] * 3
     assert all(h.extra["name"].endswith("_nc") and h.name == h.key and h.key.endswith(".nc") for h in hits)
     assert [h.start[:10] for h in hits] == ["2024-01-01", "2024-01-11", "2024-01-21"]
     creds = cdse_env.credentials["hda"]
@@ -68,7 +68,7 @@ def test_hits_carry_size_checksums_and_the_product_id(cdse_env):
 def test_window_hits_say_where_the_cog_is(cdse_env):
     svc = service(cdse_env, access="window")
     hits = svc.search(request())
-    assert [h.access for h in hits] == [REMOTE] * 3 and all(h.key.endswith(".cog") for h in hits)
+    assert [h.access for h in hits] == [WINDOW] * 3 and all(h.key.endswith(".cog") for h in hits)
     remote = hits[0].extra["remote"]
     assert remote["bucket"] == "eodata" and remote["id"] == hits[0].extra["id"] and remote["name"] == hits[0].name
     (one,) = remote["files"]
@@ -87,11 +87,11 @@ def test_window_hits_say_where_the_cog_is(cdse_env):
 def test_auto_reads_small_areas_by_window_and_large_ones_whole(cdse_env):
     svc = service(cdse_env)
     assert svc.access == "auto"
-    assert {h.access for h in svc.search(request(bbox=SMALL))} == {REMOTE}
+    assert {h.access for h in svc.search(request(bbox=SMALL))} == {WINDOW}
     whole = svc.search(request(bbox=(-180, -90, 180, 90)))
-    assert {h.access for h in whole} == {DIRECT} and all(h.key.endswith(".nc") for h in whole)
+    assert {h.access for h in whole} == {DOWNLOAD} and all(h.key.endswith(".nc") for h in whole)
     half = svc.search(request(bbox=(-180, -90, 0, 90)))  # half the globe: not a small part
-    assert {h.access for h in half} == {DIRECT}
+    assert {h.access for h in half} == {DOWNLOAD}
 
 
 def test_window_without_a_cog_names_the_product(cdse_env):
@@ -143,5 +143,5 @@ def test_download_of_a_cog_only_dataset_fetches_the_cog_whole(cdse_env):
     day = item.start.date().isoformat()
     req = Request.build("EO:JRC:DAT:CLMS", spec.dataset_identifier, list(item.bbox), day, day, "cdse")
     hits = service(cdse_env, access="download").search(req)
-    assert hits and all(h.access == DIRECT and h.extra["format"] == "cog" and h.name.endswith(".tif") for h in hits)
+    assert hits and all(h.access == DOWNLOAD and h.extra["format"] == "cog" and h.name.endswith(".tif") for h in hits)
     assert all(h.key.endswith(".cog") for h in hits)  # the same key a window read of that product uses

@@ -19,7 +19,7 @@ from intake_clms.services.cdse import s3  # noqa: E402
 from intake_clms.source import ClmsSource  # noqa: E402
 
 NDVI = "ndvi_global_300m_10daily_v2"
-BBOX = (5.0, 45.0, 10.0, 50.0)
+BBOX = (-180 + 62830.5 / 336, 80 - 10800.5 / 336, -180 + 62880.5 / 336, 80 - 10750.5 / 336)  # 50 x 50 px from pixel (502, 502) of the tiny COG: edges on pixel corners, even offsets for the overview
 HEADER = 4096  # GDAL's first read of each file (CPL_VSIL_CURL_CHUNK_SIZE, see services/cdse/s3.py)
 
 
@@ -38,9 +38,20 @@ def local_path(sb, name: str):
 def local_window(path, bbox=BBOX, overview_level=None) -> np.ndarray:
     from rasterio.windows import from_bounds
 
+    import math
+
+    from rasterio.windows import Window
+
     with rasterio.open(path, **({} if overview_level is None else {"overview_level": overview_level})) as src:
-        w = from_bounds(*bbox, transform=src.transform).round_offsets().round_lengths()
-        return src.read(1, window=w)
+        if overview_level is not None:  # an overview: GDAL's rounding of the window
+            w = from_bounds(*bbox, transform=src.transform).round_offsets().round_lengths()
+            return src.read(1, window=w)
+        t, eps = src.transform, 1e-9  # the contract: the pixels whose centres lie in the bbox (edges count)
+        c0 = math.ceil((bbox[0] - t.c) / t.a - 0.5 - eps)
+        c1 = math.floor((bbox[2] - t.c) / t.a - 0.5 + eps) + 1
+        r0 = math.ceil((t.f - bbox[3]) / -t.e - 0.5 - eps)
+        r1 = math.floor((t.f - bbox[1]) / -t.e - 0.5 + eps) + 1
+        return src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
 
 
 def products_of(sb, ds) -> list[str]:
@@ -61,7 +72,7 @@ def test_window_equals_the_source_pixels_and_reads_only_the_tiles_under_it(cdse_
     sb = cdse_env
     sb.log.clear()
     ds = source().to_dask()
-    assert dict(ds.sizes) == {"time": 3, "y": 50, "x": 50} and ds.band_data.dtype == np.uint8
+    assert dict(ds.sizes) == {"time": 3, "y": 50, "x": 50} and ds.band_data.dtype == np.uint8  # 0.15 degree at 1/336
     assert ds.rio.crs.to_epsg() == 4326 and ds.band_data.rio.nodata is not None
     values = ds.band_data.values
     paths = [local_path(sb, n) for n in products_of(sb, ds)]
@@ -203,7 +214,7 @@ def test_a_reopen_reads_the_kept_windows_offline(cdse_env):
     values = first.band_data.values
     store_products = sorted(p.name for p in (first_cache(sb)).iterdir())
     kept = [n for n in store_products if ".w" in n]
-    assert len(kept) == 3 and all(n.endswith(".w400-1850-50x50") for n in kept)
+    assert len(kept) == 3 and all(n.endswith(".w502-502-50x50") for n in kept)
     sb.log.clear()
     again = source().to_dask()
     np.testing.assert_array_equal(again.band_data.values, values)

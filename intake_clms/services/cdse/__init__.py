@@ -10,19 +10,9 @@ One module per concern:
 - :mod:`.search`: OData catalogue queries -> :class:`~intake_clms.lifecycle.service.Hit`;
 - :mod:`.service`: the lifecycle service (search, the ``access`` choice, direct
   download of ``Products(Id)/$value`` with the redirect followed by hand) and ``connect``;
-- :mod:`.window` / :mod:`.s3`: reading COG windows in place (the ``remote`` access kind).
-
-The ``remote`` contract between search and the window reader: a REMOTE hit's
-``extra["remote"]`` (also kept in the request's view, so it holds no secret) is::
-
-    {"id": "<product Id>", "name": "<product Name>",
-     "bucket": "eodata",
-     "files": [{"name": "<file>.tif",
-                "key": "CLMS/.../<Name>/<file>.tif",          # S3 key in bucket eodata (no leading /eodata/)
-                "href": "<CDSE_DOWNLOAD_URL>/Products(<Id>)/Nodes(<Name>)/Nodes(<file>)/$value",
-                "size": <bytes>}, ...],                        # one per band; .tif/.tiff files only
-     "key": ..., "href": ..., "size": ...,                     # the first file's (one-band products)
-     "bbox": [west, south, east, north]}                       # the product's footprint, degrees
+- :mod:`.s3`: how window reads reach the COGs (S3 or HTTPS, scoped GDAL settings,
+  credentials that never leave the process): the raster access the engine's window
+  stage hands the one raster reader (:mod:`intake_clms.assemble.raster`).
 """
 
 from __future__ import annotations

@@ -1,39 +1,37 @@
-"""GDAL settings and credentials for reading CDSE COGs in place, scoped to one read.
+"""How CDSE's COGs are reached for window reads: the service's :class:`RasterAccess` for the one raster reader.
 
-Why scoped: users keep their own ``AWS_*`` variables and GDAL settings for other
-buckets, and tools that overwrite them process-wide are a known complaint.  So the
-S3 keys, the endpoint and our tuning live only inside a ``rasterio.Env`` opened
-around each read (:func:`gdal_env`); ``os.environ`` is never written and the GDAL
-configuration is restored when the block ends.
+Why scoped settings: users keep their own ``AWS_*`` variables and GDAL settings for
+other buckets, and tools that overwrite them process-wide are a known complaint.  So
+the S3 keys, the endpoint and our tuning live only inside a ``rasterio.Env`` opened
+around each read (:meth:`CdseAccess.env`); ``os.environ`` is never written and the
+GDAL configuration is restored when the block ends.  S3 keys reach GDAL through a small
+rasterio ``Session`` of our own (:class:`_Keys`), so no boto3 is needed.
 
-Why a reference and not the secret: a window read is a dask task, and a task graph
-is pickled, shipped to workers, logged and shown.  :class:`CredentialRef` carries
-only *where* the secret is: a key of a per-process registry (filled by the process
-that built the graph, e.g. from ``username=``/``password=`` keywords) and, failing
-that, the environment variable names the worker reads in its own environment
-(``CDSE_S3_ACCESS_KEY`` / ``CDSE_S3_SECRET_KEY`` for S3; ``CDSE_USERNAME`` /
-``CDSE_PASSWORD`` or ``~/.netrc`` for the bearer token of the HTTPS path, through
-the process's one token manager).  Its pickle and repr hold no secret.
+Two ways in, chosen per read: S3 (``/vsis3/``, path style, endpoint from
+``CDSE_S3_ENDPOINT``) when both S3 keys are set and no ``username``/``password`` was
+given for this read, else HTTPS ``Products(<Id>)/Nodes(..)/Nodes(..)/$value`` through
+``/vsicurl/`` with the bearer token of the service's token manager in
+``GDAL_HTTP_HEADERS`` (curl keeps an ``Authorization`` header on the original host: the
+download service's redirect to its transfer URL, whose query is the credential, gets no
+token).  Credentials given for CDSE are always the ones used: never silently ignored.
 
-Two ways in, chosen by :func:`mode` where the graph is built: S3 (``/vsis3/``, path
-style, endpoint from ``CDSE_S3_ENDPOINT``) when both S3 keys are set, else HTTPS
-``Products(<Id>)/Nodes(..)/Nodes(..)/$value`` through ``/vsicurl/`` with the bearer
-token in ``GDAL_HTTP_HEADERS`` (curl keeps an ``Authorization`` header on the
-original host: the download service's redirect to its transfer URL, whose query
-is the credential, gets no token).
+Reads happen in the engine's process (the window stage), never in a dask task, so no
+credential is ever pickled; an access's repr names the mode only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...errors import CredentialsError
+from ...errors import CredentialsError, ServiceError
+
+log = logging.getLogger(__name__)
 
 S3, HTTPS = "s3", "https"
 ACCESS_KEY, SECRET_KEY = "CDSE_S3_ACCESS_KEY", "CDSE_S3_SECRET_KEY"
@@ -49,15 +47,14 @@ TUNING: dict[str, str] = {
     "GDAL_HTTP_RETRY_DELAY": "1",
     "GDAL_HTTP_TIMEOUT": "120",
     "GDAL_HTTP_CONNECTTIMEOUT": "30",
+    "CPL_VSIL_CURL_USE_HEAD": "NO",  # no HEAD before the first read: a window costs one header and one tile read
     # Read granularity of /vsicurl/ and /vsis3/ (16 KiB by default): a COG's header fits in 4 KiB and
-    # every tile is read rounded to this size, so 4 KiB cuts the overhead (measured in the README).
-    # GDAL reads it once per process, at its first network read.
+    # every tile is read rounded to this size, so 4 KiB cuts the overhead.
     "CPL_VSIL_CURL_CHUNK_SIZE": "4096",
     "GDAL_INGESTED_BYTES_AT_OPEN": "4096",
 }
-
-_REGISTRY: dict[str, dict[str, str]] = {}
-_REGISTRY_LOCK = threading.Lock()
+#: reads of one file in all when the transfer is reset or its body truncated
+READS = 3
 
 
 def keys_at_hand(env: Mapping[str, str] | None = None) -> bool:
@@ -66,56 +63,10 @@ def keys_at_hand(env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get(ACCESS_KEY) and env.get(SECRET_KEY))
 
 
-def register(settings: Mapping[str, Any]) -> str:
-    """Keep credentials given as keywords in this process's registry; the key a :class:`CredentialRef` carries.
-
-    Only this process can resolve it: a worker elsewhere falls back to its own environment.
-    """
-    wanted = {k: str(v) for k, v in settings.items()
-              if k in ("username", "password", "totp", "s3_access_key", "s3_secret_key") and v}
-    if not wanted:
-        return ""
-    with _REGISTRY_LOCK:
-        for key, value in _REGISTRY.items():
-            if value == wanted:
-                return key
-        key = uuid.uuid4().hex
-        _REGISTRY[key] = wanted
-        return key
-
-
-@dataclass(frozen=True)
-class CredentialRef:
-    """Where a worker finds the credentials of a read: a registry key and env var names, never the secret."""
-
-    mode: str  # s3 | https
-    registry: str = ""  # a key of this process's registry ("" = the environment only)
-
-    def settings(self) -> dict[str, str]:
-        with _REGISTRY_LOCK:
-            return dict(_REGISTRY.get(self.registry, {}))
-
-    def s3_keys(self) -> tuple[str, str]:
-        found = self.settings()
-        access = found.get("s3_access_key") or os.environ.get(ACCESS_KEY)
-        secret = found.get("s3_secret_key") or os.environ.get(SECRET_KEY)
-        if not (access and secret):
-            raise CredentialsError(
-                f"this window read goes through CDSE's S3 but {ACCESS_KEY} and {SECRET_KEY} are not set where it "
-                f"runs (pid {os.getpid()}); set them in the environment of every dask worker")
-        return access, secret
-
-    def token(self, refresh: bool = False) -> str:
-        from .auth import process_token
-
-        return process_token(self.settings() or None, refresh=refresh)
-
-    def __repr__(self) -> str:
-        return f"CredentialRef(mode={self.mode!r}, from={'registry+env' if self.registry else 'env'})"
-
-
-def mode(env: Mapping[str, str] | None = None) -> str:
-    """S3 when both keys are at hand, else HTTPS."""
+def mode(settings: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> str:
+    """S3 when both keys are at hand and no CDSE login was given for this read, else HTTPS."""
+    if settings and settings.get("username") and settings.get("password"):
+        return HTTPS
     return S3 if keys_at_hand(env) else HTTPS
 
 
@@ -141,28 +92,102 @@ def _user_has(name: str) -> bool:
         return False
 
 
-def gdal_env(ref: CredentialRef, token: str | None = None) -> Any:
-    """A ``rasterio.Env`` for one read: the endpoint, the credentials and :data:`TUNING`, undone at its end.
+def _keys_session(access: str, secret: str, endpoint: str, https: bool) -> Any:
+    """A rasterio Session handing GDAL the S3 keys and endpoint as options of one Env (no boto3)."""
+    from rasterio.session import Session
 
-    S3 keys go in a rasterio ``AWSSession`` (rasterio refuses them as plain options when
-    boto3 is installed), as GDAL config options of the block: ``os.environ`` is not touched.
-    """
-    import rasterio
-    from rasterio.session import AWSSession
+    class _Keys(Session):
+        def __init__(self) -> None:
+            self._options = {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret, "AWS_S3_ENDPOINT": endpoint,
+                             "AWS_HTTPS": "YES" if https else "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+                             "AWS_REGION": "default", "AWS_NO_SIGN_REQUEST": "NO"}
 
-    from ...config import endpoints
+        @classmethod
+        def hascreds(cls, config: Any) -> bool:
+            return True
 
-    options = {k: v for k, v in TUNING.items() if not _user_has(k)}
-    if ref.mode == S3:
-        access, secret = ref.s3_keys()
-        url = urlsplit(endpoints().cdse_s3)
-        session = AWSSession(aws_access_key_id=access, aws_secret_access_key=secret, region_name="default",
-                             endpoint_url=url.netloc)  # host:port: GDAL's AWS_S3_ENDPOINT takes no scheme
-        return rasterio.Env(session=session, AWS_HTTPS="NO" if url.scheme == "http" else "YES",
-                            AWS_VIRTUAL_HOSTING="FALSE", AWS_NO_SIGN_REQUEST="NO", **options)
-    bearer = token if token is not None else ref.token()
-    return rasterio.Env(GDAL_HTTP_HEADERS=f"Authorization: Bearer {bearer}", **options)
+        @property
+        def credentials(self) -> dict[str, str]:
+            return dict(self._options)
+
+        def get_credential_options(self) -> dict[str, str]:
+            return dict(self._options)
+
+        def __repr__(self) -> str:
+            return "CdseS3Keys(...)"
+
+    return _Keys()
 
 
-__all__ = ["ACCESS_KEY", "HTTPS", "S3", "SECRET_KEY", "TUNING", "CredentialRef", "gdal_env", "keys_at_hand", "mode",
-           "register", "vsi_path"]
+class CdseAccess:
+    """The CDSE service's :class:`~intake_clms.assemble.raster.RasterAccess`: settings, credentials, budget."""
+
+    def __init__(self, how: str, tokens: Any, budget: Any, cancel: threading.Event | None = None,
+                 s3_keys: tuple[str, str] | None = None):
+        self.mode = how
+        self._tokens, self._budget, self._cancel = tokens, budget, cancel
+        self._keys = s3_keys
+        self._again = threading.local()  # per reading thread: renewed once, read the next time past GDAL's cache
+        if how == S3 and not s3_keys:
+            access, secret = os.environ.get(ACCESS_KEY), os.environ.get(SECRET_KEY)
+            if not (access and secret):
+                raise CredentialsError(f"window reads through CDSE's S3 need {ACCESS_KEY} and {SECRET_KEY}")
+            self._keys = (access, secret)
+
+    def __repr__(self) -> str:
+        return f"CdseAccess(mode={self.mode!r})"
+
+    def __reduce__(self) -> Any:  # never pickled with its secrets: a read runs where the service runs
+        raise TypeError("a CDSE raster access holds credentials and is not pickled")
+
+    def slot(self) -> contextlib.AbstractContextManager[None]:
+        return self._budget.slot(self._cancel)
+
+    @contextlib.contextmanager
+    def env(self) -> Iterator[None]:
+        import rasterio
+
+        from ...config import endpoints
+
+        from ...lifecycle import gdalio
+
+        gdalio.install_scrubber()  # CPL_DEBUG output reaches the log without capability URLs
+        options = {k: v for k, v in TUNING.items() if not _user_has(k)}
+        if getattr(self._again, "fresh", False):  # a read again: GDAL's cache of what failed is not served
+            options["CPL_VSIL_CURL_NON_CACHED"] = "/vsis3/:/vsicurl/"
+            self._again.fresh = False
+        if self.mode == S3:
+            assert self._keys is not None
+            url = urlsplit(endpoints().cdse_s3)
+            session = _keys_session(self._keys[0], self._keys[1], url.netloc, url.scheme != "http")
+            with rasterio.Env(session=session, **options):
+                yield
+            return
+        with rasterio.Env(GDAL_HTTP_HEADERS=f"Authorization: {self._tokens.headers()['Authorization']}", **options):
+            yield
+
+    def failed(self, exc: Exception, shown: str, attempt: int) -> bool:
+        """A 401 (the token ran out) or a 403 (the transfer link expired) over HTTPS renews the token and the
+        ``$value`` link once; a reset or truncated body is read again (:data:`READS` in all); anything else is the
+        service's error, its status from GDAL's error class or the response (:mod:`~intake_clms.lifecycle.gdalio`)."""
+        from ...lifecycle import gdalio
+        from ...lifecycle.clock import SYSTEM
+
+        if attempt == 1:
+            self._again.renewed = False
+        status = gdalio.http_status(exc)
+        if status in (401, 403) and self.mode == HTTPS and not self._again.renewed:
+            self._again.renewed = self._again.fresh = True
+            self._tokens.renew()
+            return True
+        if gdalio.transient(exc) and attempt < READS:
+            log.info("cdse: reading %s failed (%s); reading it again (%d/%d)", shown, gdalio.message(exc)[:200],
+                     attempt, READS - 1)
+            self._again.fresh = True
+            SYSTEM.sleep(0.5 * attempt, self._cancel)
+            return True
+        where = "CDSE S3" if self.mode == S3 else "CDSE HTTPS"
+        raise ServiceError("cdse", status, f"{where} read of {shown} failed: {gdalio.message(exc)[:300]}") from None
+
+
+__all__ = ["ACCESS_KEY", "HTTPS", "S3", "SECRET_KEY", "TUNING", "CdseAccess", "keys_at_hand", "mode", "vsi_path"]

@@ -101,13 +101,15 @@ class Catalogue:
             finally:
                 r.close()
 
-    def products(self, request: Request, fmt: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every product of the request, in ContentDate/Start order, each once."""
+    def products(self, request: Request, fmt: str | None = None, top: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every product of the request, in ContentDate/Start order, each once (pages of ``top`` when given:
+        a caller that stops early then costs the catalogue one small page)."""
         seen: set[str] = set()
         since: dt.datetime | None = None
+        page = self.page if top is None else max(1, min(self.page, top))
         while True:
             params = {"$filter": build_filter(request, fmt, since), "$orderby": "ContentDate/Start asc",
-                      "$top": str(self.page), "$expand": "Attributes"}
+                      "$top": str(page), "$expand": "Attributes"}
             body = self.get(f"{self.url}/Products", params)
             listed = 0
             last: str | None = None
@@ -125,7 +127,7 @@ class Catalogue:
                 nxt = body.get("@odata.nextLink")
                 if not nxt or not values:
                     return
-                if listed + self.page > self.skip_cap:
+                if listed + page > self.skip_cap:
                     break  # the next page would pass the $skip cap: start a new window
                 body = self.get(nxt)
             if last is None:
@@ -136,6 +138,11 @@ class Catalogue:
                                    "CDSE cannot page past them: narrow the dates or the area")
             since = start
             log.info("%s: more than %d products: continuing the listing from %s", SERVICE, listed, last)
+
+    def count(self, request: Request, fmt: str | None = None) -> int:
+        """How many products the request has (``$count=true`` with ``$top=0``: nothing is listed)."""
+        params = {"$filter": build_filter(request, fmt, None), "$top": "0", "$count": "true"}
+        return int(self.get(f"{self.url}/Products", params).get("@odata.count") or 0)
 
     def nodes(self, product_id: str, name: str) -> list[dict[str, Any]]:
         """The files of a product folder (``Products(Id)/Nodes(Name)/Nodes``)."""

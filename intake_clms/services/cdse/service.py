@@ -1,9 +1,10 @@
 """CDSE as a lifecycle service: search with the ``access`` choice, and direct downloads of ``$value``.
 
-Why no orders: CDSE serves every CLMS product at once.  A hit is ``direct`` (the
-engine downloads ``Products(<Id>)/$value``, verifies and stores it) or ``remote``
-(a COG read in place by window; nothing is downloaded; see ``extra["remote"]`` in
-:mod:`intake_clms.services.cdse`).  The ``access`` keyword chooses:
+Why no orders: CDSE serves every CLMS product at once.  A hit's access is
+``download`` (the engine downloads ``Products(<Id>)/$value``, verifies and stores it)
+or ``window`` (the engine reads the pixels under the bbox from the product's COGs
+through :meth:`CdseService.sources`: one Nodes listing per product, run in the
+engine's pool, off the search's path).  The ``access`` keyword chooses:
 
 - ``download``: whole products (NetCDF where the dataset has it, else its one format);
 - ``window``: the COG of every product (an error names a product without one);
@@ -11,8 +12,12 @@ engine downloads ``Products(<Id>)/$value``, verifies and stores it) or ``remote`
   :data:`WINDOW_SHARE` of the product's footprint, else a whole download.
 
 The download redirect is followed here (``allow_redirects=False``): the bearer
-token is sent only to the hosts of ``CDSE_ODATA_URL`` and ``CDSE_DOWNLOAD_URL``,
-never to where the redirect points elsewhere (its presigned URL needs none).
+token goes only to trusted hosts (:mod:`.hosts`: ``CDSE_TRUSTED_HOSTS``, default
+``.dataspace.copernicus.eu``, plus the hosts of ``CDSE_ODATA_URL`` and
+``CDSE_DOWNLOAD_URL``), so it follows the 301 to ``zipper.dataspace.copernicus.eu``
+but never a presigned transfer URL on another domain.  The payload may be the
+product's one file or a zip of its folder (what zipper serves): the engine
+recognises a zip by its first bytes and unpacks it.
 Every request holds a slot of the process's connection budget; a download holds
 its slot until the engine closes the response.
 """
@@ -20,24 +25,27 @@ its slot until the engine closes the response.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 import requests
 
 from ...config import endpoints
-from ...errors import ParameterError, ServiceError
+from ...errors import ParameterError, ServiceError, TooManyProductsError
 from ...lifecycle.clock import SYSTEM, Clock
 from ...lifecycle.errors import IntegrityError
 from ...lifecycle.http import HttpClient, server_message
-from ...lifecycle.service import DIRECT, REMOTE, Hit, Ready, product_key
+from ...lifecycle.service import DOWNLOAD, WINDOW, Hit, Ready, product_key
 from ...params import Request
 from .. import ProductNotThereError
 from ..secretlog import hide
 from . import auth as auth_mod
+from . import s3
 from .budget import Budget, budget, hold_until_closed, limit_from
+from .hosts import is_trusted, trusted_hosts
 from .search import Catalogue, checksums, footprint, product_format, series_key, share
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,16 @@ ACCESS = ("auto", "download", "window")
 WINDOW_SHARE = 0.25  # auto reads by window when the bbox covers less than this part of a product
 REDIRECTS = 5
 _TIF = (".tif", ".tiff")
+
+
+def _stem(name: str) -> str:
+    """A product's stem: its name without the format suffix (``..._V2.0.1_cog`` -> ``..._V2.0.1``)."""
+    return re.sub(r"_(cog|nc|tif|geojson)$", "", name, flags=re.IGNORECASE)
+
+
+def series_of(name: str) -> str:
+    """The series a product belongs to: its stem with its dates (runs of 8 or more digits) blanked."""
+    return re.sub(r"\d{8,}", "#", _stem(name))
 
 
 def parse_access(value: Any) -> str:
@@ -70,7 +88,8 @@ class CdseService:
     name = SERVICE
 
     def __init__(self, http: HttpClient, tokens: auth_mod.TokenManager, *, odata_url: str, download_url: str,
-                 access: str = "auto", connections: Budget | None = None, cancel: threading.Event | None = None):
+                 access: str = "auto", connections: Budget | None = None, cancel: threading.Event | None = None,
+                 window_mode: str | None = None):
         self.http = http
         self.tokens = tokens
         self.odata_url, self.download_url = odata_url.rstrip("/"), download_url.rstrip("/")
@@ -78,24 +97,39 @@ class CdseService:
         self.budget = connections or budget()
         self._cancel = cancel or http.cancel
         self.catalogue = Catalogue(http, self.odata_url, self.budget, self._cancel)
-        #: hosts that may receive the bearer token: the configured CDSE hosts, nothing a redirect names
-        self.trusted = {(urlsplit(u).hostname or "").lower() for u in (self.odata_url, self.download_url)}
+        self.window_mode = window_mode or s3.mode()  # s3 | https, for window reads
+        self._layout: dict[str, list[str]] = {}  # a series' file names with "{stem}" for the product's stem
+        self._layout_lock = threading.Lock()
+        #: hosts that may receive the bearer token (names and .domain patterns; see :mod:`.hosts`)
+        self.trusted = trusted_hosts(urls=(self.odata_url, self.download_url))
 
     def __repr__(self) -> str:
         return f"CdseService(odata={self.odata_url!r}, access={self.access!r})"
 
     # -- search
 
-    def search(self, request: Request) -> list[Hit]:
+    def search(self, request: Request, limit: int | None = None) -> list[Hit]:
         """The request's products, one hit per date: ``fileFormat`` narrows the listing where one format serves
-        (``cog`` for window reads; ``nc`` first for downloads, every format when the dataset has no NetCDF)."""
+        (``cog`` for window reads; ``nc`` first for downloads, every format when the dataset has no NetCDF).
+        With ``limit``, the listing stops once more than ``limit`` dates are found (small pages)."""
         fmt = {"window": "cog", "download": "nc"}.get(self.access)
+        if limit is not None:  # count the dates first (one format's products: one per date): refused at once
+            dates = next((n for n in (self.catalogue.count(request, f) for f in ([fmt] if fmt else ["nc", "cog"])) if n),
+                         0) or self.catalogue.count(request, None)
+            if dates > limit:
+                raise TooManyProductsError(SERVICE, dates, limit)
+        top = None if limit is None else (limit + 2) * (1 if fmt else 3)  # a date has up to 3 formats
         groups: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
-        for p in self.catalogue.products(request, fmt):
-            groups.setdefault(series_key(p), {})[product_format(p)] = p
-        if not groups and fmt == "nc":
-            for p in self.catalogue.products(request, None):
+
+        def gather(formats: str | None) -> None:
+            for p in self.catalogue.products(request, formats, top):
                 groups.setdefault(series_key(p), {})[product_format(p)] = p
+                if limit is not None and len(groups) > limit + 1:  # the last date may still miss a format
+                    return
+
+        gather(fmt)
+        if not groups and fmt == "nc":
+            gather(None)
         hits = []
         for formats in groups.values():
             chosen, how = self._choose(formats, request)
@@ -109,11 +143,11 @@ class CdseService:
             if cog is None:
                 raise ServiceError(SERVICE, None, f"access='window': product {next(iter(formats.values()))['Name']} has no "
                                    "COG on CDSE; use access='download' (or 'auto')")
-            return cog, REMOTE
+            return cog, WINDOW
         if self.access == "auto" and cog is not None and share(request.bbox, footprint(cog)) < WINDOW_SHARE:
-            return cog, REMOTE
+            return cog, WINDOW
         assert whole is not None
-        return whole, DIRECT
+        return whole, DOWNLOAD
 
     def _hit(self, p: dict[str, Any], how: str) -> Hit:
         name = str(p["Name"])
@@ -123,33 +157,46 @@ class CdseService:
         fmt = product_format(p)
         extra: dict[str, Any] = {"id": str(p["Id"]), "name": name, "s3_path": p.get("S3Path"), "format": fmt,
                                  "bbox": list(box) if box else None}
-        if how == REMOTE:
-            extra["remote"] = self.remote(p)
-        else:
+        if how == DOWNLOAD:
             name = payload_name(name, fmt)
-        return Hit(key=product_key(str(p["Name"])), name=name, access=how,
+        return Hit(key=product_key(str(p["Name"])), name=name, access=how, ordered=False,
                    size=int(size) if isinstance(size, (int, float)) and size > 0 else None,
                    start=dates.get("Start"), end=dates.get("End"), checksums=checksums(p), extra=extra)
 
-    def remote(self, p: dict[str, Any]) -> dict[str, Any]:
-        """What the window reader needs to read a COG product in place (no secret: it is kept in the view)."""
-        pid, name = str(p["Id"]), str(p["Name"])
-        prefix = str(p.get("S3Path") or "").lstrip("/")
+    def sources(self, hit: Hit, listed: bool = False) -> list[Any]:
+        """The raster sources of a window hit: one per GeoTIFF of the product, each a GDAL path with this
+        service's access (settings, credentials, connection budget).
+
+        The files' names come from one Nodes listing: the first product's is listed, and the products of
+        the same series are read under the same names with their own stem (no listing each: a long time
+        series costs one header and one tile read per product).  ``listed=True`` lists this product (the
+        engine asks for it when a name so derived is not there).
+        """
+        from ...assemble.raster import RasterSource
+
+        pid, name = str(hit.extra["id"]), str(hit.extra["name"])
+        prefix = str(hit.extra.get("s3_path") or "").lstrip("/")
         bucket, _, folder = prefix.partition("/")
-        files = []
-        for node in self.catalogue.nodes(pid, name):
-            fname = str(node.get("Name") or node.get("Id"))
-            if not fname.lower().endswith(_TIF):
-                continue
-            files.append({"name": fname, "key": f"{folder}/{fname}" if folder else fname,
-                          "href": f"{self.download_url}/Products({pid})/Nodes({quote(name, safe='')})/Nodes({quote(fname, safe='')})/$value",
-                          "size": int(node.get("ContentLength") or 0) or None})
-        if not files:
-            raise ServiceError(SERVICE, None, f"COG product {name} lists no GeoTIFF file")
-        box = footprint(p)
-        return {"id": pid, "name": name, "bucket": bucket or "eodata", "files": files,
-                "key": files[0]["key"], "href": files[0]["href"], "size": files[0]["size"],
-                "bbox": list(box) if box else None}
+        stem = _stem(name)
+        with self._layout_lock:
+            names = None if listed else self._layout.get(series_of(name))
+        if names is None:
+            names = [str(n.get("Name") or n.get("Id")) for n in self.catalogue.nodes(pid, name)]
+            names = [n for n in names if n.lower().endswith(_TIF)]
+            if not names:
+                raise ServiceError(SERVICE, None, f"COG product {name} lists no GeoTIFF file")
+            if all(stem in n for n in names):
+                with self._layout_lock:
+                    self._layout[series_of(name)] = [n.replace(stem, "{stem}") for n in names]
+        else:
+            names = [n.replace("{stem}", stem) for n in names]
+        access = s3.CdseAccess(self.window_mode, self.tokens, self.budget, self._cancel)
+        found = []
+        for fname in names:
+            where = {"bucket": bucket or s3.BUCKET, "key": f"{folder}/{fname}" if folder else fname,
+                     "href": f"{self.download_url}/Products({pid})/Nodes({quote(name, safe='')})/Nodes({quote(fname, safe='')})/$value"}
+            found.append(RasterSource(s3.vsi_path(where, self.window_mode), access, name=fname))
+        return found
 
     # -- direct downloads
 
@@ -168,7 +215,7 @@ class CdseService:
 
     def _follow(self, url: str, headers: dict[str, str], hit: Hit) -> requests.Response:
         for _ in range(REDIRECTS + 1):
-            trusted = (urlsplit(url).hostname or "").lower() in self.trusted
+            trusted = is_trusted(url, self.trusted)
             try:
                 r = self.http.request("GET", url, auth=self.tokens if trusted else None, headers=dict(headers),
                                       ok=(200, 206, 416, 301, 302, 303, 307, 308), what="download",
@@ -232,4 +279,4 @@ def connect(settings: dict[str, Any], cancel: threading.Event, clock: Clock | No
     http = HttpClient(SERVICE, cancel=cancel, attempts=int(settings.get("attempts", 5)),
                       backoff=float(settings.get("backoff", 0.5)), clock=clock)
     return CdseService(http, tokens, odata_url=ends.cdse_odata, download_url=ends.cdse_download, access=access,
-                       connections=budget(limit_from(settings)), cancel=cancel)
+                       connections=budget(limit_from(settings)), cancel=cancel, window_mode=s3.mode(settings))

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import IntegrityError
+from ..errors import IntegrityError
+from . import grid, raster
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ ALIGN_TOLERANCE = 0.01
 CHUNK_BYTES = 16 * 2**20
 #: Marks VRTs written by this module (and their layout version) so :func:`read_vrt` trusts only those.
 VRT_MARK = "intake_clms_mosaic"
-VRT_VERSION = "1"
+VRT_VERSION = "2"  # 2: the band's name, packing and CF tags
 #: Faster opens: no directory listing to look for side-car files (.aux.xml, .ovr) we never use.
 _GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
@@ -74,6 +75,7 @@ class TileInfo:
     dtype: str
     nodata: float | None
     block: tuple[int, int]  # (rows, cols) of one internal block
+    band: raster.Band = raster.Band()  # the first band's name, packing and CF attributes
 
 
 def read_tile(path: str | os.PathLike[str]) -> TileInfo:
@@ -101,7 +103,7 @@ def _read_tile(path: Path) -> TileInfo:
             if len(dtypes) > 1:
                 raise IntegrityError(f"tile {path.name!r} mixes band dtypes {sorted(dtypes)}; cannot mosaic it")
             return TileInfo(path, ds.crs, ds.transform, ds.width, ds.height, ds.count, ds.dtypes[0],
-                            ds.nodata, tuple(ds.block_shapes[0]))  # type: ignore[arg-type]
+                            ds.nodata, tuple(ds.block_shapes[0]), raster.band_of(ds))  # type: ignore[arg-type]
     except IntegrityError:
         raise
     except Exception as exc:  # rasterio errors, OSError
@@ -138,6 +140,7 @@ class Mosaic:
     tiles: tuple[Placed, ...]
     overlapping: bool  # some tiles overlap: their nodata pixels must not hide the others' data
     vrt: Path | None = None  # the index file, when there is one
+    band: raster.Band = raster.Band()  # the first band's name, packing and CF attributes (shared by the tiles)
 
     @property
     def res(self) -> tuple[float, float]:
@@ -189,6 +192,8 @@ def check_compatible(ref: TileInfo | Mosaic, other: TileInfo | Mosaic, ref_name:
         fail("band count", ref.count, other.count)
     if not _same_nodata(ref.nodata, other.nodata):
         fail("nodata value", ref.nodata, other.nodata)
+    if (ref.band.scale, ref.band.offset) != (other.band.scale, other.band.offset):
+        fail("scale and offset", (ref.band.scale, ref.band.offset), (other.band.scale, other.band.offset))
 
 
 def _grid_offset(origin: float, ref_origin: float, res: float, who: str, axis: str,
@@ -238,7 +243,7 @@ def plan(infos: Sequence[TileInfo], *, res_tolerance: float = RES_TOLERANCE,
     height = max(p.row + p.height for p in placed)
     transform = Affine(a, 0.0, ref.transform.c + col0 * a, 0.0, e, ref.transform.f + row0 * e)
     return Mosaic(ref.crs, transform, width, height, ref.count, ref.dtype, ref.nodata, ref.block, placed,
-                  _overlap(placed))
+                  _overlap(placed), band=ref.band)
 
 
 def _majority(infos: Sequence[TileInfo], key: Any) -> TileInfo:
@@ -292,6 +297,8 @@ def vrt_xml(mosaic: Mosaic, base: Path | None = None) -> str:
                               blockXSize=str(bx), blockYSize=str(by))
         if mosaic.nodata is not None:
             ET.SubElement(vband, "NoDataValue").text = _fmt(mosaic.nodata)
+        if band == 1:
+            _band_xml(vband, mosaic.band)
         for tile in mosaic.tiles:
             # ComplexSource + NODATA only when tiles overlap (slower, but a tile's nodata must not hide data).
             complex_ = mosaic.overlapping and mosaic.nodata is not None
@@ -312,6 +319,29 @@ def vrt_xml(mosaic: Mosaic, base: Path | None = None) -> str:
                 ET.SubElement(src, "NODATA").text = _fmt(mosaic.nodata)  # type: ignore[arg-type]
     ET.indent(root)
     return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _band_xml(vband: ET.Element, band: raster.Band) -> None:
+    """The band's name, packing and CF tags, as GDAL writes them in a VRT (``gdalinfo`` shows them too)."""
+    if band.name:
+        ET.SubElement(vband, "Description").text = band.name
+    if band.attrs.get("units"):
+        ET.SubElement(vband, "UnitType").text = str(band.attrs["units"])
+    ET.SubElement(vband, "Offset").text = _fmt(band.offset)
+    ET.SubElement(vband, "Scale").text = _fmt(band.scale)
+    tags = {k: v for k, v in band.attrs.items() if k != "units"}
+    if tags:
+        md = ET.SubElement(vband, "Metadata")
+        for key, value in sorted(tags.items()):
+            ET.SubElement(md, "MDI", key=key).text = str(value)
+
+
+def _band_from_xml(vband: ET.Element) -> raster.Band:
+    attrs: dict[str, Any] = {m.get("key"): m.text or "" for m in vband.iterfind("Metadata/MDI")}
+    if vband.findtext("UnitType"):
+        attrs["units"] = vband.findtext("UnitType")
+    return raster.Band(name=vband.findtext("Description") or "", scale=float(vband.findtext("Scale") or 1.0),
+                       offset=float(vband.findtext("Offset") or 0.0), attrs=attrs)
 
 
 def write_vrt(mosaic: Mosaic, path: str | os.PathLike[str]) -> Mosaic:
@@ -362,7 +392,7 @@ def read_vrt(path: str | os.PathLike[str]) -> Mosaic:
                                 int(props.get("RasterXSize", "")), int(props.get("RasterYSize", "")),
                                 (int(props.get("BlockYSize", "")), int(props.get("BlockXSize", "")))))
         return Mosaic(crs, transform, int(root.get("rasterXSize", "")), int(root.get("rasterYSize", "")),
-                      len(bands), dtype, nodata, block, tuple(tiles), _overlap(tiles), path)
+                      len(bands), dtype, nodata, block, tuple(tiles), _overlap(tiles), path, _band_from_xml(first))
     except Exception as exc:
         raise IntegrityError(f"cannot read the mosaic index {str(path)!r}: {exc}") from exc
 
@@ -452,25 +482,20 @@ class _Reader:
         return out
 
     def _read(self, tile: Placed, indexes: list[int], window: Any, out: np.ndarray | None) -> np.ndarray:
-        """One tile's window; any failure is an :class:`IntegrityError` naming the tile (never silent nodata)."""
-        import rasterio
+        """One tile's window through the one raster reader; any failure is an :class:`IntegrityError` naming
+        the tile (never silent nodata)."""
+        src = raster.RasterSource(str(tile.path), name=str(tile.path))
 
-        try:
-            with rasterio.open(tile.path) as ds:  # no rasterio.Env here: entering one costs more than it saves
-                if (ds.width, ds.height, ds.count, ds.dtypes[0]) != (
-                        tile.width, tile.height, self.mosaic.count, self.mosaic.dtype):
-                    raise IntegrityError(
-                        f"tile {str(tile.path)!r} changed since the mosaic was built: now "
-                        f"{ds.width}x{ds.height}x{ds.count} {ds.dtypes[0]}, expected "
-                        f"{tile.width}x{tile.height}x{self.mosaic.count} {self.mosaic.dtype}")
-                return ds.read(indexes, window=window, out=out)
-        except IntegrityError:
-            raise
-        except Exception as exc:  # a stored tile that cannot be read: its product is recorded damaged
-            from ..store.products import damaged_on_read
+        def work(ds: Any) -> np.ndarray:
+            if (ds.width, ds.height, ds.count, ds.dtypes[0]) != (
+                    tile.width, tile.height, self.mosaic.count, self.mosaic.dtype):
+                raise IntegrityError(
+                    f"tile {str(tile.path)!r} changed since the mosaic was built: now "
+                    f"{ds.width}x{ds.height}x{ds.count} {ds.dtypes[0]}, expected "
+                    f"{tile.width}x{tile.height}x{self.mosaic.count} {self.mosaic.dtype}")
+            return ds.read(indexes, window=window, out=out)
 
-            raise (damaged_on_read(tile.path, exc)
-                   or IntegrityError(f"cannot read tile {str(tile.path)!r} of the mosaic: {exc}")) from exc
+        return raster.using(src, work)
 
 
 def _is_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
@@ -511,22 +536,6 @@ def _default_chunks(mosaics: Sequence[Mosaic], shifts: Sequence[tuple[int, int]]
     return _axis_chunks(sorted(ys), 0, height, target, by), _axis_chunks(sorted(xs), 0, width, target, bx)
 
 
-def _window(grid_transform: Any, width: int, height: int, bbox: Sequence[float] | None
-            ) -> tuple[int, int, int, int]:
-    """(row0, col0, row1, col1): the pixels of the grid that intersect bbox (in the grid's CRS)."""
-    if bbox is None:
-        return 0, 0, height, width
-    west, south, east, north = bbox
-    a, e = grid_transform.a, -grid_transform.e
-    x0, y0 = grid_transform.c, grid_transform.f
-    eps = 1e-6
-    col0 = max(0, math.floor((west - x0) / a + eps))
-    col1 = min(width, math.ceil((east - x0) / a - eps))
-    row0 = max(0, math.floor((y0 - north) / e + eps))
-    row1 = min(height, math.ceil((y0 - south) / e - eps))
-    return row0, col0, max(row0, row1), max(col0, col1)
-
-
 def _user_chunks(chunks: Any, dims: Sequence[str]) -> Any:
     """Map an xarray-style chunks argument (dict by dim name, int, tuple) to dask chunks, or None for default."""
     if chunks is None or chunks is True or chunks == "auto" or chunks == {}:
@@ -538,13 +547,13 @@ def _user_chunks(chunks: Any, dims: Sequence[str]) -> Any:
 
 def stack(groups: Sequence[tuple[np.datetime64 | None, Mosaic]], bbox: Sequence[float] | None = None,
           chunks: Any = None, name: str = "band_data") -> xr.DataArray:
-    """Crop each date's mosaic to ``bbox`` (in the mosaics' CRS) on their common grid, stack along ``time``.
+    """Crop each date's mosaic to the lon/lat ``bbox`` on their common grid (:mod:`.grid`'s rule: the pixels
+    whose centres lie in it), stack along ``time``; raw values, the CRS and packing left to the contract.
 
     Every date shares one pixel grid (checked: CRS, resolution, dtype, nodata, alignment), so the
     window is the same for all and a date missing a tile shows nodata there.  Nothing is read here.
     """
     import dask.array as da
-    import rioxarray  # noqa: F401  (registers .rio)
     from affine import Affine
     from dask.base import tokenize
 
@@ -570,12 +579,12 @@ def stack(groups: Sequence[tuple[np.datetime64 | None, Mosaic]], bbox: Sequence[
     union_h = max(r + m.height for m, (r, _) in zip(mosaics, shifts))
     union_w = max(c + m.width for m, (_, c) in zip(mosaics, shifts))
     union = Affine(a, 0.0, ref.transform.c + left * a, 0.0, e, ref.transform.f + top * e)
-    row0, col0, row1, col1 = _window(union, union_w, union_h, bbox)
-    height, width = row1 - row0, col1 - col0
+    extent = (union.c, union.f + union_h * e, union.c + union_w * a, union.f)
+    box = grid.bbox_in(ref.crs, bbox, extent)
+    row0, col0, height, width = grid.centre_window(union, union_w, union_h, box)
     if height == 0 or width == 0:
-        l_, b_, r_, t_ = union.c, union.f + union_h * e, union.c + union_w * a, union.f
-        raise IntegrityError(f"no tile overlaps the requested bbox {list(bbox or [])} (in the tiles' CRS); "
-                             f"the tiles cover {[l_, b_, r_, t_]}")
+        raise IntegrityError(f"no pixel of the tiles lies in the requested bbox {list(bbox or [])}; "
+                             f"the tiles cover {[round(v, 6) for v in extent]} in {ref.crs}")
     dims = ("band", "y", "x")
     user = _user_chunks(chunks, dims)
     if user is None:
@@ -590,23 +599,17 @@ def stack(groups: Sequence[tuple[np.datetime64 | None, Mosaic]], bbox: Sequence[
                          height, width, m.dtype, m.nodata, dask_chunks)  # the index name hashes the tile sizes
         layers.append(da.from_array(reader, chunks=dask_chunks, name=f"mosaic-{token}", lock=False, asarray=False,
                                     fancy=False, meta=np.empty((0, 0, 0), dtype=reader.dtype)))
-    window = union @ Affine.translation(col0, row0)
     coords: dict[str, Any] = {} if times[0] is None else {"time": np.array(times, dtype="datetime64[ns]")}
     coords["band"] = np.arange(1, ref.count + 1)
     # Counted from the union's corner, so a pixel has the same coordinate in any crop of the product.
-    coords["y"] = union.f + (np.arange(row0, row1) + 0.5) * union.e
-    coords["x"] = union.c + (np.arange(col0, col1) + 0.5) * union.a
+    coords["y"] = xr.DataArray(grid.centres(union.f, union.e, row0, height), dims="y", attrs={"step": union.e})
+    coords["x"] = xr.DataArray(grid.centres(union.c, union.a, col0, width), dims="x", attrs={"step": union.a})
     if times[0] is None:
         data = xr.DataArray(layers[0], dims=dims, coords=coords, name=name)
     else:
         data = xr.DataArray(da.stack(layers, axis=0), dims=("time", *dims), coords=coords, name=name)
     if ref.count == 1:
         data = data.squeeze("band", drop=True)
-    if mosaics[0].vrt is not None:
-        data.encoding["source"] = str(mosaics[0].vrt)  # like open_mfdataset: the first one
-    data = data.rio.write_crs(ref.crs).rio.write_transform(window)
-    if ref.nodata is not None:
-        data = data.rio.write_nodata(np.array(ref.nodata).astype(ref.dtype)[()], encoded=False)
     return data
 
 

@@ -1,0 +1,148 @@
+"""Assembly: a view's stored files -> one lazy ``xarray.Dataset`` (the contract) or one ``GeoDataFrame``.
+
+Readers (:mod:`.netcdf`, :mod:`.tiles` through the one raster reader :mod:`.raster`,
+:mod:`.vector`) hand stored integers to :func:`.contract.normalise`, the one function every
+raster path ends in.  Assembly reads files; it imports no service and writes nothing
+but, at publish time, a view's mosaic indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import IntegrityError
+from .contract import Provenance, normalise
+
+NETCDF = (".nc", ".nc4", ".cdf")
+GEOTIFF = (".tif", ".tiff")
+VECTOR = (".geojson", ".gpkg", ".shp", ".fgb")
+DATA_SUFFIXES = NETCDF + GEOTIFF + VECTOR
+
+
+def _suffix_kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in NETCDF:
+        return "netcdf"
+    if suffix in GEOTIFF:
+        return "geotiff"
+    return "vector" if suffix in VECTOR else None
+
+
+def data_kind(paths: Sequence[Path]) -> str:
+    """``netcdf``, ``geotiff`` or ``vector`` by name (the data files of one product set must share one kind)."""
+    kinds = {k for k in map(_suffix_kind, paths) if k is not None}
+    if not kinds:
+        raise IntegrityError("the products hold no NetCDF, GeoTIFF or vector file")
+    if len(kinds) > 1:
+        raise IntegrityError(f"the products mix {', '.join(sorted(kinds))} files; cannot assemble one dataset")
+    return kinds.pop()
+
+
+def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bbox: Sequence[float] | None, *,
+               chunks: Any = None, index_dir: Path | None = None, names: Sequence[str] | None = None,
+               period: tuple[Any, Any] = (None, None), decode: bool = True,
+               provenance: Provenance | None = None, steps: Sequence[str | None] | None = None) -> Any:
+    """Open one request's data files (no network).
+
+    Rasters give the contract's ``xarray.Dataset`` (``steps``: each product's nominal date, in
+    order, for its ``time``); vector files a ``GeoDataFrame`` (``period`` filters their times).
+    """
+    from . import mosaic
+
+    if kind == "vector":
+        from .vector import open_vector
+
+        return open_vector(files, times, bbox, period)
+    if kind == "netcdf":
+        from .netcdf import open_netcdf
+
+        raw, crs = open_netcdf(files, bbox, chunks)
+    elif kind == "geotiff":
+        from .tiles import names_of, open_tiles
+
+        raw, crs = open_tiles(files, times, list(names) if names is not None else names_of(files), bbox, chunks,
+                              index_dir)
+    else:
+        raise IntegrityError(f"cannot open {kind!r} data")
+    dates = [mosaic.parse_time(t) for t in (steps if steps is not None else _distinct(times))]
+    return normalise(raw, crs=crs, times=dates, decode=decode, provenance=provenance)
+
+
+def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Sequence[str | None],
+                target: Path) -> tuple[int, list[str]]:
+    """Stack a window view's kept GeoTIFFs into one NetCDF in the contract's stored form (integers, packing,
+    coordinates, CRS); (its size, each file's variable name).  ``times``: each file's product date; ``steps``:
+    each product's.  Windows of one grid (one product per date) are stacked with one open per file; windows
+    of several tiles are mosaicked first, as stored tiles are."""
+    import numpy as np
+    import xarray as xr
+
+    from . import grid, mosaic, raster
+    from .contract import variable_name
+
+    import rasterio
+
+    heads, arrays, names = [], [], []
+    with rasterio.Env(**raster.LOCAL_ENV):  # one GDAL environment for every file (entering one costs)
+        for path in files:
+            try:
+                with rasterio.open(path) as ds:
+                    head, data = raster.header_of(ds), ds.read(1)
+            except Exception as exc:
+                raise IntegrityError(f"cannot read the kept window {path}: {exc}; `intake-clms cache verify`") from exc
+            heads.append(head)
+            arrays.append(data)
+            names.append(variable_name(head.band.name, path.name))
+    first = heads[0]
+    if any((h.transform, h.width, h.height, h.dtype) != (first.transform, first.width, first.height, first.dtype)
+           for h in heads):  # windows of several tiles: mosaicked like stored tiles, then stacked all the same
+        scratch = target.parent / ".mosaic-index"
+        scratch.mkdir(exist_ok=True)
+        try:
+            raw = open_files("geotiff", files, times, None, index_dir=scratch, names=names, decode=False,
+                             steps=list(steps))
+            raw.load().to_netcdf(target, engine="netcdf4")
+        finally:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+        return target.stat().st_size, names
+    t = first.affine
+    coords = {"time": np.array([mosaic.parse_time(s) for s in _distinct(list(steps))], dtype="datetime64[ns]"),
+              "y": xr.DataArray(grid.centres(t.f, t.e, 0, first.height), dims="y", attrs={"step": t.e}),
+              "x": xr.DataArray(grid.centres(t.c, t.a, 0, first.width), dims="x", attrs={"step": t.a})}
+    variables = {}
+    for name in dict.fromkeys(names):
+        picked = [(h, a) for h, a, n in zip(heads, arrays, names) if n == name]
+        band = picked[0][0].band
+        var = xr.DataArray(np.stack([a for _, a in picked]), dims=("time", "y", "x"), coords=coords, name=name)
+        var.attrs = {**band.attrs, "scale_factor": band.scale, "add_offset": band.offset,
+                     **({} if first.nodata is None else {"_FillValue": first.nodata})}
+        variables[name] = var
+    raw = normalise(xr.Dataset(variables), crs=first.crs, times=None, decode=False)
+    raw.to_netcdf(target, engine="netcdf4")
+    return target.stat().st_size, names
+
+
+def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenance: Provenance | None = None) -> Any:
+    """A stacked window view: one open, then the contract (the file already holds its form)."""
+    import xarray as xr
+
+    from .netcdf import _OPEN_LOCK, grid_crs
+
+    with _OPEN_LOCK:
+        raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False, chunks=chunks if chunks is not None else {})
+    return normalise(raw, crs=grid_crs(raw), times=None, decode=decode, provenance=provenance)
+
+
+def _distinct(times: Sequence[str | None]) -> list[str | None]:
+    seen: list[str | None] = []
+    for t in times:
+        if t not in seen:
+            seen.append(t)
+    return seen
+
+
+__all__ = ["DATA_SUFFIXES", "GEOTIFF", "NETCDF", "VECTOR", "Provenance", "data_kind", "normalise", "open_files"]

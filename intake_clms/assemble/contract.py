@@ -1,0 +1,198 @@
+"""What a request returns, whatever served it: the one function every raster path ends in.
+
+One request has one answer: the same entry and arguments give the same Dataset whichever
+service, access kind, cache state, export or dask worker served it.  Readers hand
+:func:`normalise` the *stored integers* with their packing in the attributes (NetCDF
+opened with ``mask_and_scale=False``, GeoTIFFs as read), already cropped by
+:mod:`.grid`'s rule; this module makes the rest identical:
+
+- **variables**: the product's own names (``NDVI``, ``LAI``, ...: a NetCDF's variables with
+  both spatial dimensions); a GeoTIFF band is named by its description, else by
+  :func:`variable_name` from its file name (``c_gls_NDVI300_...`` -> ``NDVI``,
+  ``IMD_2018_010m_...`` -> ``IMD``), never ``band_data``;
+- **dimensions**: ``time`` first, then ``lat``/``lon`` on a geographic grid or ``y``/``x`` on a
+  projected one; pixel-centre coordinates (rounded to 1e-9 of a unit so both spellings of a
+  grid agree); the product's own orientation;
+- **values**: decoded by default (fill values -> NaN, then ``raw * scale_factor + add_offset``
+  in float32 for 8- and 16-bit integers, float64 above), the packing kept in ``encoding`` so
+  ``to_netcdf`` writes the integers back; ``decode=False`` returns the stored integers with
+  ``scale_factor``, ``add_offset`` and ``_FillValue`` in the attributes, on every path;
+- **time**: the product's nominal date (one step per product; a product holding several
+  steps keeps its own);
+- **CRS**: one CF grid-mapping variable ``spatial_ref`` (rioxarray's form) and the
+  coordinates' CF attributes;
+- **attributes**: the variable's CF attributes (units, long_name, standard_name, flags);
+  the Dataset's are ``Conventions`` and the provenance (``clms_*``: entry, dataset,
+  service, access, products), which differ between paths without changing anything else.
+  No path of the cache ever shows in the data or its encoding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import IntegrityError
+from . import grid
+
+#: Variable attributes that are the product's meaning (kept); everything else is encoding or noise.
+CF_ATTRS = ("units", "long_name", "standard_name", "flag_values", "flag_meanings", "flag_masks")
+PACKING = ("scale_factor", "add_offset", "_FillValue")
+SPATIAL = (("lon", "lat"), ("longitude", "latitude"), ("x", "y"))
+CONVENTIONS = "CF-1.8"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where an answer came from: Dataset attributes only, never anything else of it."""
+
+    entry: str = ""
+    dataset_id: str = ""
+    dataset_identifier: str = ""
+    service: str = ""
+    access: str = ""  # download | window
+    products: tuple[str, ...] = ()
+
+    def attrs(self) -> dict[str, str]:
+        out = {"clms_entry": self.entry, "clms_dataset_id": self.dataset_id,
+               "clms_dataset_identifier": self.dataset_identifier, "clms_service": self.service,
+               "clms_access": self.access, "clms_products": ", ".join(self.products)}
+        return {k: v for k, v in out.items() if v}
+
+
+_CGLS = re.compile(r"^c_gls_([A-Za-z][A-Za-z-]*?)(?:\d+)?(?:-RT\d+)?_", re.IGNORECASE)
+_TOKEN = re.compile(r"^([A-Za-z][A-Za-z0-9]*?)(?:\d+)?(?:[_.-]|$)")
+
+
+def variable_name(band_name: str, file_name: str) -> str:
+    """A GeoTIFF band's variable name: its description, else the product's short name from the file name."""
+    if band_name and band_name.strip() and not re.fullmatch(r"(?i)band[ _]?\d*", band_name.strip()):
+        return band_name.strip()
+    stem = file_name.rsplit("/", 1)[-1]
+    m = _CGLS.match(stem) or _TOKEN.match(stem)
+    return m.group(1).upper() if m else "value"
+
+
+def spatial_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, str]:
+    """(x, y) dimension names as found."""
+    for x, y in SPATIAL:
+        if x in ds.dims and y in ds.dims:
+            return x, y
+    raise IntegrityError(f"cannot find the spatial dimensions among {list(ds.dims)}")
+
+
+def crop(ds: xr.Dataset, crs: Any, bbox: Sequence[float] | None) -> xr.Dataset:
+    """The pixels whose centres lie in the lon/lat bbox (:mod:`.grid`'s rule), on stored coordinates."""
+    x, y = spatial_dims(ds)
+    xs, ys = np.asarray(ds[x].values, dtype="float64"), np.asarray(ds[y].values, dtype="float64")
+    if xs.size == 0 or ys.size == 0:
+        return ds
+    dx = (xs[-1] - xs[0]) / (xs.size - 1) if xs.size > 1 else float(ds[x].attrs.get("step") or 0.0)
+    dy = (ys[-1] - ys[0]) / (ys.size - 1) if ys.size > 1 else float(ds[y].attrs.get("step") or 0.0)
+    extent = (min(xs[0], xs[-1]) - abs(dx) / 2, min(ys[0], ys[-1]) - abs(dy) / 2,
+              max(xs[0], xs[-1]) + abs(dx) / 2, max(ys[0], ys[-1]) + abs(dy) / 2)
+    box = grid.bbox_in(crs, bbox, extent)
+    if box is None:
+        return ds
+    west, south, east, north = box
+    out = ds.isel({x: grid.coord_range(xs, west, east), y: grid.coord_range(ys, south, north)})
+    return out.assign_coords({x: out[x].assign_attrs(step=dx), y: out[y].assign_attrs(step=dy)})
+
+
+def _packing(var: xr.DataArray) -> tuple[float, float, Any]:
+    attrs, enc = var.attrs, var.encoding
+    scale = attrs.get("scale_factor", enc.get("scale_factor", 1.0))
+    offset = attrs.get("add_offset", enc.get("add_offset", 0.0))
+    fill = attrs.get("_FillValue", enc.get("_FillValue", attrs.get("missing_value")))
+    return float(np.asarray(scale).ravel()[0]), float(np.asarray(offset).ravel()[0]), fill
+
+
+def _cf(attrs: Mapping[str, Any], dtype: np.dtype) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in CF_ATTRS:
+        value = attrs.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if key in ("flag_values", "flag_masks"):
+            items = value.replace(",", " ").split() if isinstance(value, str) else np.atleast_1d(value).tolist()
+            value = np.asarray([int(float(v)) for v in items], dtype=dtype if dtype.kind in "iu" else "int64")
+        else:
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def _value(var: xr.DataArray, decode: bool) -> xr.DataArray:
+    scale, offset, fill = _packing(var)
+    raw_dtype = var.dtype
+    meaning = _cf(var.attrs, raw_dtype)
+    fill_value = None if fill is None else np.asarray(fill).astype(raw_dtype)[()] if raw_dtype.kind in "iu" else fill
+    target = np.dtype("float32") if raw_dtype.kind in "iu" and raw_dtype.itemsize <= 2 else np.dtype("float64")
+    if not decode:  # the packing in the precision it decodes with (a file's float32 and a COG's double agree)
+        out = var.copy()
+        out.attrs = {**meaning, "scale_factor": target.type(scale), "add_offset": target.type(offset),
+                     **({} if fill_value is None else {"_FillValue": fill_value})}
+        out.encoding = {"dtype": raw_dtype}
+        return out
+    if raw_dtype.kind in "iu":
+        data = var.astype(target)
+        if fill_value is not None:
+            data = data.where(var != fill_value)
+        if scale != 1.0:
+            data = data * target.type(scale)
+        if offset != 0.0:
+            data = data + target.type(offset)
+    else:  # stored as floats: only the fill value to mask
+        data = var if fill is None or (isinstance(fill, float) and np.isnan(fill)) else var.where(var != fill)
+    data.attrs = meaning
+    data.encoding = {"dtype": raw_dtype, "scale_factor": scale, "add_offset": offset,
+                     **({} if fill_value is None else {"_FillValue": fill_value})}
+    return data
+
+
+def normalise(ds: xr.Dataset, *, crs: Any, times: Sequence[Any] | None, decode: bool = True,
+              provenance: Provenance | None = None) -> xr.Dataset:
+    """The contract's Dataset from a reader's raw one (see the module docstring)."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    x, y = spatial_dims(ds)
+    geographic = grid.is_geographic(crs)
+    nx, ny = ("lon", "lat") if geographic else ("x", "y")
+    keep = [n for n in ds.data_vars if x in ds[n].dims and y in ds[n].dims]
+    if not keep:
+        raise IntegrityError("the products hold no variable on a spatial grid")
+    out = ds[keep].reset_coords(drop=True)
+    if "time" not in out.dims:
+        out = out.expand_dims("time")
+    if times is not None and out.sizes["time"] == len(times):  # a product's nominal date (NaT when unknown)
+        out = out.assign_coords(time=np.array([np.datetime64("NaT") if t is None else t for t in times],
+                                              dtype="datetime64[ns]"))
+    if "time" in out.indexes and out.sizes["time"] > 1:
+        out = out.sortby("time")
+    out = out.rename({x: nx, y: ny}) if (x, y) != (nx, ny) else out
+    out = out.assign_coords({nx: grid.regular(np.asarray(out[nx].values), out[nx].attrs.get("step")),
+                             ny: grid.regular(np.asarray(out[ny].values), out[ny].attrs.get("step"))})
+    variables = {}
+    for name in keep:
+        var = out[name]
+        order = ["time"] + [d for d in var.dims if d not in ("time", nx, ny)] + [ny, nx]
+        variables[name] = _value(var.transpose(*order), decode)
+    result = xr.Dataset(variables, coords={"time": out["time"].values, ny: out[ny].values, nx: out[nx].values})
+    result.attrs = {"Conventions": CONVENTIONS, **(provenance.attrs() if provenance else {})}
+    result = result.rio.set_spatial_dims(x_dim=nx, y_dim=ny).rio.write_crs(crs or "EPSG:4326")
+    result = result.rio.write_coordinate_system()
+    for name in result.variables:
+        for key in ("source", "original_shape", "preferred_chunks", "chunksizes", "zlib", "complevel", "shuffle",
+                    "fletcher32", "contiguous", "coordinates"):
+            result[name].encoding.pop(key, None)
+    result["time"].encoding = {}
+    result.encoding = {}
+    return result
+
+
+__all__ = ["CONVENTIONS", "Provenance", "crop", "normalise", "spatial_dims", "variable_name"]

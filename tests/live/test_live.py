@@ -1,0 +1,52 @@
+"""Tiny real requests to the live services (``pytest -m live``): search, fetch one small product, open it, check
+it against the Dataset contract, and cancel anything ordered.  Each service runs only with its credentials
+(see ``intake_clms.config.available_services``) and is skipped otherwise; never part of the default run's checks
+against the sandbox.  They use the real endpoints unless the environment points elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from intake_clms.config import available_services
+from intake_clms.health import doctor
+from intake_clms.source import ClmsSource
+
+pytestmark = pytest.mark.live
+
+NDVI = {"dataset_id": "EO:JRC:DAT:CLMS", "dataset_identifier": "ndvi_global_300m_10daily_v2",
+        "bbox": [5.0, 45.0, 5.5, 45.5], "start": "2024-01-01", "end": "2024-01-10"}
+
+
+def need(service: str) -> None:
+    if service not in available_services():
+        pytest.skip(f"no {service} credentials in this environment")
+
+
+def check_contract(ds) -> None:
+    assert "time" in ds.dims and ds.sizes["time"] >= 1
+    assert ("lat" in ds.dims and "lon" in ds.dims) or ("y" in ds.dims and "x" in ds.dims)
+    assert ds.data_vars and float(next(iter(ds.data_vars.values())).count()) > 0
+
+
+@pytest.mark.parametrize("service", ["wekeo", "cdse"])
+def test_one_ndvi_product(service: str, tmp_path: Path) -> None:
+    need(service)
+    report = doctor((service,))
+    assert report.ok, report.table()
+    src = ClmsSource(**NDVI, service=service, cache_dir=str(tmp_path), **({"access": "download"} if service == "cdse" else {}))
+    check_contract(src.to_dask())
+
+
+def test_clms_api_listing_and_one_small_file(tmp_path: Path) -> None:
+    need("clms")
+    report = doctor(("clms",))
+    assert report.ok, report.table()
+    # the smallest pre-packaged raster the doctor's search can point at would be ordered here; orders take
+    # minutes to hours on the real queue, so only the listing and the token are checked by default
+    from intake_clms.clms_listing import fetch_listing
+    from intake_clms.config import endpoints
+
+    listing = fetch_listing(endpoints().clms_api, cache_dir=tmp_path)
+    assert len(listing) > 50 and any(d.downloadable_files for d in listing)
