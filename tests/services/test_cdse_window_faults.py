@@ -14,13 +14,16 @@ rasterio = pytest.importorskip("rasterio")
 from rasterio import _err as cple  # noqa: E402
 from rasterio.errors import RasterioIOError  # noqa: E402
 
-from intake_clms.errors import ServiceError  # noqa: E402
+from intake_clms.errors import ClmsError, ServiceError  # noqa: E402
+from intake_clms.lifecycle import PreloadError  # noqa: E402
 from intake_clms.lifecycle import gdalio  # noqa: E402
 from intake_clms.lifecycle.clock import FakeClock  # noqa: E402
 
-from .test_cdse_window import local_path, local_window, products_of, source  # noqa: E402
+from intake_clms.source import ClmsSource  # noqa: E402
 
 EXPIRED = 2  # answers from the dead link: GDAL's HEAD and GET of the header (GDAL itself absorbs one)
+NDVI = "ndvi_global_300m_10daily_v2"
+BBOX = (-180 + 62830.5 / 336, 80 - 10800.5 / 336, -180 + 62880.5 / 336, 80 - 10750.5 / 336)  # 50 x 50 px the tiny COG holds
 JAN_2024 = {"start": "2024-01-01", "end": "2024-01-10"}  # one product: c_gls_NDVI300_202401010000_... (has "401")
 
 
@@ -83,15 +86,26 @@ def test_scrub_removes_capability_urls():
 # --------------------------------------------------------------------------- against the sandbox
 
 
+def source(**kw) -> ClmsSource:
+    args = dict(dataset_id="EO:JRC:DAT:CLMS", dataset_identifier=NDVI, bbox=list(BBOX), start="2020-01-01",
+                end="2020-01-31", service="cdse", access="window", backoff=0.01)
+    args.update(kw)
+    return ClmsSource(**args)
+
+
+def truth(sb, start: str = "2020-01-01", end: str = "2020-01-31") -> np.ndarray:
+    from intake_clms.sandbox.truth import reference
+
+    return reference(sb.ctx.store, NDVI, list(BBOX), start, end)["NDVI"].values
+
+
 @pytest.mark.parametrize("kind", ["reset", "truncate"])
 def test_a_reset_or_truncated_body_is_read_again(cdse_env, kind):
     """Issue 18 (8): one connection reset or truncated body failed the whole computation (no retry)."""
     sb = cdse_env
     sb.faults.add(kind, "cdse", "s3", times=1, after_bytes=100)
-    ds = source(keep_windows=False).to_dask()
-    values = ds.band_data.values
-    for t, name in enumerate(products_of(sb, ds)):
-        np.testing.assert_array_equal(values[t], local_window(local_path(sb, name)))
+    ds = source(**JAN_2024).to_dask()
+    np.testing.assert_array_equal(ds["NDVI"].values, truth(sb, **JAN_2024))
     assert not sb.faults.pending()  # the fault fired, and was survived
 
 
@@ -99,10 +113,13 @@ def test_reads_failing_every_time_end_with_no_status_taken_from_the_file_name(cd
     """Issue 18 (8): reported as ``cdse: HTTP 401`` because the file name holds ``202401010000``."""
     sb = cdse_env
     sb.faults.add("reset", "cdse", "s3", times=None, after_bytes=10)
-    with pytest.raises(ServiceError) as info:  # the header's read fails (GDAL names the file in its message)
-        source(keep_windows=False, **JAN_2024).to_dask().band_data.values
-    assert info.value.status is None and "HTTP 401" not in str(info.value)
-    assert "202401010000" in str(info.value)
+    with pytest.raises(ClmsError) as info:  # GDAL names the file in its message
+        source(**JAN_2024).to_dask()
+    failure = info.value
+    if isinstance(failure, PreloadError):
+        (failure,) = failure.failures.values()
+    assert isinstance(failure, ServiceError) and failure.status is None and "HTTP 401" not in str(failure)
+    assert "202401010000" in str(failure)
     gets = [e for e in sb.log.entries(service="cdse", endpoint="s3") if e.method == "GET"]
     assert 2 <= len(gets) <= 12  # read again, within bounds
 
@@ -111,15 +128,17 @@ def test_an_expired_transfer_link_is_renewed_once_through_value(cdse_env, monkey
     """Issue 18 (8): a transfer URL answering 403 "Request has expired" failed the run, with raw S3 XML."""
     sb = cdse_env
     monkeypatch.delenv("CDSE_S3_ACCESS_KEY")  # the HTTPS path: $value, redirected to a presigned transfer URL
-    sb.faults.add("expired_link", "cdse", "download", times=EXPIRED, status=403)
-    ds = source(keep_windows=False, **JAN_2024).to_dask()  # the header's read meets the dead link
-    values = ds.band_data.values
-    (name,) = products_of(sb, ds)
-    np.testing.assert_array_equal(values[0], local_window(local_path(sb, name)))
+    sb.faults.add("expired_link", "cdse", "download", times=1, status=403)
+    ds = source(**JAN_2024).to_dask()
+    np.testing.assert_array_equal(ds["NDVI"].values, truth(sb, **JAN_2024))
     sb.faults.add("expired_link", "cdse", "download", times=None, status=403)
-    with pytest.raises(ServiceError) as info:  # a link that stays dead: renewed once, then the error
-        source(keep_windows=False, start="2024-01-11", end="2024-01-20").to_dask().band_data.values
-    assert info.value.status == 403 and "<Error>" not in str(info.value) and "X-Amz" not in str(info.value)
+    with pytest.raises(ClmsError) as info:  # a link that stays dead: renewed once, then the error
+        source(start="2024-01-11", end="2024-01-20").to_dask()
+    failure = info.value
+    if isinstance(failure, PreloadError):
+        (failure,) = failure.failures.values()
+    assert isinstance(failure, ServiceError) and failure.status == 403
+    assert "<Error>" not in str(failure) and "X-Amz" not in str(failure)
     dead = [e for e in sb.log.entries(service="cdse", endpoint="download") if e.path.startswith("/s3/")
             and "202401110000" in e.path]
     assert dead and {e.status for e in dead} == {403} and len(dead) <= 4
@@ -136,10 +155,10 @@ def test_presigned_urls_never_reach_the_log_with_cpl_debug(cdse_env, monkeypatch
         logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         with rasterio.Env(CPL_DEBUG="ON"):
-            values = source(keep_windows=False).to_dask().band_data.values
+            ds = source().to_dask()
     finally:
         logging.getLogger("rasterio").setLevel(logging.NOTSET)
-    assert values.shape == (3, 50, 50)
+    np.testing.assert_array_equal(ds["NDVI"].values, truth(sb))
     assert "VSICURL" in caplog.text or "effective URL" in caplog.text or "Downloading" in caplog.text
     assert "X-Amz-Signature=" not in caplog.text.replace("X-Amz-Signature=...", "")
     assert sb.ctx.state["cdse"].bearer_on_transfer == 0
@@ -150,19 +169,15 @@ def test_a_damaged_kept_window_is_read_again_and_replaced(cdse_env):
     from intake_clms.store import Store
 
     sb = cdse_env
-    values = source().to_dask().band_data.values
+    values = source().to_dask()["NDVI"].values
     st = Store()
     kept = sorted(k for k in st.products.keys() if ".w" in k)
     assert len(kept) == 3
-    tif = st.products.path(kept[0]) / "data" / "window.tif"
+    tif = next(p for p in st.products.path(kept[0]).rglob("*.tif"))
     with open(tif, "r+b") as fh:
         fh.truncate(100)
-    from intake_clms.lifecycle import window
-
-    window.stats(reset=True)
-    np.testing.assert_array_equal(source().to_dask().band_data.values, values)
-    assert window.stats()["remote_reads"] == 1  # that block read remotely again (GDAL may serve it from its cache)
-    assert st.products.check(kept[0]) is not None  # ... and kept again: the next open is offline
-    sb.log.clear()
-    np.testing.assert_array_equal(source().to_dask().band_data.values, values)
-    assert sb.log.entries() == []
+    view = st.views.path(st.views.keys().__next__())
+    for stacked in view.glob("*.nc"):  # a reopen reads the view's stack of the windows: make it read them again
+        stacked.unlink()
+    np.testing.assert_array_equal(source().to_dask()["NDVI"].values, values)
+    assert st.products.check(kept[0]) is not None  # read again and kept again: the next open is offline
