@@ -89,14 +89,14 @@ class Store:
         live_records(self.root)  # drops the status records of dead processes
         removed = []
         for path in self.products.leftovers():
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            _remove(path)
             removed.append(path)
         for folder in (self.views.root, self.jobs.root, self.root / "running"):
             if not folder.is_dir():
                 continue
             for path in folder.rglob(".*"):
                 if is_dead_leftover(path.name):
-                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                    _remove(path)
                     removed.append(path)
         removed += self.views.prune()
         for job in self.jobs.all():  # a kill between a product's rename and its job's removal
@@ -112,3 +112,11 @@ class Store:
         if removed:
             log.info("removed %d leftover(s) of interrupted runs", len(removed))
         return removed
+
+
+def _remove(path: Path) -> None:
+    """A leftover file, folder or symlink (a view pointer being switched: the link goes, never its target)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

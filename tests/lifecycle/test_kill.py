@@ -467,6 +467,8 @@ def test_a_rerun_that_only_reopens_removes_what_a_killed_process_left(kill_env: 
         st.root / "views" / f".{src.request.key()}.trash.{tag}",  # a replaced view being deleted
         st.root / "staging" / f"view-{src.request.key()}.{tag}",  # a view being staged
     ]
+    link = st.root / "views" / f".{src.request.key()}.ln.{tag}.tmp"  # a view pointer being switched (issue 18)
+    link.symlink_to(st.views.path(src.request.key()).name)
     for path in planted:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.name.endswith(".tmp"):
@@ -477,3 +479,4 @@ def test_a_rerun_that_only_reopens_removes_what_a_killed_process_left(kill_env: 
     assert all(is_dead_leftover(p.name) for p in planted)
     source("wekeo-ndvi", str(cache)).to_dask()  # reopens the published view (no network)
     assert [p for p in planted if p.exists()] == []
+    assert not link.is_symlink() and st.views.get(src.request.key()) is not None  # the link went, not its target

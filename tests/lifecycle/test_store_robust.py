@@ -27,6 +27,8 @@ from intake_clms.source import ClmsSource
 from intake_clms.store import Store, View
 from intake_clms.store.maintenance import clean_cache, list_cache
 
+from sandbox.conftest import hda_ready_download  # noqa: F401  (a finished HDA order on the sandbox)
+
 from .kill_child import SCENARIOS, source as scenario_source
 from .lifecycle_helpers import FAST, ndvi_source, store, stored_files
 
@@ -475,3 +477,20 @@ def test_a_reader_of_an_old_version_keeps_it_until_it_is_gone(tmp_path):
     st.views.publish(view)
     assert st.views.path("k") != first
     assert st.views.prune("k", grace=0.0) == [] and first.is_dir()
+
+
+def test_a_complete_part_left_by_a_kill_is_not_downloaded_again(hda_env, hda_ready_download, tmp_path):
+    """Issue 18 (6), found by the CDSE kill trials: a ``.part`` holding the whole file (a kill between the last
+    byte and the rename) was answered 416 on resume and downloaded again from zero."""
+    from intake_clms.lifecycle.download import download
+
+    session, url = hda_ready_download(hda_env)
+    body = session.get(url, timeout=30).content
+    final = tmp_path / "dl" / "file.nc"
+    final.parent.mkdir()
+    final.with_name("file.nc.part").write_bytes(body)  # what the killed run had received
+    hda_env.log.clear()
+    got = download(lambda offset: session.get(url, headers={"Range": f"bytes={offset}-"} if offset else {},
+                                              stream=True, timeout=30), final, service="wekeo")
+    assert [e.status for e in hda_env.log.entries("hda", "download")] == [416]
+    assert got.size == len(body) and final.read_bytes() == body
