@@ -377,13 +377,19 @@ def test_a_short_body_fetches_the_same_orders_file_again_not_a_new_order(hda_env
     assert store().jobs.all() == []
 
 
-def test_short_bodies_beyond_the_bound_fail_and_the_rerun_orders_anew(hda_env):
-    hda_env.faults.add("wrong_length", "hda", "download", times=None)
+def test_cut_transfers_beyond_the_bound_fail_and_the_rerun_fetches_the_same_order(hda_env):
+    """Bounded: every body cut short fails the run after FETCH_TRIES fetches; the order stays live, so the
+    rerun fetches it again instead of ordering anew."""
+    from intake_clms.lifecycle.engine import FETCH_TRIES
+
+    hda_env.faults.add("truncate", "hda", "download", times=None, after_bytes=1000)  # every body cut short
     with pytest.raises(PreloadError):
         ndvi_source(**ONE).to_dask()
-    assert [j.stage for j in store().jobs.all()] == ["failed"]
+    gets = hda_env.log.entries("hda", "download")
+    assert len(gets) == FETCH_TRIES * 6  # FETCH_TRIES downloads of the one order's file, each of 6 requests (5 resumes)
+    assert [j.stage for j in store().jobs.all()] == ["ordered"]
     hda_env.faults.clear()
-    assert ndvi_source(**ONE).to_dask().sizes["time"] == 1 and orders(hda_env) == 2
+    assert ndvi_source(**ONE).to_dask().sizes["time"] == 1 and orders(hda_env) == 1
 
 
 def test_a_short_clms_result_body_costs_no_second_task(clms_env):
