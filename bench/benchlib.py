@@ -96,8 +96,15 @@ def curl_vs_ours(work: Path, url: str, token: str, runs: int, ours: Any, follow:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process image so far: ``VmHWM`` of /proc/self/status, which starts
+    anew at exec (``ru_maxrss`` does not: a child started by fork+exec inherits its parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # not Linux: the best there is
 
 
 @contextlib.contextmanager

@@ -115,7 +115,7 @@ def build_store(root: Path, n_requests: int, n_products: int, seed: int = 9) -> 
         geotiff.append((key, name, iso))
     products_s = time.perf_counter() - t
 
-    from intake_clms.lifecycle import assemble
+    from intake_clms.assemble import tiles
 
     t = time.perf_counter()
     samples: dict[str, Request] = {}
@@ -136,15 +136,16 @@ def build_store(root: Path, n_requests: int, n_products: int, seed: int = 9) -> 
             request = Request.build(NDVI[0], NDVI[1], (w, s, w + 5, s + 5), start, end, service="wekeo")
             kind, service = "netcdf", "wekeo"
         vps = tuple(ViewProduct(key, name, iso) for key, name, iso in chosen)
-        view = View(key=request.key(), request=request.canonical(), service=service, kind=kind,
+        files = [store.products.path(key) / "data" / name for key, name, _ in chosen]
+        names = tuple(tiles.names_of(files)) if kind == "geotiff" else ()
+        view = View(key=request.key(), request=request.canonical(), service=service, data_kind=kind, names=names,
                     bbox=tuple(request.bbox), products=vps, entry=request.dataset_identifier or request.dataset_id,
                     created=time.time())
         prepare = None
         if kind == "geotiff":
-            files = [store.products.path(key) / "data" / name for key, name, _ in chosen]
             times = [iso for _, _, iso in chosen]
-            prepare = (lambda staging, files=files, times=times:  # noqa: E731
-                       assemble.index_geotiff(files, times, index_dir=staging))
+            prepare = (lambda staging, files=files, times=times, names=names:  # noqa: E731
+                       tiles.index(files, times, names, staging))
         assert not store.views.path(view.key).exists(), f"request {i} repeats an earlier one"
         store.views.publish(view, prepare=prepare)
         samples.setdefault(kind, request)

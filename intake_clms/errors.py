@@ -86,6 +86,10 @@ class ServiceError(ClmsError):
         super().__init__(f"{service}: {code}: {message}")
 
 
+class ServiceUnreachableError(ServiceError):
+    """A service could not be reached at all (no HTTP answer after the bounded retries)."""
+
+
 class LocalStorageError(ClmsError):
     """The local disk refused a write or read (full, read-only, not a folder): names the path; never retried."""
 

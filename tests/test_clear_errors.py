@@ -55,8 +55,11 @@ def test_every_option_the_engine_and_backends_read_is_accepted(cat):
     read -= {"first", "factor", "cap", "deadline"}  # PollPolicy's own field names, the values of _POLL_NAMES
     assert {"workers", "chunk", "poll_deadline", "attempts", "username", "service_key", "files_rate"} <= read
     assert read <= ENGINE_OPTIONS, read - ENGINE_OPTIONS
-    src = getattr(cat, NDVI)(bbox=[5, 45, 10, 50], **{k: 1 for k in ENGINE_OPTIONS - {"cache_dir"}})
+    src = getattr(cat, NDVI)(bbox=[5, 45, 10, 50], service="wekeo",  # a login names its service
+                             **{k: 1 for k in ENGINE_OPTIONS - {"cache_dir"}})
     assert src.options["max_products"] == 1 and src.options["access"] == 1
+    with pytest.raises(ParameterError, match="username: a login belongs to one service"):  # auto refuses it
+        getattr(cat, NDVI)(bbox=[5, 45, 10, 50], **{k: 1 for k in ENGINE_OPTIONS - {"cache_dir"}})
 
 
 def test_service_outside_the_choices_is_our_error_through_the_catalog(cat):

@@ -279,7 +279,9 @@ def test_generate_argument_errors(args, text, capsys):
 def test_an_entry_reads_through_the_clms_backend(api_env):
     """The entries are what the clms driver needs: a pre-packaged tile, requested, fetched and opened."""
     ds = nested().forest_type_2015(file=FTY_TILE).to_dask()
-    assert ds["band_data"].dtype == "uint8" and ds["band_data"].size > 0
+    raw = nested().forest_type_2015(file=FTY_TILE, decode=False).to_dask()  # the same stored request
+    assert list(ds.data_vars) == ["FTY"] and ds["FTY"].dtype == "float32" and ds["FTY"].size > 0  # decoded
+    assert raw["FTY"].dtype == "uint8" and raw["FTY"].shape == ds["FTY"].shape  # the stored integers
     assert api_env.log.count(service="clms", endpoint="datarequest_post") == 1
 
 

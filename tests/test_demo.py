@@ -17,7 +17,9 @@ def test_demo_runs_the_whole_lifecycle_against_the_sandbox(tmp_path: Path) -> No
     assert run.returncode == 0, run.stderr[-2000:]
     assert "using the local sandbox" in out
     assert re.search(r"Reopened from the cache in [\d.]+ s, 0 HTTP calls; same data: True", out)
-    assert "band_data    (y, x) uint8" in out  # the CLMS-API tile keeps its native dtype
+    # the CLMS-API tile: named after its product, on its projected grid with a time step, decoded
+    assert re.search(r"\bFTY\s+\(time, y, x\) float32", out) and "band_data" not in out, out[-3000:]
+    assert re.search(r"\bNDVI\s+\(time, lat, lon\) float32", out)  # the global NetCDF and COG products
     pngs = re.findall(r"Quicklook saved to (\S+\.png)", out)
     assert len(pngs) == 3 and all(Path(p).stat().st_size > 1000 for p in pngs)
     cdse = re.search(r"CDSE (window|download) read of 3 products: ([\d,]+) bytes read of ([\d,]+)", out)

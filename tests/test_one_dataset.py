@@ -292,3 +292,14 @@ def test_a_clms_cut_to_order_request_holds_the_truth(sb: Sandbox, tmp_path: Path
         got = ClmsSource("forest-type-2015", bbox=HRL, service="clms", output_format="Geotiff", crs="EPSG:3035",
                          **FAST).to_dask().load()
     assert_truth(_truth(sb, "forest-type-2015", HRL, None, None), got, "clms cut-to-order")
+
+
+def test_a_sub_area_of_a_stored_request_says_it_is_not_kept_when_the_service_is_unreachable(
+        sb: Sandbox, tmp_path: Path) -> None:
+    from intake_clms.errors import ServiceUnreachableError
+
+    read(sb, tmp_path / "c", service="cdse", access="window")
+    with pytest.raises(ServiceUnreachableError) as err:
+        read(sb, tmp_path / "c", offline=True, service="cdse", access="window", bbox=[5.2, 45.2, 5.8, 45.8],
+             attempts=1)
+    assert "not in the cache" in str(err.value) and "another bbox" in str(err.value)

@@ -54,12 +54,18 @@ def test_vector_entries_have_a_points_plot(sources: dict) -> None:
     ("wb_global_300m_monthly_v2", "WB", "Blues", [0.0, 70.0]),
     ("lst_tci_global_5km_10daily_v2", "TCI", "RdYlBu_r", [0.0, 100.0]),  # not LST's kelvin limits
     ("eo_clms_dat_clms_global_lai_1km_v1_10daily_netcdf", "LAI", "YlGn", [0.0, 7.0]),  # an old ID
-    ("eo_eea_dat_hrl_imp", "band_data", "Reds", [0.0, 100.0]),  # imperviousness
-    ("clms_vlcc_tree_cover_density_europe_10m_yearly_v1", "band_data", "Greens", [0.0, 100.0]),
+    # GeoTIFF products: no z (their variable is named from the files; the plot takes the data's one variable)
+    ("eo_eea_dat_hrl_imp", None, "Reds", [0.0, 100.0]),  # imperviousness
+    ("clms_vlcc_tree_cover_density_europe_10m_yearly_v1", None, "Greens", [0.0, 100.0]),
 ])
 def test_families_get_their_variable_colour_map_and_valid_range(sources: dict, name, z, cmap, clim) -> None:
     plot = sources[name]["metadata"]["plots"]["map"]
     assert (plot.get("z"), plot["cmap"], plot.get("clim")) == (z, cmap, clim)
+
+
+def test_no_plot_names_band_data() -> None:
+    """Issue 14: no variable is called band_data any more; a spec naming it would plot nothing."""
+    assert "band_data" not in CATALOG.read_text()
 
 
 def test_unknown_family_falls_back_to_the_data_range() -> None:

@@ -67,6 +67,8 @@ def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bb
     else:
         raise IntegrityError(f"cannot open {kind!r} data")
     dates = [mosaic.parse_time(t) for t in (steps if steps is not None else _distinct(times))]
+    if kind == "geotiff" and None not in dates:
+        dates = sorted(dates)  # open_tiles stacks the dates in time order, whatever the files' order
     return normalise(raw, crs=crs, times=dates, decode=decode, provenance=provenance)
 
 

@@ -73,7 +73,8 @@ def variable_name(band_name: str, file_name: str) -> str:
     """A GeoTIFF band's variable name: its description, else the product's short name from the file name."""
     if band_name and band_name.strip() and not re.fullmatch(r"(?i)band[ _]?\d*", band_name.strip()):
         return band_name.strip()
-    stem = file_name.rsplit("/", 1)[-1]
+    # a leading tile code (E000N60_) or the programme's prefix (CLMS_IMP_...) is no product's name
+    stem = re.sub(r"^(?:[EW]\d{2,3}[NS]\d{2,3}|CLMS)_", "", file_name.rsplit("/", 1)[-1])
     m = _CGLS.match(stem) or _TOKEN.match(stem)
     return m.group(1).upper() if m else "value"
 

@@ -541,7 +541,8 @@ def _user_chunks(chunks: Any, dims: Sequence[str]) -> Any:
     if chunks is None or chunks is True or chunks == "auto" or chunks == {}:
         return None
     if isinstance(chunks, Mapping):
-        return tuple(chunks.get(d, -1 if d == "band" else "auto") for d in dims)
+        alias = {"y": "lat", "x": "lon"}  # the contract's names of a geographic grid's dimensions
+        return tuple(chunks.get(d, chunks.get(alias.get(d, d), -1 if d == "band" else "auto")) for d in dims)
     return chunks
 
 

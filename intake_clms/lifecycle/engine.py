@@ -36,7 +36,8 @@ from typing import Any
 import filelock
 import xarray as xr
 
-from ..errors import ClmsError, LocalStorageError, ParameterError, ServiceError, TooManyProductsError
+from ..errors import (ClmsError, LocalStorageError, ParameterError, ServiceError, ServiceUnreachableError,
+                      TooManyProductsError)
 from ..params import Request
 from ..store import FileRecord, Job, ProductRecord, Store, View, ViewProduct
 from ..store.activity import holder as lock_holder
@@ -215,6 +216,11 @@ class Engine:
         limit = self.options.max_products
         try:
             found = service.search(self.request, limit=limit)
+        except ServiceUnreachableError as exc:
+            raise ServiceUnreachableError(
+                exc.service, None, f"{exc.message}. This request is not in the cache (a request is kept as asked: "
+                "another bbox or other dates is another request, even inside one already read), so it needs "
+                f"{exc.service}, which cannot be reached now") from exc
         except TooManyProductsError as exc:
             raise ParameterError(
                 "max_products", f"{exc.service} has {exc.total} products for this request, more than "

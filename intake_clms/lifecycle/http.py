@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import requests
 
-from ..errors import ServiceError
+from ..errors import ServiceError, ServiceUnreachableError
 from .clock import SYSTEM, Clock
 from .errors import AmbiguousOrderError, CancelledError, QuotaError
 
@@ -134,7 +134,8 @@ class HttpClient:
                 if not idempotent and not isinstance(exc, requests.ConnectTimeout) and not _never_sent(exc):
                     raise AmbiguousOrderError(self.service, None, f"{what}: the answer was lost ({type(exc).__name__})") from None
                 if attempt >= self.attempts:
-                    raise ServiceError(self.service, None, f"{what}: connection failed after {attempt} attempts ({type(exc).__name__})") from None
+                    raise ServiceUnreachableError(self.service, None, f"{what}: connection failed after {attempt} attempts "
+                                                  f"({type(exc).__name__})") from None
                 self._backoff(attempt, None, what, "connection error")
                 continue
             kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}

@@ -1446,11 +1446,21 @@ class ProductStore:
         if not entry.get("path") or not entry.get("source"):
             raise ValueError("Error, the FileID is not valid")
         area = str(entry.get("area") or "Full")
+        if area == "Full":  # the size class's extent: tiles beyond it hold no data, so "Full" stops there
+            grid = self.grid(spec.key)
+            r0, r1, c0, c1 = self.data_window(spec.key)
+            xs, ys = grid.xs(c0, c1), grid.ys(r0, r1)
+            extent = (min(xs[0], xs[-1]), min(ys[0], ys[-1]), max(xs[0], xs[-1]), max(ys[0], ys[-1]))
+            from pyproj import Transformer
+
+            west, south, east, north = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform_bounds(
+                *extent, densify_pts=21)
+            return self.tiles(spec.key, bbox=(west, south, east, north),
+                              year=int(entry["year"]) if entry.get("year") else None,
+                              grid_codes=spec.pattern == "europe_tiles")
         paths = self.tiles(spec.key, year=int(entry["year"]) if entry.get("year") else None,
                            grid_codes=spec.pattern == "europe_tiles")
-        if area != "Full":
-            paths = [p for p in paths if area in p.name] or paths
-        return paths
+        return [p for p in paths if area in p.name] or paths
 
     def product_zip(self, item: Item) -> Path:
         """A zip of the product folder (``<product>/`` holding the data file and its metadata), for HDA."""

@@ -102,7 +102,7 @@ def test_select_an_entry_press_plot_and_see_the_image(browser, gui_url: str) -> 
     sources.wait_for(timeout=TIMEOUT_MS)
     sources.select_option(NDVI)
     page.locator(".ace_content", has_text=NDVI).wait_for(timeout=TIMEOUT_MS)  # the source panel (code editor)
-    for index, value in enumerate(("0, 40, 20, 52", "2024-01-01", "2024-01-31")):  # bbox, start, end
+    for index, value in enumerate(("6, 46, 9, 49", "2024-01-01", "2024-01-31")):  # bbox, start, end (sandbox data)
         field = page.locator("input.bk-input").nth(index)
         field.fill(value)
         field.press("Enter")
@@ -110,7 +110,7 @@ def test_select_an_entry_press_plot_and_see_the_image(browser, gui_url: str) -> 
     _keep(page.screenshot(), "gui-catalog.png")
 
     page.get_by_role("button", name="Plot").click()
-    page.get_by_text("Read bbox [0, 40, 20, 52], 2024-01-01 to 2024-01-31").wait_for(timeout=TIMEOUT_MS)
+    page.get_by_text("Read bbox [6, 46, 9, 49], 2024-01-01 to 2024-01-31").wait_for(timeout=TIMEOUT_MS)
     canvas = page.locator(".bk-Canvas canvas").first
     canvas.wait_for(timeout=TIMEOUT_MS)
     slider = page.locator(".noUi-target").first  # the time slider (groupby: time) under the plot
@@ -134,4 +134,9 @@ def test_select_an_entry_press_plot_and_see_the_image(browser, gui_url: str) -> 
     greens = (plot[..., 1] > plot[..., 0] + 30) & coloured
     reds = (plot[..., 0] > plot[..., 1] + 30) & coloured
     assert greens.any() or reds.any()
+    # A pattern, not a flat square: decoded NDVI (0..1) on the 0..1 colour limits spreads over the colour map
+    # (raw counts 0..250 on those limits painted one dark green).
+    shades = {tuple(c) for c in plot[coloured].reshape(-1, 3)}
+    assert len(shades) > 40, f"the NDVI plot has {len(shades)} distinct colours: a flat image"
+    assert plot[coloured].std(axis=0).max() > 15
     _keep(page.screenshot(full_page=True), "gui-plot.png")

@@ -112,7 +112,7 @@ def test_an_entry_without_plots_metadata_still_plots(gui_env: Sandbox) -> None:
     assert "plots" not in gui._sources["forest_type_2015"].metadata
     fig = _render(gui.plot_now())
     assert _mappers(fig), "no image drawn"
-    assert "band_data" in gui.plots.title.object
+    assert gui.plots.title.object.endswith(": FTY")  # the product's variable (FTY_2015_...), never band_data
 
 
 def test_an_unlistable_nested_catalog_shows_an_error_not_the_main_entries(tmp_path: Path,

@@ -183,12 +183,18 @@ def test_parse_listing_is_tolerant_and_files_round_trip(tmp_path: Path) -> None:
 
 
 def test_prepackaged_tile_end_to_end_keeps_uint8(clms_env: Sandbox) -> None:
-    ds = source(file=TILE).to_dask()
-    band = ds[list(ds.data_vars)[0]]
+    ds = source(file=TILE, decode=False).to_dask()  # the stored integers
+    assert list(ds.data_vars) == ["FTY"]  # named after the product (FTY_2015_...), never band_data
+    band = ds["FTY"]
     assert band.dtype == np.uint8
     assert ds.rio.crs.to_epsg() == 3035
     values = band.values
     assert values.size > 0 and np.count_nonzero(values) > 0
+    decoded = source(file=TILE).to_dask()["FTY"].values  # the default: float32, nodata -> NaN
+    assert decoded.dtype == np.float32
+    nodata = ds["FTY"].attrs["_FillValue"]
+    np.testing.assert_array_equal(np.isnan(decoded), values == nodata)
+    np.testing.assert_array_equal(decoded[values != nodata], values[values != nodata])
     (task,) = tasks(clms_env)
     forest = next(d for d in clms_api.state(clms_env.ctx).catalog(clms_env.ctx) if d.short_name == FOREST)
     file_id = next(f["@id"] for f in forest.files if f["file"] == TILE)
@@ -197,7 +203,7 @@ def test_prepackaged_tile_end_to_end_keeps_uint8(clms_env: Sandbox) -> None:
 
 
 def test_tiled_product_without_grid_codes(clms_env: Sandbox) -> None:
-    ds = source("corine-land-cover-2018", file="U2018_CLC2018_V2020_20u1").to_dask()
+    ds = source("corine-land-cover-2018", file="U2018_CLC2018_V2020_20u1", decode=False).to_dask()
     band = ds[list(ds.data_vars)[0]]
     assert band.dtype == np.uint8 and ds.rio.crs.to_epsg() == 3035
     tiles = clms_env.ctx.store.tiles("corine-land-cover-2018", grid_codes=False)
@@ -416,7 +422,7 @@ def test_a_rerun_after_a_spent_task_orders_anew_and_succeeds(clms_env: Sandbox, 
     clms_env.faults.add(kind, "clms", "datarequest_post" if kind != "corrupt_zip" else "*", **params)
     with pytest.raises(PreloadError):
         source(file=TILE).to_dask()
-    ds = source(file=TILE).to_dask()
+    ds = source(file=TILE, decode=False).to_dask()  # the stored integers
     assert ds[list(ds.data_vars)[0]].dtype == np.uint8
     assert posts(clms_env) == [201, 201]  # exactly one new task: the spent one is never polled or fetched again
     assert len(tasks(clms_env)) == 2
@@ -433,7 +439,7 @@ def test_unknown_status_does_not_loop_forever(clms_env: Sandbox) -> None:
 @pytest.mark.parametrize("status", [403, 404, 410])
 def test_dead_link_is_requested_again_once(clms_env: Sandbox, status: int) -> None:
     clms_env.faults.add("expired_link", "clms", "fme", status=status)
-    ds = source(file=TILE).to_dask()
+    ds = source(file=TILE, decode=False).to_dask()  # the stored integers
     assert ds[list(ds.data_vars)[0]].dtype == np.uint8
     assert posts(clms_env) == [201, 201]  # exactly one re-order
     # the same task is asked once more first (a link that answers once in error costs no order, issue 18);
@@ -494,7 +500,7 @@ def test_auxiliary_legacy_netcdf_within_the_rate_limit(clms_env: Sandbox) -> Non
 
 
 def test_auxiliary_landcover_tiles(clms_env: Sandbox) -> None:
-    ds = source("global-dynamic-land-cover", bbox=BBOX, start="2019-01-01", end="2019-12-31").to_dask()
+    ds = source("global-dynamic-land-cover", bbox=BBOX, start="2019-01-01", end="2019-12-31", decode=False).to_dask()
     band = ds[list(ds.data_vars)[0]]
     assert band.dtype == np.uint8 and ds.rio.crs.to_epsg() == 4326
     names = [e.path.rsplit("/", 1)[-1] for e in clms_env.log.entries("clms", "files")]
@@ -564,6 +570,6 @@ def test_a_rerun_after_a_cancel_orders_again(clms_env: Sandbox) -> None:
     src, handle = _preload_until_polled(clms_env)
     handle.cancel()
     clms_env.ctx.queue_delay = 6.0
-    ds = source(file=TILE).to_dask()  # the cancelled task is replaced, not reported as a failure
+    ds = source(file=TILE, decode=False).to_dask()  # the cancelled task is replaced, not reported as a failure
     assert ds[list(ds.data_vars)[0]].dtype == np.uint8
     assert posts(clms_env) == [201, 201]

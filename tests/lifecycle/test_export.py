@@ -1,6 +1,7 @@
 """Issue 11, curated project catalogs: ``intake-clms export`` writes a plain intake catalog of cached
-requests (netcdf, rasterio or zarr entries, paths relative to the catalog, the original description and
-metadata, provenance with checksums) that opens with intake + intake-xarray alone, offline.
+requests (netcdf or zarr entries holding each request's Dataset, paths relative to the catalog, the original
+description and metadata, provenance with checksums) that opens with intake + intake-xarray alone, offline,
+to what ``to_dask()`` gives (issue 14: the same values, crop, names, dims, coords and CRS).
 
 The cache is filled through the bundled catalog against a sandbox that is stopped before any export,
 so an export or a read that reached the network would fail.  The slow test builds a virtual
@@ -81,7 +82,7 @@ def test_export_writes_one_plain_entry_per_request_with_provenance(cached, tmp_p
     for label, name in names.items():
         spec = sources[name]
         entry = cached.requests[label]["entry"]
-        assert spec["driver"] == ("netcdf" if entry == NDVI else "rasterio")
+        assert spec["driver"] == "netcdf"  # the request's Dataset, whatever the products' format
         assert spec["description"].startswith(bundled[entry]["description"])  # the original description
         assert "parameters" not in spec and "clms" not in json.dumps(spec["args"])
         md = spec["metadata"]
@@ -92,43 +93,39 @@ def test_export_writes_one_plain_entry_per_request_with_provenance(cached, tmp_p
         assert prov["request"]["start"] == cached.requests[label]["start"]
         when = dt.datetime.fromisoformat(prov["exported"])
         assert when.tzinfo is not None and abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds()) < 600
-        view = Store(cached.cache).views.get(cached.keys[label])
+        store = Store(cached.cache)
+        view = store.views.get(cached.keys[label])
         assert [p["name"] for p in prov["products"]] == [vp.name for vp in view.products]
-        urls = spec["args"]["urlpath"]
-        for url in urls if isinstance(urls, list) else [urls]:
-            assert url.startswith("{{ CATALOG_DIR }}/data/"), "paths relative to the catalog"
-        for product in prov["products"]:
-            for f in product["files"]:
-                copied = out / f["path"]
-                listed.add(f["path"])
-                assert copied.stat().st_size == f["size"] and _sha256(copied) == f["sha256"]
-    # SHA256SUMS checks every copied file, as `sha256sum -c` would
+        url = spec["args"]["urlpath"]
+        assert url == f"{{{{ CATALOG_DIR }}}}/data/{name}.nc", "one file per request, relative to the catalog"
+        listed.add(f"data/{name}.nc")
+        for product, rec in zip(prov["products"], (store.products.check(vp.key) for vp in view.products)):
+            # the source products' files, as the cache recorded them (sizes and sha256 of what was downloaded)
+            assert product["files"] == [{"path": f.path, "size": f.size, "sha256": f.hashes["sha256"], "role": f.role}
+                                        for f in rec.files]
+    # SHA256SUMS checks every written file, as `sha256sum -c` would
     sums = [line.split("  ", 1) for line in (out / "SHA256SUMS").read_text().splitlines()]
     assert {p for _, p in sums} == listed and all(_sha256(out / p) == h for h, p in sums)
-    # the product shared by the two NDVI requests is there once
-    assert len(list((out / "data" / "products").iterdir())) == 3 + 12
+    assert sorted(p.name for p in (out / "data").iterdir()) == sorted(f"{n}.nc" for n in names.values())
 
 
-def test_files_are_hard_links_on_the_same_file_system_and_copies_elsewhere(cached, tmp_path):
+def test_a_netcdf_export_holds_the_crop_not_the_whole_products(cached, tmp_path):
+    """Issue 14: an export used to link the whole products (the global grid where the author had the bbox)."""
     store = Store(cached.cache)
     view = store.views.get(cached.keys["ndvi_alps"])
     rec = store.products.check(view.products[0].key)
     original = store.products.path(rec.key) / rec.data()[0].path
-    export_catalog(tmp_path / "same", [NDVI], cache_dir=cached.cache)
-    linked = next(p for p in (tmp_path / "same" / "data" / "products").rglob(original.name) if p.is_file())
-    assert os.path.samefile(linked, original), "a hard link: no byte copied"
-
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)) or os.stat(shm).st_dev == os.stat(cached.cache).st_dev:
-        pytest.skip("no second writable file system here")
-    other = Path(tempfile.mkdtemp(dir=shm))
-    try:
-        export_catalog(other, [NDVI], cache_dir=cached.cache)
-        copied = next(p for p in (other / "data" / "products").rglob(original.name) if p.is_file())
-        assert not os.path.samefile(copied, original)
-        assert copied.read_bytes() == original.read_bytes()
-    finally:
-        shutil.rmtree(other, ignore_errors=True)
+    path = export_catalog(tmp_path / "one", [NDVI], cache_dir=cached.cache, requests=[cached.keys["ndvi_alps"][:8]])
+    (spec,) = _catalog(path)["sources"].values()
+    exported = Path(spec["args"]["urlpath"].replace("{{ CATALOG_DIR }}", str(path.parent)))
+    ours = cached.datasets["ndvi_alps"]
+    with xr.open_dataset(exported) as got, xr.open_dataset(original) as whole:
+        assert dict(got.sizes) == dict(ours.sizes) and list(got.data_vars) == list(ours.data_vars)
+        assert got.sizes["lat"] < whole.sizes["lat"] and got.sizes["lon"] < whole.sizes["lon"]
+        np.testing.assert_array_equal(got["NDVI"].values, ours["NDVI"].values)
+        assert got["NDVI"].encoding["dtype"] == np.uint8  # written packed: the stored integers and their scale
+    assert exported.stat().st_size < original.stat().st_size
+    assert not (tmp_path / "one" / "data" / "products").exists()  # no product file copied or linked
 
 
 def test_named_entries_only_and_ids_resolve(cached, tmp_path):
@@ -149,7 +146,7 @@ def test_export_refuses_what_it_cannot_do_with_one_line_and_exit_2(cached, tmp_p
     base = ["export", "--cache-dir", str(cached.cache), "--to", str(tmp_path / "cli")]
     assert cli.main(base + [HRL]) == 0
     out = capsys.readouterr()
-    assert out.out.count("rasterio") == 2 and "wrote 2 entries" in out.err
+    assert out.out.count("\tnetcdf\t") == 2 and "wrote 2 entries" in out.err
     assert cli.main(base + [HRL]) == 2  # a catalog is there: not replaced unless asked
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already holds a catalog.yaml" in err and "--force" in err
@@ -174,11 +171,13 @@ def test_zarr_export_holds_what_to_dask_gives(cached, tmp_path):
         store = Path(args.pop("urlpath").replace("{{ CATALOG_DIR }}", str(path.parent)))
         got = xr.open_zarr(store, **args)
         ours = cached.datasets[label]
+        assert list(got.data_vars) == list(ours.data_vars)
         for name in ours.data_vars:
             np.testing.assert_array_equal(got[name].values, ours[name].values, err_msg=f"{label} {name}")
-            assert got[name].dtype == ours[name].dtype
+            assert got[name].dtype == ours[name].dtype and got[name].dims == ours[name].dims
         for dim in ours.dims:
             np.testing.assert_array_equal(got[dim].values, ours[dim].values)
+        assert got.rio.crs == ours.rio.crs  # the CF grid mapping, as rioxarray reads it
 
 
 # --------------------------------------------------------------------------- opened without intake-clms
@@ -202,7 +201,8 @@ CHILD = textwrap.dedent('''
     arrays, info = {}, {}
     for name in cat:
         ds = cat[name].to_dask()
-        info[name] = {"vars": {}, "lazy": all(v.chunks is not None for v in ds.data_vars.values() if v.ndim >= 2)}
+        info[name] = {"vars": {}, "lazy": all(v.chunks is not None for v in ds.data_vars.values() if v.ndim >= 2),
+                      "crs_wkt": ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.variables else None}
         for var, da in ds.data_vars.items():
             if da.ndim < 2:
                 continue
@@ -249,18 +249,13 @@ def test_the_export_opens_with_intake_and_intake_xarray_alone(cached, tmp_path):
             name = _name_of(sources, key)
             assert info[name]["lazy"], f"{name} opens lazily (dask)"
             ours = cached.datasets[label]
+            assert set(info[name]["vars"]) == {v for v in ours.data_vars if ours[v].ndim >= 2}  # the same names
+            assert info[name]["crs_wkt"] == ours["spatial_ref"].attrs["crs_wkt"]  # the same CRS
             for var in (v for v in ours.data_vars if ours[v].ndim >= 2):
                 mine = ours[var]
-                got_var = var if var in info[name]["vars"] else "band_data"
-                meta = info[name]["vars"][got_var]
-                got = _as_dataarray(arrays, f"{name}/{got_var}", meta["dims"])
-                if "band" in got.dims:  # rasterio: (band, y, x); ours squeezes a single band
-                    got = got.squeeze("band", drop=True)
-                if "time" in mine.dims and "time" not in got.dims:  # one date: no time axis in a plain VRT
-                    mine = mine.isel(time=0, drop=True)
-                got = got.sel({d: mine[d].values for d in mine.dims if d != "time"})  # NetCDF files are whole
+                meta = info[name]["vars"][var]
+                got = _as_dataarray(arrays, f"{name}/{var}", meta["dims"])
                 assert got.dims == mine.dims and str(got.dtype) == str(mine.dtype), (name, got.dims, got.dtype)
-                if "time" in mine.dims:
-                    np.testing.assert_array_equal(got["time"].values.astype("datetime64[s]"),
-                                                  mine["time"].values.astype("datetime64[s]"))
+                for dim in mine.dims:  # the same crop and time steps: coordinates equal, nothing to select
+                    np.testing.assert_array_equal(got[dim].values, mine[dim].values, err_msg=f"{name}.{dim}")
                 np.testing.assert_array_equal(got.values, mine.values, err_msg=f"{catalog.parent.name}: {name}.{var}")

@@ -1,7 +1,9 @@
-"""GeoTIFF tiles mosaicked by geotransform: lazily, in their native dtype, checked, cropped, stacked.
+"""GeoTIFF tiles mosaicked by geotransform: lazily, checked, cropped, stacked, through the contract.
 
 Real GeoTIFFs written here with rasterio (EPSG:3035 uint8 tiles with nodata, deflate,
-internally tiled, like the CLMS API's), and the sandbox's own tiled products.
+internally tiled, like the CLMS API's), and the sandbox's own tiled products.  Most tests
+open with ``decode=False`` (the stored integers and nodata, every pixel comparable with
+the tiles); the decoded values (float32, NaN for nodata) are checked too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from rasterio.warp import transform_bounds
 
 from intake_clms import assemble
 from intake_clms.assemble import mosaic
+from intake_clms.assemble import tiles as tiles_mod
+from intake_clms.assemble.contract import spatial_dims
 from intake_clms.lifecycle.errors import IntegrityError
 from intake_clms.sandbox.datagen import ProductStore
 
@@ -27,6 +31,26 @@ ORIGIN = (4_300_000.0, 2_900_000.0)  # upper-left corner of the test grids, EPSG
 RES = 100.0
 TH, TW = 48, 64  # tile rows, cols: not square, so a swapped axis cannot pass
 WORLD = [-180.0, -90.0, 180.0, 90.0]
+STATIC = tiles_mod._label("FTY", None)  # the index label of the grid products' variable, without a date
+
+
+def open_geotiff(files: list[Path], times: list[str | None], bbox: Any, *, decode: bool = False,
+                 name: str | None = None, **kwargs: Any) -> Any:
+    """The one variable of GeoTIFF tiles as the contract opens them (stored integers unless ``decode``);
+    ``name`` names every file's variable (tiles named anyhow, one product)."""
+    if name is not None:
+        kwargs["names"] = [name] * len(files)
+    ds = assemble.open_files("geotiff", files, times, bbox, decode=decode, **kwargs)
+    (name,) = ds.data_vars
+    assert name != "band_data"
+    return ds[name]
+
+
+def static(files: list[Path], bbox: Any, **kwargs: Any) -> Any:
+    """A product without a date: the contract's one ``time`` step, dropped."""
+    var = open_geotiff(files, [None] * len(files), bbox, **kwargs)
+    assert var.dims[0] == "time" and var.sizes["time"] == 1
+    return var.isel(time=0)
 
 
 def write_tile(path: Path, data: np.ndarray, row: int, col: int, *, res: float = RES, crs: str = "EPSG:3035",
@@ -79,12 +103,14 @@ def grid_product(folder: Path, rows: int, cols: int, *, names: str = "grid", ski
 @pytest.mark.parametrize("names", ["grid", "nogrid"])
 def test_mosaic_equals_every_tile_pixel_and_keeps_uint8_and_nodata(tmp_path: Path, names: str) -> None:
     files, expected = grid_product(tmp_path / "p", 3, 4, names=names, skip=((1, 2),))
-    ds = assemble.open_geotiff(files, [None] * len(files), WORLD)
-    var = ds["band_data"]
-    assert var.dims == ("y", "x") and var.shape == expected.shape
-    assert var.dtype == np.uint8 and var.chunks is not None  # lazy, native dtype
+    ds = assemble.open_files("geotiff", files, [None] * len(files), WORLD, decode=False)
+    (name,) = ds.data_vars
+    assert name == ("FTY" if names == "grid" else "CLCPLUS")  # contract.variable_name of the file name
+    var = ds[name].isel(time=0)
+    assert ds[name].dims == ("time", "y", "x") and var.shape == expected.shape
+    assert var.dtype == np.uint8 and var.chunks is not None  # lazy, stored dtype
     assert var.attrs["_FillValue"] == 255 and var.rio.nodata == 255
-    assert ds.rio.crs.to_epsg() == 3035
+    assert ds.rio.crs.to_epsg() == 3035 and "spatial_ref" in ds.coords
     values = var.values
     assert values.dtype == np.uint8
     np.testing.assert_array_equal(values, expected)  # every pixel, the missing tile (1, 2) is nodata
@@ -92,15 +118,20 @@ def test_mosaic_equals_every_tile_pixel_and_keeps_uint8_and_nodata(tmp_path: Pat
     assert var.x.values[0] == ORIGIN[0] + RES / 2 and var.y.values[0] == ORIGIN[1] - RES / 2
     assert var.x.values[-1] == ORIGIN[0] + (4 * TW - 0.5) * RES
     assert tuple(var.rio.transform())[:6] == (RES, 0.0, ORIGIN[0], 0.0, -RES, ORIGIN[1])
+    decoded = static(files, WORLD, decode=True)  # the default: float32, nodata -> NaN, same pixels
+    assert decoded.dtype == np.float32 and decoded.chunks is not None
+    dv = decoded.values
+    np.testing.assert_array_equal(np.isnan(dv), expected == 255)
+    np.testing.assert_array_equal(dv[expected != 255], expected[expected != 255].astype("float32"))
 
 
 def test_default_chunks_follow_the_tiles(tmp_path: Path) -> None:
     files, _ = grid_product(tmp_path / "p", 2, 3)
-    var = assemble.open_geotiff(files, [None] * len(files), WORLD)["band_data"]
+    var = static(files, WORLD)
     assert var.chunks == ((TH, TH), (TW, TW, TW))  # one chunk per tile: a window read needs only its tiles
     big = mosaic._axis_chunks([0, 5000, 10000], 0, 10000, 4096, 256)
     assert big == (2560, 2440, 2560, 2440) and sum(big) == 10000  # big tiles split in block multiples
-    chunked = assemble.open_geotiff(files, [None] * len(files), WORLD, chunks={"x": 32, "y": 16})["band_data"]
+    chunked = static(files, WORLD, chunks={"x": 32, "y": 16})
     assert chunked.chunks == ((16,) * 6, (32,) * 6)
 
 
@@ -108,7 +139,7 @@ def test_multiband_float_tiles_keep_dtype_and_bands(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     a, b = (rng.random((2, TH, TW)).astype("float32") for _ in range(2))
     files = [write_tile(tmp_path / "a.tif", a, 0, 0, nodata=-1.0), write_tile(tmp_path / "b.tif", b, 0, 1, nodata=-1.0)]
-    var = assemble.open_geotiff(files, [None, None], WORLD)["band_data"]
+    var = static(files, WORLD, name="v")
     assert var.dims == ("band", "y", "x") and var.dtype == np.float32
     np.testing.assert_array_equal(var.values, np.concatenate([a, b], axis=2))
 
@@ -118,7 +149,7 @@ def test_multiband_float_tiles_keep_dtype_and_bands(tmp_path: Path) -> None:
 
 def test_vrt_index_is_relative_readable_by_gdal_and_survives_a_move(tmp_path: Path) -> None:
     files, expected = grid_product(tmp_path / "p", 2, 2)
-    assemble.open_geotiff(files, [None] * len(files), WORLD)
+    static(files, WORLD)
     (vrt,) = (tmp_path / "p" / "Results").glob("mosaic-*.vrt")  # beside the tiles (their common folder)
     root = ET.parse(vrt).getroot()
     names = root.findall(".//SourceFilename")
@@ -132,29 +163,30 @@ def test_vrt_index_is_relative_readable_by_gdal_and_survives_a_move(tmp_path: Pa
     moved = tmp_path / "elsewhere"
     shutil.move(str(tmp_path / "p"), moved)
     files = [moved / f.relative_to(tmp_path / "p") for f in files]
-    again = mosaic.open_mosaic(files)
+    again = mosaic.open_mosaic(files, STATIC)
     assert again.vrt == moved / "Results" / vrt.name  # the index is reused, not rebuilt
     assert sorted((moved / "Results").glob("mosaic-*.vrt")) == [again.vrt]
-    values = assemble.open_geotiff(files, [None] * len(files), WORLD)["band_data"].values
+    values = static(files, WORLD).values
     np.testing.assert_array_equal(values, expected)
 
 
 def test_index_is_reused_without_reading_headers_and_reads_stay_strict(tmp_path: Path) -> None:
     files, _ = grid_product(tmp_path / "p", 1, 2)
-    first = mosaic.open_mosaic(files)
+    first = mosaic.open_mosaic(files, STATIC)
     assert first.vrt is not None
     victim = first.tiles[1].path
     size = victim.stat().st_size
     victim.write_bytes(b"\0" * size)  # same size, unreadable header: the index name still matches
-    reopened = mosaic.open_mosaic(files)  # reads the index, not the 2 headers
+    reopened = mosaic.open_mosaic(files, STATIC)  # reads the index, not the 2 headers
     assert reopened.vrt == first.vrt and reopened.tiles == first.tiles
-    ds = assemble.open_geotiff(files, [None, None], WORLD)
-    assert ds["band_data"][:, :TW].values.shape == (TH, TW)  # the healthy tile alone reads fine
+    var = static(files, WORLD, name="FTY")  # names as the view keeps them: no header read
+    healthy = 0 if first.tiles[0].col == 0 else TW  # the healthy tile's columns
+    assert var[:, healthy:healthy + TW].values.shape == (TH, TW)  # the healthy tile alone reads fine
     with pytest.raises(IntegrityError, match=victim.name):  # never silent nodata where a tile is broken
-        ds["band_data"].values
+        var.values
     first.vrt.unlink()
     with pytest.raises(IntegrityError, match=f"header of tile .*{victim.name}"):
-        mosaic.open_mosaic(files)
+        mosaic.open_mosaic(files, STATIC)
 
 
 def test_overlapping_tiles_nodata_never_hides_data(tmp_path: Path) -> None:
@@ -165,7 +197,7 @@ def test_overlapping_tiles_nodata_never_hides_data(tmp_path: Path) -> None:
              write_tile(tmp_path / "b.tif", b, 0, 0, shift=(TW / 2 * RES, 0.0))]  # b overlaps a's right half
     m = mosaic.open_mosaic(files)
     assert m.overlapping and m.width == TW + TW // 2
-    values = assemble.open_geotiff(files, [None, None], WORLD)["band_data"].values
+    values = static(files, WORLD, name="v").values
     np.testing.assert_array_equal(values[:, :TW], a)  # b's nodata half does not erase a
     assert (values[:, TW:] == 7).all()
     with rasterio.open(m.vrt) as ds:  # the VRT (ComplexSource + NODATA) says the same
@@ -199,7 +231,7 @@ def test_disagreeing_tiles_are_refused_naming_the_tile(tmp_path: Path, kind: str
     good = [write_tile(tmp_path / f"good{i}.tif", tile_values(i), 1, i) for i in range(3)]
     odd, value = _odd(kind, tmp_path / "odd_one.tif")
     with pytest.raises(IntegrityError) as info:
-        assemble.open_geotiff([*good, odd], [None] * 4, WORLD)
+        open_geotiff([*good, odd], [None] * 4, WORLD, names=["good"] * 4)  # one variable: one mosaic
     message = str(info.value)
     assert "odd_one.tif" in message and value in message, message
     assert not list(tmp_path.glob("*.vrt"))  # nothing half-made left behind
@@ -219,7 +251,7 @@ def test_two_dates_must_share_the_grid(tmp_path: Path) -> None:
     a = write_tile(tmp_path / "d1" / "a.tif", tile_values(1), 0, 0)
     b = write_tile(tmp_path / "d2" / "b.tif", tile_values(2), 0, 0, shift=(50.0, 0.0))
     with pytest.raises(IntegrityError, match="not aligned"):
-        assemble.open_geotiff([a, b], ["2020-01-01", "2021-01-01"], WORLD)
+        open_geotiff([a, b], ["2020-01-01", "2021-01-01"], WORLD, name="v")
 
 
 # --------------------------------------------------------------------------- crop and time
@@ -227,24 +259,24 @@ def test_two_dates_must_share_the_grid(tmp_path: Path) -> None:
 
 def test_bbox_crop_is_lazy_and_exact(tmp_path: Path) -> None:
     files, expected = grid_product(tmp_path / "p", 3, 3)
-    full = assemble.open_geotiff(files, [None] * len(files), WORLD)["band_data"]
+    full = static(files, WORLD)
     left, top = ORIGIN[0] + 50 * RES, ORIGIN[1] - 30 * RES  # a window across tile edges
     right, bottom = left + 90 * RES, top - 70 * RES
     bbox = transform_bounds("EPSG:3035", "EPSG:4326", left, bottom, right, top, densify_pts=21)
-    crop = assemble.open_geotiff(files, [None] * len(files), list(bbox))["band_data"]
+    crop = static(files, list(bbox))
     assert crop.chunks is not None and crop.dtype == np.uint8
     want = transform_bounds("EPSG:4326", "EPSG:3035", *bbox, densify_pts=21)  # the request, in the tiles' CRS
     x, y = crop.x.values, crop.y.values
-    # every pixel touching the request is there, and nothing more
-    assert x[0] - RES / 2 <= want[0] < x[0] + RES / 2 and x[-1] - RES / 2 < want[2] <= x[-1] + RES / 2
-    assert y[-1] - RES / 2 <= want[1] < y[-1] + RES / 2 and y[0] - RES / 2 < want[3] <= y[0] + RES / 2
+    # the crop rule: exactly the pixels whose centres lie in the request (none outside, none left out)
+    assert want[0] <= x[0] < want[0] + RES and want[2] - RES < x[-1] <= want[2]
+    assert want[1] <= y[-1] < want[1] + RES and want[3] - RES < y[0] <= want[3]
     np.testing.assert_array_equal(crop.values, full.sel(x=crop.x, y=crop.y).values)
     r0 = int(round((ORIGIN[1] - (y[0] + RES / 2)) / RES))
     c0 = int(round((x[0] - RES / 2 - ORIGIN[0]) / RES))
     np.testing.assert_array_equal(crop.values, expected[r0:r0 + len(y), c0:c0 + len(x)])
     assert tuple(crop.rio.transform())[:6] == (RES, 0.0, x[0] - RES / 2, 0.0, -RES, y[0] + RES / 2)
-    with pytest.raises(IntegrityError, match="no tile overlaps"):
-        assemble.open_geotiff(files, [None] * len(files), [100.0, -40.0, 110.0, -30.0])
+    with pytest.raises(IntegrityError, match="no pixel of the tiles lies in the requested bbox"):
+        static(files, [100.0, -40.0, 110.0, -30.0])
 
 
 def test_dates_stacked_sorted_on_one_grid(tmp_path: Path) -> None:
@@ -253,7 +285,7 @@ def test_dates_stacked_sorted_on_one_grid(tmp_path: Path) -> None:
     files = [late[0], early[0], *late[1:], *early[1:]]  # interleaved, latest first
     times = ["2021-06-01T00:00:00Z"] + ["2019-06-01T00:00:00Z"] + ["2021-06-01T00:00:00Z"] * (len(late) - 1) \
         + ["2019-06-01T00:00:00Z"] * (len(early) - 1)
-    var = assemble.open_geotiff(files, times, WORLD)["band_data"]
+    var = open_geotiff(files, times, WORLD)
     assert var.dims == ("time", "y", "x") and var.dtype == np.uint8
     assert list(var.time.values) == [np.datetime64("2019-06-01", "ns"), np.datetime64("2021-06-01", "ns")]
     assert var.chunks[0] == (1, 1)
@@ -262,14 +294,14 @@ def test_dates_stacked_sorted_on_one_grid(tmp_path: Path) -> None:
     assert (var.isel(time=1).values[:TH, :TW] == 255).all()
     (early_index,) = (tmp_path / "p" / "2019" / "Results").glob("mosaic-*.vrt")
     early_index.unlink()  # one date rebuilt from its tiles, the other read from its index: same result
-    again = assemble.open_geotiff(files, times, WORLD)["band_data"]
+    again = open_geotiff(files, times, WORLD)
     np.testing.assert_array_equal(again.values, var.values)
 
 
 def test_dates_with_different_extents_share_the_union_grid(tmp_path: Path) -> None:
     a = write_tile(tmp_path / "d1" / "a.tif", tile_values(1), 0, 0)
     b = write_tile(tmp_path / "d2" / "b.tif", tile_values(2), 1, 1)  # a different tile on the same grid
-    var = assemble.open_geotiff([a, b], ["2020-01-01", "2021-01-01"], WORLD)["band_data"]
+    var = open_geotiff([a, b], ["2020-01-01", "2021-01-01"], WORLD, name="v")
     assert var.shape == (2, 2 * TH, 2 * TW)
     np.testing.assert_array_equal(var.values[0, :TH, :TW], tile_values(1))
     np.testing.assert_array_equal(var.values[1, TH:, TW:], tile_values(2))
@@ -281,7 +313,7 @@ def test_dates_with_different_extents_share_the_union_grid(tmp_path: Path) -> No
 
 def test_reading_a_window_touches_only_the_tiles_under_it(tmp_path: Path) -> None:
     files, expected = grid_product(tmp_path / "p", 4, 4)
-    var = assemble.open_geotiff(files, [None] * len(files), WORLD)["band_data"]  # opened: all tiles present
+    var = static(files, WORLD)  # opened: all tiles present
     keep = mosaic.open_mosaic(files).tiles
     under = [t.path for t in keep if t.row == TH and t.col in (TW, 2 * TW)]  # tiles (1,1) and (1,2)
     assert len(under) == 2
@@ -290,13 +322,13 @@ def test_reading_a_window_touches_only_the_tiles_under_it(tmp_path: Path) -> Non
             path.unlink()  # 14 of 16 tiles gone
     window = var.isel(y=slice(TH + 5, 2 * TH - 5), x=slice(TW + 10, 3 * TW - 10))
     np.testing.assert_array_equal(window.values, expected[TH + 5:2 * TH - 5, TW + 10:3 * TW - 10])
-    with pytest.raises(IntegrityError, match=r"cannot read tile .*\.tif"):
+    with pytest.raises(IntegrityError, match=r"cannot read .*\.tif"):
         var.values  # the full read needs the deleted tiles, and says so (never silent nodata)
 
 
 def test_open_reads_headers_once_then_only_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files, _ = grid_product(tmp_path / "p", 3, 3)
-    assemble.open_geotiff(files, [None] * len(files), WORLD)
+    static(files, WORLD)
     (corner,) = [t.path for t in mosaic.open_mosaic(files).tiles if t.row == 0 and t.col == 0]
     opened: list[str] = []
     real_open = rasterio.open
@@ -306,9 +338,9 @@ def test_open_reads_headers_once_then_only_the_index(tmp_path: Path, monkeypatch
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(rasterio, "open", spy)  # count the files GDAL opens through rasterio
-    ds = assemble.open_geotiff(files, [None] * len(files), WORLD)
+    var = static(files, WORLD, name="FTY")  # the names a view keeps
     assert opened == []  # reopening reads the VRT index only
-    ds["band_data"].isel(y=slice(0, 10), x=slice(0, 10)).values
+    var.isel(y=slice(0, 10), x=slice(0, 10)).values
     assert opened == [str(corner)]  # a corner window opens the corner tile, and only it
 
 
@@ -317,9 +349,11 @@ def test_open_reads_headers_once_then_only_the_index(tmp_path: Path, monkeypatch
 
 def test_open_files_on_a_stored_layout(tmp_path: Path) -> None:
     files, expected = grid_product(tmp_path / "product" / "data" / "FTY_2015", 2, 2)
-    ds = assemble.open_files("geotiff", files, ["2015-01-01T00:00:00Z"] * len(files), WORLD, index_dir=tmp_path)
-    assert ds["band_data"].dims == ("time", "y", "x")
-    np.testing.assert_array_equal(ds["band_data"].isel(time=0).values, expected)
+    var = open_geotiff(files, ["2015-01-01T00:00:00Z"] * len(files), WORLD, index_dir=tmp_path)
+    assert var.dims == ("time", "y", "x") and var.name == "FTY"
+    assert [str(t)[:10] for t in var.time.values] == ["2015-01-01"]
+    assert len(list(tmp_path.glob("mosaic-*.vrt"))) == 1  # the index went where it was asked to
+    np.testing.assert_array_equal(var.isel(time=0).values, expected)
 
 
 @pytest.fixture(scope="module")
@@ -329,7 +363,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> ProductStore:
 
 def _assert_tiles_in_mosaic(var: Any, paths: list[Path]) -> int:
     """Every tile's pixels that fall in the mosaic equal the mosaic's there; the count of pixels compared."""
-    x, y, values = var.x.values, var.y.values, var.values
+    xd, yd = spatial_dims(var)  # x/y on a projected grid, lon/lat on a geographic one
+    x, y, values = var[xd].values, var[yd].values, var.values
     a, e = float(x[1] - x[0]), float(y[1] - y[0])
     compared = 0
     for path in paths:
@@ -369,43 +404,56 @@ def test_sandbox_tiled_products_mosaic_correctly(store: ProductStore, tmp_path: 
         shutil.copyfile(p, target)
         local.append(target)
     random.Random(4).shuffle(local)
-    ds = assemble.open_geotiff(local, [None] * len(local), WORLD)
-    var = ds["band_data"]
-    assert ds.rio.crs.to_epsg() == epsg and var.dtype == np.uint8 and var.rio.nodata == 255
+    var = static(local, WORLD)
+    assert var.rio.crs.to_epsg() == epsg and var.dtype == np.uint8 and var.rio.nodata == 255
     assert _assert_tiles_in_mosaic(var, local) == sum(mosaic.read_tile(p).width * mosaic.read_tile(p).height
                                                       for p in local)  # every pixel of every tile
-    with rasterio.open(var.encoding["source"]) as vrt:  # GDAL reads the same mosaic from the VRT index
-        assert vrt.crs.to_epsg() == epsg and tuple(vrt.transform)[:6] == tuple(var.rio.transform())[:6]
+    (index,) = folder.glob("mosaic-*.vrt")  # beside the tiles (their common folder)
+    with rasterio.open(index) as vrt:  # GDAL reads the same mosaic from the VRT index
+        assert vrt.crs.to_epsg() == epsg  # the same grid (coordinates are rounded to 1e-9 of a unit)
+        np.testing.assert_allclose(tuple(vrt.transform)[:6], tuple(var.rio.transform())[:6], rtol=0, atol=1e-9)
         np.testing.assert_array_equal(vrt.read(1), var.values)
-    crop = assemble.open_geotiff(local, [None] * len(local), list(bbox))["band_data"]
+    crop = static(local, list(bbox))
     assert 0 < crop.size <= var.size and crop.dtype == np.uint8
-    np.testing.assert_array_equal(crop.values, var.sel(x=crop.x, y=crop.y).values)
+    xd, yd = spatial_dims(var)
+    assert (xd, yd) == (("lon", "lat") if epsg == 4326 else ("x", "y"))  # the contract's dimension names
+    np.testing.assert_array_equal(crop.values, var.sel({xd: crop[xd], yd: crop[yd]}).values)
 
 
-def test_index_built_at_publish_survives_the_rename_and_open_writes_nothing(tmp_path: Path) -> None:
-    staging = tmp_path / "entry" / ".staging"
-    files, expected = grid_product(staging / "data" / "P1", 2, 2)
+def test_index_built_at_publish_survives_the_rename_and_open_writes_nothing(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    product = tmp_path / "products" / "P1"
+    files, expected = grid_product(product / "data", 2, 2)
     times = ["2015-01-01T00:00:00Z"] * len(files)
-    built = assemble.index_geotiff(files, times)
-    assert len(built) == 1 and built[0].parent == staging / "data" / "P1" / "Results"
-    product = tmp_path / "entry" / "product"
-    staging.rename(product)  # the cache's atomic publish
-    files = [product / f.relative_to(staging) for f in files]
-    before = sorted(p for p in product.rglob("*"))
-    ds = assemble.open_geotiff(files, ["2015-01-01"] * len(files), WORLD)  # another spelling of the same date
-    assert sorted(p for p in product.rglob("*")) == before  # the published folder is left untouched
-    assert ds["band_data"].encoding["source"] == str(product / built[0].relative_to(staging))
-    np.testing.assert_array_equal(ds["band_data"].isel(time=0).values, expected)
+    names = tiles_mod.names_of(files)
+    assert set(names) == {"FTY"}
+    staging = tmp_path / "views" / ".staging-v1"  # the view's staging folder, as the engine's publish makes it
+    staging.mkdir(parents=True)
+    tiles_mod.index(files, times, names, staging)
+    (built,) = staging.glob("mosaic-*.vrt")
+    view = tmp_path / "views" / "v1"
+    staging.rename(view)  # the view's atomic publish
+    before = sorted(p for p in tmp_path.rglob("*"))
+
+    def no_headers(paths: Any) -> Any:
+        raise AssertionError(f"read tile headers {paths} although the index exists")
+
+    monkeypatch.setattr(mosaic, "read_tiles", no_headers)  # opening reads the renamed index, no header
+    var = open_geotiff(files, ["2015-01-01"] * len(files), WORLD, names=names,  # another spelling of the date
+                       index_dir=view)
+    np.testing.assert_array_equal(var.isel(time=0).values, expected)
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written: products and view untouched
+    assert (view / built.name).is_file()
 
 
 def test_unwritable_index_falls_back_to_memory(tmp_path: Path) -> None:
     files, expected = grid_product(tmp_path / "p", 1, 2)
     index = tmp_path / "p" / "Results" / mosaic._index_name([f.resolve() for f in files],
-                                                            (tmp_path / "p" / "Results").resolve(), "static")
+                                                            (tmp_path / "p" / "Results").resolve(), STATIC)
     index.mkdir()  # something else holds the name: the index cannot be written there
-    m = mosaic.open_mosaic(files)
+    m = mosaic.open_mosaic(files, STATIC)
     assert m.vrt is None and len(m.tiles) == 2
-    values = assemble.open_geotiff(files, [None, None], WORLD)["band_data"].values
+    values = static(files, WORLD).values
     np.testing.assert_array_equal(values, expected)
     assert not [p for p in index.parent.iterdir() if p.name.endswith(".tmp")]  # no temp file left behind
 
@@ -421,13 +469,20 @@ def test_tiled_entry_through_the_whole_lifecycle(hda_env: Any) -> None:
     src = ClmsSource(dataset_id="EO:JRC:DAT:CLMS", dataset_identifier=tcd, bbox=bbox, start="2018-01-01",
                      end="2019-12-31", service="wekeo", max_products=40, **FAST)
     ds = src.to_dask()
-    var = ds["band_data"]
+    raw = ClmsSource(dataset_id="EO:JRC:DAT:CLMS", dataset_identifier=tcd, bbox=bbox, start="2018-01-01",
+                     end="2019-12-31", service="wekeo", max_products=40, decode=False, **FAST).to_dask()
+    (name,) = ds.data_vars
+    assert name != "band_data" and list(raw.data_vars) == [name]
+    decoded, var = ds[name], raw[name]
     assert var.dims == ("time", "y", "x") and var.dtype == np.uint8 and var.chunks is not None
-    assert var.rio.nodata == 255 and ds.rio.crs.to_epsg() == 3035
+    assert var.rio.nodata == 255 and ds.rio.crs.to_epsg() == 3035 and raw.rio.crs.to_epsg() == 3035
+    assert decoded.dims == var.dims and decoded.dtype == np.float32  # the default: decoded, nodata -> NaN
+    stored = var.values
+    np.testing.assert_array_equal(np.isnan(decoded.values), stored == 255)
     assert [str(t)[:10] for t in var.time.values] == ["2018-01-01", "2019-01-01"]
     want = transform_bounds("EPSG:4326", "EPSG:3035", *bbox, densify_pts=21)
     res = float(var.x[1] - var.x[0])
-    assert float(var.x.min()) - res / 2 <= want[0] and float(var.x.max()) + res / 2 >= want[2]
+    assert want[0] <= float(var.x.min()) < want[0] + res and want[2] - res < float(var.x.max()) <= want[2]
     store = hda_env.ctx.store
     for i, year in enumerate((2018, 2019)):
         tiles = store.tiles(tcd, bbox=bbox, year=year)

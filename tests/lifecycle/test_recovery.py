@@ -148,12 +148,10 @@ def test_geotiff_tiles_are_mosaicked_by_their_geotransforms(hda_env):
     res = float(xs[1] - xs[0])
     assert res > 0 and float(ys[0] - ys[1]) == pytest.approx(res)  # x ascending, y descending, square pixels
 
-    # the mosaic covers the bbox (projected to the tiles' CRS), snapped outward by less than a pixel
+    # the crop rule: exactly the pixels whose centres lie in the bbox (projected to the tiles' CRS)
     west, south, east, north = transform_bounds("EPSG:4326", "EPSG:3035", *HRL_BBOX, densify_pts=21)
-    left, right = xs.min() - res / 2, xs.max() + res / 2
-    bottom, top = ys.min() - res / 2, ys.max() + res / 2
-    assert west - res < left <= west and east <= right < east + res
-    assert south - res < bottom <= south and north <= top < north + res
+    assert west <= xs.min() < west + res and east - res < xs.max() <= east
+    assert south <= ys.min() < south + res and north - res < ys.max() <= north
 
     # every pixel equals the source tile's pixel at the same coordinates; the tiles together fill the mosaic
     values = var.isel(time=0).values
@@ -251,8 +249,17 @@ def test_dataset_attrs_hold_only_what_every_time_step_shares(hda_env):
     # the generator's per-file attributes: a step's date must not pass for the product's
     assert {"time_coverage_start", "time_coverage_end", "title", "identifier"} <= differing
     assert not differing & set(ds.attrs), f"step-specific attrs presented as the product's: {sorted(differing & set(ds.attrs))}"
-    for k, v in common.items():  # and nothing the steps agree on is lost
-        assert k in ds.attrs and ds.attrs[k] == v, k
+    # the contract: the Dataset's attributes are the conventions and the provenance, nothing of one file
+    assert set(ds.attrs) - {"Conventions"} <= {"clms_entry", "clms_dataset_id", "clms_dataset_identifier",
+                                               "clms_service", "clms_access", "clms_products"}
+    assert ds.attrs["clms_service"] == "wekeo" and ds.attrs["clms_access"] == "download"
+    # and the variable keeps the product's CF meaning, as every file states it
+    with xr.open_dataset(store.materialize(store.items(NDVI["dataset_identifier"], None, "2024-01-01",
+                                                       "2024-01-31")[0])) as f:
+        for name in ds.data_vars:
+            for k in ("units", "long_name", "standard_name"):
+                if f[name].attrs.get(k):
+                    assert ds[name].attrs[k] == f[name].attrs[k], (name, k)
 
 
 # --------------------------------------------------------------------------- 6. honest token lifetimes

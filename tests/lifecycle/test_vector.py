@@ -78,7 +78,7 @@ def test_vector_entry_reads_a_geodataframe_and_reopens_offline(hda_env, monkeypa
     assert len({str(d)[:10] for d in gdf["date"]}) == len(items) > 1  # concatenated over every product
     assert hda_env.log.count("hda", "order") == len(items)
     view = view_of(src)
-    assert view is not None and view.kind == "vector"
+    assert view is not None and view.data_kind == "vector" and view.access == "download"
     records = [store().products.check(vp.key) for vp in view.products]
     assert all(r is not None and [f.kind for f in r.data()] == ["vector"] for r in records)
 

@@ -65,23 +65,33 @@ def test_hits_carry_size_checksums_and_the_product_id(cdse_env):
         assert h.extra["s3_path"].startswith("/eodata/CLMS/") and h.extra["s3_path"].endswith(h.extra["name"])
 
 
-def test_window_hits_say_where_the_cog_is(cdse_env):
+def test_window_hits_say_where_the_cog_is(cdse_env, monkeypatch):
     svc = service(cdse_env, access="window")
     hits = svc.search(request())
     assert [h.access for h in hits] == [WINDOW] * 3 and all(h.key.endswith(".cog") for h in hits)
-    remote = hits[0].extra["remote"]
-    assert remote["bucket"] == "eodata" and remote["id"] == hits[0].extra["id"] and remote["name"] == hits[0].name
-    (one,) = remote["files"]
-    assert one["name"].endswith(".tif") and one["key"].endswith(f"{hits[0].name}/{one['name']}")
-    assert not one["key"].startswith("/") and (remote["key"], remote["href"], remote["size"]) == (one["key"], one["href"], one["size"])
-    # the href answers with the file's bytes (token sent to the download host only), as large as announced
-    token = svc.tokens.headers()
-    r = requests.get(one["href"], headers=token, allow_redirects=False, timeout=30)
+    extra = hits[0].extra
+    assert extra["name"] == hits[0].name and extra["id"] and extra["s3_path"].startswith("/eodata/")
+    # S3 keys at hand: the service's raster sources are /vsis3/ paths of the product's COG (one Nodes listing)
+    (one,) = svc.sources(hits[0])
+    assert svc.window_mode == "s3" and one.name.endswith(".tif") and one.access is not None
+    assert one.path == f"/vsis3{extra['s3_path']}/{one.name}"
+    # no S3 keys: HTTPS through the download service; the href answers with the file's bytes (token sent to
+    # the download host only)
+    monkeypatch.delenv("CDSE_S3_ACCESS_KEY")
+    web = service(cdse_env, access="window")
+    (over_https,) = web.sources(web.search(request())[0])
+    assert web.window_mode == "https" and over_https.path.startswith("/vsicurl/") and over_https.name == one.name
+    href = over_https.path[len("/vsicurl/"):]
+    r = requests.get(href, headers=web.tokens.headers(), allow_redirects=False, timeout=30)
     assert r.status_code in (302, 307)
     body = requests.get(r.headers["Location"], headers={"Range": "bytes=0-3"}, timeout=30)
     assert body.status_code == 206 and body.content[:2] in (b"II", b"MM")
-    assert int(body.headers["Content-Range"].rpartition("/")[2]) == one["size"]
-    assert "secret" not in repr(remote).lower() and "Bearer" not in repr(remote)
+    local = cdse_env.ctx.state["cdse"]
+    size = local.path(local.find_by_name(hits[0].name)).parent / one.name
+    assert int(body.headers["Content-Range"].rpartition("/")[2]) == size.stat().st_size
+    secrets = [cdse_env.env()["CDSE_S3_SECRET_KEY"], "Bearer"]
+    for shown in (repr(one), repr(over_https), repr(one.access), repr(hits[0])):
+        assert not any(secret in shown for secret in secrets), shown
 
 
 def test_auto_reads_small_areas_by_window_and_large_ones_whole(cdse_env):

@@ -1,26 +1,33 @@
-"""Window reads of CDSE COGs against the sandbox: pixels equal to the source file's, few bytes, the connection
-cap, credentials kept out of graphs, reprs and logs, scoped GDAL settings, kept windows (reopen offline)."""
+"""Window reads of CDSE COGs against the sandbox, through the engine: the pixels whose centres lie in the bbox,
+equal to the source file's; few bytes; the connection cap; credentials kept out of reprs, logs, graphs and the
+store; scoped GDAL settings; kept windows reopen offline and compute on dask.distributed workers alike."""
 
 from __future__ import annotations
 
 import logging
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 rasterio = pytest.importorskip("rasterio")
 
-from intake_clms.errors import CredentialsError  # noqa: E402
-from intake_clms.lifecycle import window  # noqa: E402
+from intake_clms.errors import ClmsError, CredentialsError  # noqa: E402
 from intake_clms.sandbox import cog  # noqa: E402
 from intake_clms.services.cdse import s3  # noqa: E402
 from intake_clms.source import ClmsSource  # noqa: E402
 
+from .conftest import use_cdse  # noqa: E402
+
 NDVI = "ndvi_global_300m_10daily_v2"
-BBOX = (-180 + 62830.5 / 336, 80 - 10800.5 / 336, -180 + 62880.5 / 336, 80 - 10750.5 / 336)  # 50 x 50 px from pixel (502, 502) of the tiny COG: edges on pixel corners, even offsets for the overview
-HEADER = 4096  # GDAL's first read of each file (CPL_VSIL_CURL_CHUNK_SIZE, see services/cdse/s3.py)
+BBOX = (5.0, 45.0, 10.0, 50.0)
+WIDE = (0.0, 30.0, 30.0, 55.0)  # several internal tiles per file
+LARGE = (-20.0, -35.0, 50.0, 70.0)  # a tenth of the world: the tiles, not the headers, dominate the bytes
+
+
+GDAL_CHUNK = 16384  # GDAL's default CPL_VSIL_CURL_CHUNK_SIZE
 
 
 def source(**kw) -> ClmsSource:
@@ -30,31 +37,29 @@ def source(**kw) -> ClmsSource:
     return ClmsSource(**args)
 
 
-def local_path(sb, name: str):
+def local_path(sb, name: str) -> Path:
     st = sb.ctx.state["cdse"]
     return st.path(st.find_by_name(name))
 
 
+def centre_slice(first: float, step: float, n: int, lo: float, hi: float) -> slice:
+    """The pixels of an axis whose centres lie in [lo, hi] (the contract's crop rule), computed here."""
+    centres = first + (np.arange(n) + 0.5) * step
+    inside = np.nonzero((centres >= lo - 1e-9) & (centres <= hi + 1e-9))[0]
+    return slice(int(inside[0]), int(inside[-1]) + 1)
+
+
 def local_window(path, bbox=BBOX, overview_level=None) -> np.ndarray:
-    from rasterio.windows import from_bounds
-
-    import math
-
-    from rasterio.windows import Window
-
+    """The stored integers of the source file under ``bbox`` by the centre rule."""
     with rasterio.open(path, **({} if overview_level is None else {"overview_level": overview_level})) as src:
-        if overview_level is not None:  # an overview: GDAL's rounding of the window
-            w = from_bounds(*bbox, transform=src.transform).round_offsets().round_lengths()
-            return src.read(1, window=w)
-        t, eps = src.transform, 1e-9  # the contract: the pixels whose centres lie in the bbox (edges count)
-        c0 = math.ceil((bbox[0] - t.c) / t.a - 0.5 - eps)
-        c1 = math.floor((bbox[2] - t.c) / t.a - 0.5 + eps) + 1
-        r0 = math.ceil((t.f - bbox[3]) / -t.e - 0.5 - eps)
-        r1 = math.floor((t.f - bbox[1]) / -t.e - 0.5 + eps) + 1
-        return src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+        t = src.transform
+        cols = centre_slice(t.c, t.a, src.width, bbox[0], bbox[2])
+        rows = centre_slice(t.f, t.e, src.height, bbox[3], bbox[1]) if t.e > 0 else \
+            centre_slice(-t.f, -t.e, src.height, -bbox[3], -bbox[1])
+        return src.read(1)[rows, cols]
 
 
-def products_of(sb, ds) -> list[str]:
+def products_of(ds) -> list[str]:
     """The COG names of the dataset's dates (the sandbox names products by date)."""
     dates = [str(t)[:10].replace("-", "") for t in ds.time.values]
     return [f"c_gls_NDVI300_{d}0000_GLOBE_OLCI_V2.0.1_cog" for d in dates]
@@ -68,79 +73,132 @@ def tile_bytes(path, bbox=BBOX) -> int:
 # --------------------------------------------------------------------------- values and bytes
 
 
-def test_window_equals_the_source_pixels_and_reads_only_the_tiles_under_it(cdse_env):
+def test_window_equals_the_source_pixels_decoded_and_raw(cdse_env):
     sb = cdse_env
     sb.log.clear()
     ds = source().to_dask()
-    assert dict(ds.sizes) == {"time": 3, "y": 50, "x": 50} and ds.band_data.dtype == np.uint8  # 0.15 degree at 1/336
-    assert ds.rio.crs.to_epsg() == 4326 and ds.band_data.rio.nodata is not None
-    values = ds.band_data.values
-    paths = [local_path(sb, n) for n in products_of(sb, ds)]
+    raw = source(decode=False).to_dask()  # the same stored request, its integers
+    assert dict(ds.sizes) == {"time": 3, "lat": 50, "lon": 50} and list(ds.data_vars) == ["NDVI"]
+    assert ds.NDVI.dims == ("time", "lat", "lon") and ds.NDVI.dtype == np.float32
+    assert raw.NDVI.dtype == np.uint8 and raw.NDVI.attrs["_FillValue"] == 255
+    assert ds.rio.crs.to_epsg() == 4326 and "spatial_ref" in ds.coords
+    assert ds.attrs["clms_access"] == "window" and ds.attrs["clms_service"] == "cdse"
+    paths = [local_path(sb, n) for n in products_of(ds)]
+    stored, decoded = raw.NDVI.values, ds.NDVI.values
     for t, path in enumerate(paths):
-        np.testing.assert_array_equal(values[t], local_window(path))
-    with rasterio.open(paths[0]) as src:
-        assert ds.band_data.rio.nodata == src.nodata
-        assert abs(float(ds.x[0]) - (src.transform.c + (int((BBOX[0] - src.transform.c) / src.transform.a) + 0.5)
-                                     * src.transform.a)) < 1e-9
+        want = local_window(path)
+        np.testing.assert_array_equal(stored[t], want)
+        with rasterio.open(path) as src:
+            scale, offset, nodata = src.scales[0], src.offsets[0], src.nodata
+        np.testing.assert_array_equal(np.isnan(decoded[t]), want == nodata)
+        np.testing.assert_allclose(decoded[t][want != nodata], (want[want != nodata] * scale + offset), rtol=1e-6)
+        with rasterio.open(path) as src:  # the first pixel centre inside the bbox, on the file's grid
+            first = src.transform.c + (np.ceil((BBOX[0] - src.transform.c) / src.transform.a - 0.5) + 0.5) \
+                * src.transform.a
+        assert abs(float(ds.lon[0]) - first) < 1e-9
     reads = [e for e in sb.log.entries(service="cdse", endpoint="s3") if e.method == "GET"]
     assert reads and all(e.range for e in reads)  # range requests only: no whole file
+
+
+READ_IN_A_FRESH_PROCESS = """
+import json, sys
+from intake_clms.source import ClmsSource
+src = ClmsSource(**json.loads(sys.argv[1]))
+ds = src.to_dask()
+print(json.dumps({"dates": [str(t)[:10] for t in ds.time.values], "reads": src.reads()}))
+"""
+
+
+def _fresh_read(sb) -> tuple[int, int, list[Path]]:
+    """A window read of LARGE in a fresh process (other tests' reads change GDAL's process state: 2x the bytes
+    after tests/sandbox/test_cdse.py); (bytes the sandbox sent, compressed tile bytes under the bbox, files)."""
+    import json
+    import subprocess
+    import sys
+
+    sb.log.clear()
+    args = dict(dataset_id="EO:JRC:DAT:CLMS", dataset_identifier=NDVI, bbox=list(LARGE), start="2020-01-01",
+                end="2020-01-31", service="cdse", access="window")
+    run = subprocess.run([sys.executable, "-c", READ_IN_A_FRESH_PROCESS, json.dumps(args)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    names = [f"c_gls_NDVI300_{d.replace('-', '')}0000_GLOBE_OLCI_V2.0.1_cog" for d in out["dates"]]
+    paths = [local_path(sb, n) for n in names]
+    assert len(paths) == 3
+    tiles = sum(tile_bytes(p, LARGE) for p in paths)  # the sandbox's own count of the tiles under the bbox
+    assert out["reads"]["bytes_read"] == tiles  # the records' bytes_read: exactly those tiles
+    assert out["reads"]["products_size"] == sum(p.stat().st_size for p in paths)
+    assert source(bbox=list(LARGE)).reads() == out["reads"]  # the same cache, read here
+    reads = [e for e in sb.log.entries(service="cdse", endpoint="s3") if e.method == "GET"]
     sent = sum(e.bytes_sent for e in reads)
-    tiles = sum(tile_bytes(p) for p in paths)
-    size = sum(p.stat().st_size for p in paths)
-    # the tiles themselves, each file's header and GDAL's rounding of each range to its read chunk: 4 KiB as
-    # the window reader asks, but GDAL reads that setting once per process, so when an earlier test of this
-    # process read over the network first it stays at GDAL's 16 KiB default (bench/cdse_window_bench.py
-    # measures the 4 KiB case in a fresh process: 1.18x the tiles)
-    assert tiles <= sent <= tiles + len(paths) * (HEADER + 2 * 16384)
-    assert sent * 20 < size
-    assert window.stats()["tile_bytes"] >= tiles - tile_bytes(paths[0])  # counted by the reads of this process
+    assert reads and all(e.range for e in reads)
+    return sent, tiles, paths
+
+
+def test_bytes_read_are_the_tiles_under_the_bbox(cdse_env):
+    sent, tiles, paths = _fresh_read(cdse_env)
+    # the tiles within 20 %, plus one GDAL read chunk (16 KiB) per file: see the xfail below
+    assert tiles <= sent <= tiles * 1.2 + len(paths) * GDAL_CHUNK, (sent, tiles)
+    assert sent * 5 < sum(p.stat().st_size for p in paths)
+
+
+@pytest.mark.xfail(strict=True, reason="library: CPL_VSIL_CURL_CHUNK_SIZE=4096 set in CdseAccess.env() is not "
+                   "honoured (GDAL reads it once, before our Env), so ranges round to 16 KiB: 1.39x the tiles here")
+def test_bytes_read_are_within_a_fifth_of_the_tiles(cdse_env):
+    sent, tiles, _ = _fresh_read(cdse_env)
+    assert sent <= tiles * 1.2, (sent, tiles)
 
 
 def test_https_path_with_the_bearer_token_when_no_s3_keys(cdse_env, monkeypatch):
     sb = cdse_env
     monkeypatch.delenv("CDSE_S3_ACCESS_KEY")
     sb.log.clear()
-    ds = source().to_dask()
-    values = ds.band_data.values
-    for t, name in enumerate(products_of(sb, ds)):
+    ds = source(decode=False).to_dask()
+    values = ds.NDVI.values
+    for t, name in enumerate(products_of(ds)):
         np.testing.assert_array_equal(values[t], local_window(local_path(sb, name)))
     assert not sb.log.entries(service="cdse", endpoint="s3")
     gets = [e for e in sb.log.entries(service="cdse") if e.method == "GET" and e.range]
-    assert gets and sum(e.bytes_sent for e in gets) * 20 < sum(local_path(sb, n).stat().st_size for n in products_of(sb, ds))
+    assert gets and sum(e.bytes_sent for e in gets) * 20 < sum(local_path(sb, n).stat().st_size
+                                                               for n in products_of(ds))
     assert sb.ctx.state["cdse"].bearer_on_transfer == 0  # the token never went to the transfer host
 
 
-def test_overview_only_on_request(cdse_env):
+def test_overview_only_on_request(cdse_env, tmp_path):
     sb = cdse_env
     full = source().to_dask()
+    over = source(overview_level=0, decode=False, cache_dir=str(tmp_path / "other")).to_dask()
+    assert over.sizes["lat"] == full.sizes["lat"] // 2 and over.sizes["lon"] == full.sizes["lon"] // 2
+    assert over.NDVI.rio.resolution()[0] == pytest.approx(2 * full.NDVI.rio.resolution()[0])
+    name = products_of(over)[1]
+    np.testing.assert_array_equal(over.NDVI.values[1], local_window(local_path(sb, name), overview_level=0))
+    with pytest.raises(ClmsError, match="overview level 9"):
+        source(overview_level=9, cache_dir=str(tmp_path / "third")).to_dask()
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: overview_level is not part of the request's key, so a "
+                   "stored full-resolution view answers an overview request (reported to the lead)")
+def test_an_overview_after_a_full_read_is_not_the_full_read(cdse_env):
+    full = source().to_dask()
     over = source(overview_level=0).to_dask()
-    assert over.sizes["y"] == full.sizes["y"] // 2 and over.sizes["x"] == full.sizes["x"] // 2
-    assert over.band_data.rio.resolution()[0] == pytest.approx(2 * full.band_data.rio.resolution()[0])
-    name = products_of(sb, over)[1]
-    np.testing.assert_array_equal(over.band_data.values[1], local_window(local_path(sb, name), overview_level=0))
-    with pytest.raises(Exception, match="overview_level=9"):
-        source(overview_level=9).to_dask()
+    assert over.sizes["lat"] == full.sizes["lat"] // 2
 
 
 # --------------------------------------------------------------------------- connection budget
 
 
-def test_block_reads_never_exceed_the_connection_cap(cdse_env, monkeypatch):
-    import dask
-
+def test_window_reads_never_exceed_the_connection_cap(cdse_env, monkeypatch):
     sb = cdse_env
     st = sb.ctx.state["cdse"]
     st.max_concurrent = 2
     monkeypatch.setenv("CDSE_MAX_CONNECTIONS", "2")
-    ds = source(chunks={"y": 10, "x": 10}, keep_windows=False).to_dask()
-    assert ds.band_data.data.npartitions == 3 * 25
     st.reset_concurrency()
-    with dask.config.set(scheduler="threads", num_workers=12):
-        values = ds.band_data.values
+    ds = source(bbox=list(WIDE), end="2020-03-31", workers=6, decode=False).to_dask()  # 9 products at once
     seen = st.concurrency()
     user = sb.credentials["cdse"]["username"]
     assert 2 <= seen["peak"][user] <= 2 and seen["refused"].get(user, 0) == 0
-    np.testing.assert_array_equal(values[0], local_window(local_path(sb, products_of(sb, ds)[0])))
+    np.testing.assert_array_equal(ds.NDVI.values[0], local_window(local_path(sb, products_of(ds)[0]), WIDE))
 
 
 # --------------------------------------------------------------------------- credentials
@@ -155,7 +213,7 @@ def _secrets(sb) -> list[bytes]:
 
 
 @pytest.mark.parametrize("how", ["s3", "https"])
-def test_no_secret_in_graphs_reprs_or_logs(cdse_env, monkeypatch, caplog, how):
+def test_no_secret_in_graphs_reprs_logs_or_the_store(cdse_env, monkeypatch, caplog, tmp_path, how):
     cloudpickle = pytest.importorskip("cloudpickle")
     sb = cdse_env
     if how == "https":
@@ -163,15 +221,23 @@ def test_no_secret_in_graphs_reprs_or_logs(cdse_env, monkeypatch, caplog, how):
     caplog.set_level(logging.DEBUG)
     for name in ("rasterio", "urllib3", "intake_clms", "distributed", "botocore", "boto3"):
         logging.getLogger(name).setLevel(logging.DEBUG)
-    ds = source().to_dask()
-    values = ds.band_data.values
-    assert values.shape == (3, 50, 50)
-    blob = cloudpickle.dumps(ds.__dask_graph__()) + pickle.dumps(ds)
-    shown = (repr(ds) + repr(ds.band_data.data) + caplog.text + repr(dict(ds.__dask_graph__()))).encode()
-    for secret in _secrets(sb):
+    src = source()
+    ds = src.to_dask()
+    assert ds.NDVI.values.shape == (3, 50, 50)
+    blob = cloudpickle.dumps(ds.__dask_graph__()) + pickle.dumps(ds)  # no raster access in the graph: it pickles
+    shown = (repr(ds) + repr(src) + repr(ds.NDVI.data) + caplog.text + repr(dict(ds.__dask_graph__()))).encode()
+    secrets = _secrets(sb)
+    assert secrets
+    for secret in secrets:
         assert secret not in blob and secret not in shown
-    block = next(v for v in dict(ds.__dask_graph__()).values() if isinstance(v, tuple))[1]
-    assert isinstance(block.ref, s3.CredentialRef) and block.ref.mode == how
+    for path in (tmp_path / "cache").rglob("*"):  # kept windows and their records: no credential either
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(secret in data for secret in secrets), path
+    access = s3.CdseAccess(how, None, None, s3_keys=("AK", "a-secret-value") if how == "s3" else None)
+    assert "a-secret-value" not in repr(access) and repr(access) == f"CdseAccess(mode={how!r})"
+    with pytest.raises(TypeError, match="not pickled"):
+        pickle.dumps(access)
 
 
 def test_scoped_settings_leave_the_users_own_aws_and_gdal_settings(cdse_env, monkeypatch):
@@ -183,7 +249,7 @@ def test_scoped_settings_leave_the_users_own_aws_and_gdal_settings(cdse_env, mon
     monkeypatch.setenv("AWS_S3_ENDPOINT", "s3.example.invalid")
     before = dict(os.environ)
     with rasterio.Env(GDAL_HTTP_TIMEOUT="33"):  # a setting of the user's own, around our read
-        values = source().to_dask().band_data.values
+        values = source().to_dask().NDVI.values
         assert get_gdal_config("GDAL_HTTP_TIMEOUT") == 33
         assert get_gdal_config("AWS_SECRET_ACCESS_KEY") == "the-users-own-secret"
     assert values.shape == (3, 50, 50)  # read with CDSE's keys and endpoint although the user's point elsewhere
@@ -193,61 +259,61 @@ def test_scoped_settings_leave_the_users_own_aws_and_gdal_settings(cdse_env, mon
     assert sb.log.entries(service="cdse", endpoint="s3")
 
 
-def test_a_worker_without_keys_says_which_variables_to_set(monkeypatch):
+def test_s3_access_without_keys_says_which_variables_to_set(monkeypatch):
     monkeypatch.delenv("CDSE_S3_ACCESS_KEY", raising=False)
     monkeypatch.delenv("CDSE_S3_SECRET_KEY", raising=False)
-    ref = s3.CredentialRef(s3.S3)
     with pytest.raises(CredentialsError, match="CDSE_S3_ACCESS_KEY and CDSE_S3_SECRET_KEY"):
-        ref.s3_keys()
-    key = s3.register({"s3_access_key": "AK", "s3_secret_key": "a-secret-value"})
-    kept = s3.CredentialRef(s3.S3, key)
-    assert kept.s3_keys() == ("AK", "a-secret-value")  # in this process, from its registry
-    assert b"a-secret-value" not in pickle.dumps(kept) and "a-secret-value" not in repr(kept)
+        s3.CdseAccess(s3.S3, None, None)
+
+
+def test_a_wrong_login_for_cdse_fails_instead_of_being_ignored(cdse_env):
+    """S3 keys are set (they alone would read the windows): a username/password given for CDSE is the one used,
+    so a wrong one fails, and nothing is stored; with service='auto' it is refused, asking for the service."""
+    sb = cdse_env
+    with pytest.raises(ClmsError, match="CDSE refused the credentials of user 'x'"):
+        source(username="x", password="y").to_dask()
+    assert source().reads()["products"] == 0  # nothing kept from the failed request
+    assert not sb.log.entries(service="cdse", endpoint="s3")  # the keys were not used instead
+    with pytest.raises(ClmsError, match="service="):
+        source(service="auto", username="x", password="y").to_dask()
 
 
 # --------------------------------------------------------------------------- kept windows
 
 
-def test_a_reopen_reads_the_kept_windows_offline(cdse_env):
-    sb = cdse_env
-    first = source().to_dask()
-    values = first.band_data.values
-    store_products = sorted(p.name for p in (first_cache(sb)).iterdir())
-    kept = [n for n in store_products if ".w" in n]
-    assert len(kept) == 3 and all(n.endswith(".w502-502-50x50") for n in kept)
-    sb.log.clear()
-    again = source().to_dask()
-    np.testing.assert_array_equal(again.band_data.values, values)
-    assert sb.log.entries() == []  # no HTTP at all: search skipped (view), pixels from the store
-    assert window.stats()["kept_reads"] >= 3
-
-
-def first_cache(sb):
+def test_a_reopen_reads_the_kept_windows_offline(sandbox_factory, tmp_path, monkeypatch):
+    from intake_clms.lifecycle.windows import window_key
     from intake_clms.store import Store
 
-    return Store().products.products
-
-
-def test_blocks_are_aligned_to_the_internal_tiles():
-    assert window._splits(200, 600, 256) == (56, 256, 256, 32)
-    assert window._chunking((200, 0, 600, 300), (256, 256), None) == ((600,), (300,))
-    assert window._chunking((2000, 4000, 300, 100), (256, 256), None) == ((48, 252), (96, 4))  # edges at 2048, 4096
-    assert window._chunking((0, 0, 100, 100), (256, 256), {"y": 30, "x": 50}) == ((30, 30, 30, 10), (50, 50))
+    sb = use_cdse(sandbox_factory(), tmp_path, monkeypatch)  # a sandbox of this test's own, to stop
+    first = source().to_dask()
+    values = first.NDVI.values
+    store = Store()
+    kept = sorted(p.name for p in store.products.products.iterdir() if ".w" in p.name)
+    assert len(kept) == 3
+    records = [store.products.check(k) for k in kept]
+    assert all(r is not None and r.payload["window"][0]["height"] == 50 for r in records)
+    assert kept == sorted(window_key(k.split(".w")[0], BBOX) for k in kept)  # keyed by product and bbox
+    sb.stop()  # from here on, any HTTP call would fail
+    again = source().to_dask()
+    np.testing.assert_array_equal(again.NDVI.values, values)
+    assert again.attrs["clms_access"] == "window"
 
 
 # --------------------------------------------------------------------------- dask.distributed
 
 
-def test_a_local_cluster_with_processes_reads_the_same_values(cdse_env):
+def test_a_local_cluster_with_processes_computes_the_same_values(cdse_env):
     distributed = pytest.importorskip("distributed")
     sb = cdse_env
-    ds = source(keep_windows=False, chunks={"y": 25, "x": 25}).to_dask()
-    here = ds.band_data.values
+    ds = source(chunks={"lat": 25, "lon": 25}).to_dask()
+    assert ds.NDVI.data.npartitions == 3 * 4
+    here = ds.NDVI.values
     sb.log.clear()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
-        there = client.compute(ds.band_data).result().values
+        there = client.compute(ds.NDVI).result().values
         pids = set(client.run(os.getpid).values())
     np.testing.assert_array_equal(there, here)
     assert os.getpid() not in pids
-    assert [e for e in sb.log.entries(service="cdse", endpoint="s3") if e.method == "GET"]  # the workers read
+    assert sb.log.entries(service="cdse") == []  # the workers read the kept windows: no network, no credential
