@@ -168,8 +168,8 @@ def test_a_damaged_kept_window_is_read_again_and_replaced(cdse_env):
     """Issue 18 (3): a damaged kept window was re-read over S3 on every reopen and never replaced."""
     from intake_clms.store import Store
 
-    sb = cdse_env
     values = source().to_dask()["NDVI"].values
+    np.testing.assert_array_equal(values, truth(cdse_env))
     st = Store()
     kept = sorted(k for k in st.products.keys() if ".w" in k)
     assert len(kept) == 3
