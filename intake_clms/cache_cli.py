@@ -45,6 +45,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for p in listing.products:
         why = f" ({p.why})" if p.why else ""
         print(f"  {p.name[:64]:<64} {p.service:<6} {_size(p.size):>10}  {_when(p.last_used)}  {p.status}{why}")
+    if any(p.status == "damaged" for p in listing.products):
+        print("damaged products are fetched again by their next open; `intake-clms cache clean --failed` removes them")
     return 0
 
 
@@ -89,6 +91,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         stages = ", ".join(sorted({str(p.get("stage")) for p in products.values()})) or "-"
         print(f"pid {row['pid']} {row.get('entry') or row['request']} via {row.get('service')}: {row.get('stage')}; "
               f"{len(products)} product(s) [{stages}], {_size(done)}")
+        for prod in products.values():
+            if prod.get("waiting_for"):
+                print(f"  waiting {prod.get('waited', 0)} s for {prod.get('name')}: {prod['waiting_for']}")
     return 0
 
 

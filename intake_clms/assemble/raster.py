@@ -192,7 +192,10 @@ def using(src: RasterSource, work: Callable[[Any], T], level: int | None = None)
         except ClmsError:
             raise
         except Exception as exc:  # rasterio, GDAL or OS errors: the stored file is damaged or gone
-            raise IntegrityError(f"cannot read {src.shown}: {exc}; `intake-clms cache verify` checks stored files") from exc
+            from ..store.products import damaged_on_read  # recorded: the next open fetches its product again
+
+            raise (damaged_on_read(src.path, exc) or IntegrityError(
+                f"cannot read {src.shown}: {exc}; `intake-clms cache verify` checks stored files")) from exc
     attempt = 0
     while True:
         attempt += 1

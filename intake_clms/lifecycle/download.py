@@ -8,8 +8,9 @@ e.g. md5, else sha256: one hash, not two, which is what keeps pace with the sock
 as the bytes arrive, on a helper thread; a resumed ``.part`` is hashed once from disk first.
 
 A ``416`` on a resume means the ``.part`` does not fit the file on the server (a wrong
-length announced earlier): its size is checked against the server's, and the download
-restarts from zero rather than staying stuck.  A write that the disk refuses (full,
+length announced earlier): its size is checked against the server's; when they are equal
+the ``.part`` is the whole file (a run killed before its rename, or a body announced too
+long) and is kept, else the download restarts from zero rather than staying stuck.  A write that the disk refuses (full,
 read-only) is a :class:`~intake_clms.errors.LocalStorageError`, never a network retry.
 """
 
@@ -141,6 +142,10 @@ def _download(open_body: Opener, final: Path, part: Path, service: str, chunk: i
             if response.status_code == 416:
                 m = _UNSATISFIED.match(response.headers.get("Content-Range", ""))
                 real = int(m.group(1)) if m else None
+                if have and real == have:  # the .part holds the whole file (a kill before its rename): done
+                    log.info("%s: %s was complete already (%d bytes)", service, final.name, have)
+                    total = have
+                    break
                 restarts += 1
                 if restarts > 2:
                     part.unlink(missing_ok=True)

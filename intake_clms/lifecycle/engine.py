@@ -12,12 +12,17 @@ Exactly-once ordering: a job's state is written before every step it guards
 was lost, or a job state that cannot be read, makes the engine ask the service for an
 order it may already have taken before ordering again.  One process at a time fetches a
 product (a file lock per product), so overlapping requests, in one process or many,
-share the work.  A rerun is a new try: failed, cancelled or expired orders are not
-reused.  Nothing here knows a protocol (services do) or a file layout (the store does).
+share the work; one that waits says so (at growing intervals, naming the holder).  A rerun is
+a new try: failed, cancelled or expired orders are not reused.  A transfer fault (a short
+body, a dead link) fetches the same order's file again, within bounds, before any new
+order; a complete, verified payload is kept until its product is stored, so a fault in
+extraction or publish never costs a second download.  A read error in a stored file is
+traced to its product by its hashes and the product fetched again.  Nothing here knows a protocol (services do) or a file layout (the store does).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -35,8 +40,10 @@ from ..errors import (ClmsError, LocalStorageError, ParameterError, ServiceError
                       TooManyProductsError)
 from ..params import Request
 from ..store import FileRecord, Job, ProductRecord, Store, View, ViewProduct
-from ..store.fsutil import is_local_fault, local_faults, safe_name, storage_error
+from ..store.activity import holder as lock_holder
+from ..store.fsutil import is_local_fault, local_faults, read_json, safe_name, storage_error, write_json_atomic
 from ..store.jobs import SPENT
+from ..store.products import hash_file
 from .. import assemble
 from ..assemble import Provenance
 from . import windows
@@ -54,6 +61,9 @@ from .years import newest_year
 log = logging.getLogger(__name__)
 
 ORDER_TRIES = 3  # order POSTs after lost answers (each preceded by a look for the order the server took)
+FETCH_TRIES = 3  # fetches of one order's file (short body, dropped transfer, expired link) before ordering anew
+PAYLOAD = "payload.json"  # beside a complete, verified payload: its name, size and hashes (reused by a rerun)
+WAIT_NOTICES = (0.0, 5.0, 15.0, 35.0, 75.0, 155.0, 315.0, 600.0)  # seconds of a lock wait at which it is logged
 CANCEL_JOIN = 2.0  # seconds a server-side cancel may take before the local cancel returns
 STACK = "windows.nc"  # a window view's stacked pixels (stored integers, packing, CRS), in the view's folder
 
@@ -170,11 +180,15 @@ class Engine:
         except DamagedProductError as exc:
             log.warning("%s; fetching that product again", exc)
             damaged = exc
+        except IntegrityError as exc:  # a read error in a stored file: which product is damaged, by its hashes?
+            damaged = self._damage_behind(exc)
+            log.warning("%s; fetching that product again", damaged)
         self.store.ensure_writable()
         self.store.remove_leftovers()
         if damaged is not None:
             self.store.products.remove(damaged.key)
-        activity = self.store.activity().listener(self.request.key(), self.options.entry, self.service_name)
+        activity = self._activity = self.store.activity().listener(self.request.key(), self.options.entry,
+                                                                   self.service_name)
         progress.add(activity)
         try:
             return self._fetch_and_open(progress, cancel)
@@ -184,6 +198,15 @@ class Engine:
             raise DamagedProductError(damaged.key, damaged.path, f"{damaged.problem}; fetching it again failed: {exc}") from exc
         finally:
             self.store.activity().finish(self.request.key())
+
+    def _damage_behind(self, exc: IntegrityError) -> DamagedProductError:
+        """The damaged product behind a read error of the request's view (re-hashed and recorded), else ``exc``."""
+        view = self.store.views.get(self.request.key())
+        for vp in view.products if view is not None else ():
+            problems = self.store.products.verify(vp.key, mark=True) if self.store.products.path(vp.key).is_dir() else []
+            if problems:
+                return problems[0]
+        raise exc
 
     # -- stages
 
@@ -273,12 +296,36 @@ class Engine:
         held[key] = lock
         return True
 
-    def _lock(self, key: str, held: dict[str, filelock.FileLock], cancel: threading.Event) -> None:
-        while key not in held:
-            if self._try_lock(key, held):
+    def _lock(self, hit: Hit, held: dict[str, filelock.FileLock], cancel: threading.Event,
+              progress: Progress | None = None) -> None:
+        """Take the product's lock, waiting while another process (or request) fetches it: the wait is logged at
+        once, then at growing intervals (:data:`WAIT_NOTICES`), naming the holder and what it is doing."""
+        waited, notices = 0.0, iter(WAIT_NOTICES)
+        due: float | None = next(notices)
+        while hit.key not in held:
+            if self._try_lock(hit.key, held):
                 return
+            if due is not None and waited >= due:
+                self._notice_wait(hit, waited, progress)
+                due = next(notices, None)
+                if due is None:  # then every WAIT_NOTICES[-1] seconds
+                    due = waited + WAIT_NOTICES[-1]
+                    notices = iter(())
             if cancel.wait(0.2):
                 raise CancelledError("cancelled while another process fetches the same product")
+            waited += 0.2
+
+    def _notice_wait(self, hit: Hit, waited: float, progress: Progress | None) -> None:
+        who = lock_holder(self.store.root, hit.key)
+        doing = (f"process {who['pid']} on {who['host']} ({who.get('entry') or 'a preload'}) is {who['stage']} it"
+                 + (f", {who['bytes']} of {who['total'] or '?'} bytes" if who.get("bytes") else "")
+                 if who else "another request or process holds its lock")
+        log.info("%s: waiting %.0f s for %s: %s", self.service_name, waited, hit.name, doing)
+        if progress is not None:
+            progress.product(hit.key, hit.name, "waiting")
+        activity = getattr(self, "_activity", None)
+        if activity is not None:
+            activity.on_wait(hit.key, hit.name, doing, waited)
 
     # -- orders
 
@@ -363,7 +410,7 @@ class Engine:
     def _product(self, service: Service, hit: Hit, held: dict[str, filelock.FileLock],
                  progress: Progress, cancel: threading.Event) -> None:
         """wait -> download -> verify -> unpack -> store, for one product (under its lock, released at the end)."""
-        self._lock(hit.key, held, cancel)
+        self._lock(hit, held, cancel, progress)
         try:
             self._fetch_one(service, hit, progress, cancel)
         except OSError as exc:  # a disk-side fault anywhere in the product's steps is the user's to fix
@@ -378,6 +425,7 @@ class Engine:
     def _fetch_one(self, service: Service, hit: Hit, progress: Progress, cancel: threading.Event) -> None:
         if self._stored(hit.key):  # another process (or request) stored it meanwhile
             progress.product(hit.key, hit.name, "cached")
+            self.store.jobs.remove(service.name, hit.key)
             return
         if hit.access == WINDOW:
             progress.product(hit.key, hit.name, "reading")
@@ -387,8 +435,39 @@ class Engine:
             progress.product(hit.key, hit.name, "ready")
             return
         folder = self.store.download_dir(service.name, hit.key)
-        for attempt in range(2):  # a second round only after the server forgot the order or its link died
+        order_id: str | None = None
+        kept = self._kept_payload(folder, hit)
+        if kept is not None:  # a rerun after a fault in extraction or publish: no second order, no download
+            got, checks = kept
+            log.info("%s: %s: reusing the complete download %s (size and hashes checked)", service.name, hit.name,
+                     got.path.name)
+        else:
+            got, checks, order_id = self._transfer(service, hit, folder, progress, cancel)
+        try:
+            progress.product(hit.key, hit.name, "extracting")
+            self._store(service.name, hit, got.path, got.size, got.hashes, checks, cancel)
+        except IntegrityError as exc:
+            shutil.rmtree(folder, ignore_errors=True)  # a bad payload is never reused: a rerun fetches it anew
+            if order_id is not None or kept is not None:
+                self._spend(service, hit, "failed", str(exc))
+            raise
+        self.store.jobs.remove(service.name, hit.key)
+        shutil.rmtree(folder, ignore_errors=True)  # the payload is kept until the product it makes is stored
+        progress.product(hit.key, hit.name, "ready")
+
+    def _transfer(self, service: Service, hit: Hit, folder: Path, progress: Progress,
+                  cancel: threading.Event) -> tuple[Any, dict[str, str], str | None]:
+        """Order (if needed), wait, download and verify one product's payload; returns (download, checks, order id).
+
+        A transfer fault (a short or cut body, bytes that do not match, a dead link) fetches the same order's
+        file again, up to :data:`FETCH_TRIES` times in all, before the order is given up; a dead link asks the
+        same order once more (its status may carry a new link); a new order is placed only when the server
+        forgot the order or its link stayed dead, and only once.
+        """
+        fetches, reordered, renewed = 0, False, False
+        while True:
             order_id = self._ensure_order(service, hit, cancel) if hit.ordered else None
+            fetching = False
             try:
                 ready = Ready(size=None, name=hit.name, checksums=dict(hit.checksums))
                 if order_id is not None:
@@ -398,32 +477,68 @@ class Engine:
                 progress.product(hit.key, hit.name, "downloading")
                 name = safe_name(ready.name or hit.name)
                 checks = {**hit.checksums, **ready.checksums}
+                fetching = True
                 got = download(lambda offset: service.fetch(hit, order_id, offset), folder / name,
                                service=service.name, chunk=self.options.chunk, cancel=cancel,
                                progress=lambda done, total: progress.bytes(hit.key, done, total),
                                algorithms=[a for a in checks if a in ("md5", "sha256", "sha1")])
-                break
-            except OrderExpiredError as exc:
-                if attempt or order_id is None:
+                try:
+                    self._verify(hit, ready, got.size, got.hashes, checks)
+                except IntegrityError:
+                    got.path.unlink(missing_ok=True)  # bad bytes are never kept
                     raise
+                with local_faults(folder):
+                    write_json_atomic(folder / PAYLOAD, {"name": got.path.name, "size": got.size,
+                                                         "hashes": got.hashes, "checks": checks})
+                return got, checks, order_id
+            except OrderExpiredError as exc:
+                if fetching and not renewed and order_id is not None:  # a dead link: ask the same order again
+                    renewed = True
+                    log.info("%s: %s (%s); asking the same order for its file again", service.name, hit.name,
+                             exc.message)
+                    continue
+                if reordered or order_id is None:
+                    raise
+                reordered, renewed, fetches = True, False, 0
                 log.info("%s: %s (%s); ordering again", service.name, hit.name, exc.message)
                 self._spend(service, hit, "expired", exc.message)
                 shutil.rmtree(folder, ignore_errors=True)
             except OrderFailedError as exc:
                 self._spend(service, hit, "failed", exc.message)  # a rerun orders anew
                 raise
+            except (IntegrityError, ServiceError) as exc:
+                if not (fetching and _transfer_fault(exc)):
+                    raise
+                if fetches + 1 < FETCH_TRIES:
+                    fetches += 1
+                    if isinstance(exc, IntegrityError):  # what was received is suspect: start that file over
+                        for p in folder.glob("*.part"):
+                            p.unlink(missing_ok=True)
+                    log.info("%s: %s: %s; fetching the same order's file again (%d/%d)", service.name, hit.name,
+                             exc, fetches, FETCH_TRIES - 1)
+                    self.clock.sleep(min(0.5 * fetches, 5.0), cancel)
+                    continue
+                if isinstance(exc, IntegrityError) and order_id is not None:
+                    self._spend(service, hit, "failed", str(exc))  # a rerun orders anew
+                raise
+
+    def _kept_payload(self, folder: Path, hit: Hit) -> tuple[Any, dict[str, str]] | None:
+        """A complete payload an earlier run downloaded and verified, if its size and hashes still match."""
+        from .download import Downloaded
+
+        meta, _ = read_json(folder / PAYLOAD)
+        if not isinstance(meta, dict):
+            return None
         try:
-            self._verify(hit, ready, got.size, got.hashes, checks)
-            progress.product(hit.key, hit.name, "extracting")
-            self._store(service.name, hit, got.path, got.size, got.hashes, checks, cancel)
-        except IntegrityError as exc:
-            got.path.unlink(missing_ok=True)  # a bad payload is never reused: a rerun fetches it anew
-            if order_id is not None:
-                self._spend(service, hit, "failed", str(exc))
-            raise
-        self.store.jobs.remove(service.name, hit.key)
-        shutil.rmtree(folder, ignore_errors=True)
-        progress.product(hit.key, hit.name, "ready")
+            path = folder / safe_name(str(meta["name"]))
+            size, hashes, checks = int(meta["size"]), dict(meta["hashes"]), dict(meta.get("checks") or {})
+            if path.stat().st_size != size or not hashes or hash_file(path, tuple(hashes)) != hashes:
+                raise ValueError("changed since it was verified")
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            log.info("the download of %s in %s cannot be reused (%s); fetching it again", hit.name, folder, exc)
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return Downloaded(path, size, hashes), checks
 
     @staticmethod
     def _verify(hit: Hit, ready: Ready, size: int, hashes: dict[str, str], checks: dict[str, str]) -> None:
@@ -447,7 +562,7 @@ class Engine:
                     member_hashes = {rel: {"sha256": h} for rel, h in extracted.items()}
                 else:  # the payload is the data file: its hashes are the ones verified while streaming
                     data_dir.mkdir()
-                    os.replace(payload, data_dir / payload.name)
+                    _link_or_copy(payload, data_dir / payload.name)  # the payload stays until the product is stored
                     member_hashes[payload.name] = dict(hashes)
                 require_data(data_dir, payload.name)
                 data, other = classify(data_dir)
@@ -465,7 +580,6 @@ class Engine:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        payload.unlink(missing_ok=True)
         return stored
 
     def _cancel_on_server(self, service: Service, hits: list[Hit]) -> None:
@@ -546,6 +660,27 @@ class Engine:
 
         holder = {"view": view}
         return self.store.views.publish(view, prepare=index, final=lambda: holder["view"])
+
+
+def _transfer_fault(exc: BaseException) -> bool:
+    """A fault of one transfer that fetching the same file again may cure (not a refusal, quota or absence)."""
+    from ..services import ProductNotThereError
+
+    if isinstance(exc, (CancelledError, QuotaError, ProductNotThereError, OrderExpiredError, LocalStorageError)):
+        return False
+    if isinstance(exc, IntegrityError):
+        return not isinstance(exc, DamagedProductError)
+    return isinstance(exc, ServiceError) and (exc.status is None or exc.status >= 500)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` with ``source``'s bytes: a hard link (no copy, no second disk space), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if is_local_fault(exc) and exc.errno not in (errno.EPERM, errno.EACCES):
+            raise
+        shutil.copyfile(source, target)
 
 
 def _unique(hits: list[Hit]) -> list[Hit]:

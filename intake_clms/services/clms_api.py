@@ -287,8 +287,8 @@ class ClmsApiService:
             raise OrderFailedError(SERVICE, None, f"task {order_id} ended {status}: {message}")
         seen = self._unknown[order_id] = self._unknown.get(order_id, 0) + 1
         if seen > MAX_UNKNOWN:
-            raise ServiceError(SERVICE, None, f"task {order_id} reports status {status!r}, which this client does not "
-                               f"know, {seen} times in a row; giving up (server message: {message})")
+            raise OrderFailedError(SERVICE, None, f"task {order_id} reports status {status!r}, which this client does not "
+                               f"know, {seen} times in a row; the order is ended as failed, a rerun orders anew (server message: {message})")
         log.warning("clms: task %s has an unknown status %r; waiting", order_id, status)
         return "running", None
 

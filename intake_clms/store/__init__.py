@@ -3,9 +3,12 @@
 Layout under the cache folder (``INTAKE_CLMS_CACHE``, else the user cache dir)::
 
     v1/products/<key>/          complete, immutable products with their records
-    v1/views/<request key>/     each request's view (products, crop, indexes)
+    v1/views/<request key>      each request's view: a pointer to its current version (see views.py)
+    v1/views/.<request key>@<hex>/   a version of the view (products, crop, indexes)
     v1/jobs/<service>/<key>.json   one service's order of one product
-    v1/downloads/<service>/<key>/  payloads being downloaded (``.part``, resumable)
+    v1/downloads/<service>/<key>/  payloads being downloaded (``.part``, resumable), and complete verified ones
+                                   (``payload.json``: size, hashes) kept until their product is stored
+    v1/damaged/<key>.json       damage a read (or ``cache verify``) found in a stored product
     v1/staging/                 products and views being built (renamed into place)
     v1/locks/<key>.lock         one process at a time fetches a product
     v1/running/<host>.<pid>.json   what running processes do (``intake-clms status``)
@@ -44,7 +47,7 @@ class Store:
         self.base = cache_dir(root)
         self.root = self.base / LAYOUT
         self.products = ProductStore(self.root)
-        self.views = ViewStore(self.root)
+        self.views = ViewStore(self.root, on_open=lambda names: self.activity().use(names))
         self.jobs = JobStore(self.root)
         self.downloads = self.root / "downloads"
         self.locks = self.root / "locks"
@@ -86,15 +89,20 @@ class Store:
         live_records(self.root)  # drops the status records of dead processes
         removed = []
         for path in self.products.leftovers():
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            _remove(path)
             removed.append(path)
         for folder in (self.views.root, self.jobs.root, self.root / "running"):
             if not folder.is_dir():
                 continue
             for path in folder.rglob(".*"):
                 if is_dead_leftover(path.name):
-                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                    _remove(path)
                     removed.append(path)
+        removed += self.views.prune()
+        for job in self.jobs.all():  # a kill between a product's rename and its job's removal
+            if self.products.path(job.key).is_dir():
+                self.jobs.remove(job.service, job.key)
+                removed.append(self.jobs.path(job.service, job.key))
         if self.downloads.is_dir():
             for service in self.downloads.iterdir():
                 for folder in list(service.iterdir()) if service.is_dir() else []:
@@ -104,3 +112,11 @@ class Store:
         if removed:
             log.info("removed %d leftover(s) of interrupted runs", len(removed))
         return removed
+
+
+def _remove(path: Path) -> None:
+    """A leftover file, folder or symlink (a view pointer being switched: the link goes, never its target)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

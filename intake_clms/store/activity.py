@@ -88,13 +88,45 @@ class PreloadActivity:
         def set_(p: dict[str, Any]) -> None:
             prod = p.get(self.key, {}).setdefault("products", {}).setdefault(key, {"name": name, "bytes": 0, "total": None})
             prod["stage"] = stage
+            if stage != "waiting":
+                prod.pop("waiting_for", None)
         self.owner._update(self.key, set_, False)
+
+    def on_wait(self, key: str, name: str, doing: str, waited: float) -> None:
+        """This preload waits for a product another process fetches: who and what (``intake-clms status``)."""
+        def set_(p: dict[str, Any]) -> None:
+            prod = p.get(self.key, {}).setdefault("products", {}).setdefault(key, {"name": name, "bytes": 0})
+            prod["stage"], prod["waiting_for"], prod["waited"] = "waiting", doing, round(waited)
+        self.owner._update(self.key, set_, True)
 
     def on_bytes(self, key: str, done: int, total: int | None) -> None:
         def set_(p: dict[str, Any]) -> None:
             prod = p.get(self.key, {}).setdefault("products", {}).setdefault(key, {"name": key, "stage": "downloading"})
             prod["bytes"], prod["total"] = done, total
         self.owner._update(self.key, set_, False)
+
+
+def in_use(root: Path) -> set[str]:
+    """What live processes read (open requests' products and view versions) or fetch (their preloads' products)."""
+    keys: set[str] = set()
+    for rec in live_records(root):
+        keys.update(rec.get("in_use") or [])
+        for pre in (rec.get("preloads") or {}).values():
+            keys.update((pre.get("products") or {}).keys())
+    return keys
+
+
+def holder(root: Path, key: str) -> dict[str, Any] | None:
+    """The live process (other than this one) whose preload lists product ``key``: pid, host, entry, stage."""
+    for rec in live_records(root):
+        if rec.get("pid") == os.getpid() and rec.get("host") == socket.gethostname():
+            continue
+        for pre in (rec.get("preloads") or {}).values():
+            prod = (pre.get("products") or {}).get(key)
+            if prod is not None and prod.get("stage") not in ("waiting", "pending", "cached"):
+                return {"pid": rec.get("pid"), "host": rec.get("host"), "entry": pre.get("entry"),
+                        "stage": prod.get("stage"), "bytes": prod.get("bytes"), "total": prod.get("total")}
+    return None
 
 
 def live_records(root: Path) -> list[dict[str, Any]]:

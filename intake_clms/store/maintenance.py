@@ -3,7 +3,8 @@
 What ``intake-clms cache list|verify|clean`` and ``intake-clms status`` call; each has a
 Python equivalent here.  Cleaning is least recently used first and never removes a
 product that a live process is fetching (its lock is held) or that an open request of a
-live process reads (listed in its activity record); a product is removed whole, in one
+live process reads (listed in its activity record), nor a request view a live process has
+open (any of its versions, whatever the option); a product is removed whole, in one
 rename, so a reader never sees half of one.
 """
 
@@ -19,7 +20,7 @@ import filelock
 
 from ..errors import DamagedProductError
 from . import Store
-from .activity import live_records
+from .activity import in_use, live_records
 from .fsutil import tree_size
 from .jobs import SPENT
 
@@ -55,22 +56,13 @@ class Listing:
     products: list[ProductRow]
 
 
-def _in_use(store: Store) -> set[str]:
-    keys: set[str] = set()
-    for rec in live_records(store.root):
-        keys.update(rec.get("in_use") or [])
-        for pre in (rec.get("preloads") or {}).values():
-            keys.update((pre.get("products") or {}).keys())
-    return keys
-
-
 def list_cache(store: Store) -> Listing:
     """Requests and products with readable names, service, size, last use and status (no hashing)."""
     products: dict[str, ProductRow] = {}
     for key in store.products.keys():
         path = store.products.path(key)
         try:
-            rec = store.products.record(key)
+            rec = store.products.check(key)  # sizes and damage found by reads: a truncated product is not complete
         except DamagedProductError as exc:
             products[key] = ProductRow(key, key, "?", tree_size(path), path.stat().st_mtime, "damaged", exc.problem)
             continue
@@ -105,7 +97,7 @@ def verify_cache(store: Store) -> list[DamagedProductError]:
     """Every problem of every stored product (sizes and content hashes)."""
     problems: list[DamagedProductError] = []
     for key in store.products.keys():
-        problems.extend(store.products.verify(key))
+        problems.extend(store.products.verify(key, mark=True))  # so that `cache list` and `clean --failed` see it
     return problems
 
 
@@ -150,13 +142,14 @@ def clean_cache(store: Store, *, failed: bool = False, older_than: float | None 
                 now: float | None = None) -> list[str]:
     """Remove what is asked, least recently used first; returns what was removed (names).
 
-    ``failed``: job states of failed, cancelled or expired orders, and damaged products.
+    ``failed``: job states of failed, cancelled or expired orders, and damaged products (sizes, or damage a read
+    or ``cache verify`` found), kept windows included.
     ``older_than`` (seconds): requests and products not used for that long.
     ``max_size`` (bytes): products (LRU) until the store fits.  Leftovers of dead processes always go.
     """
     now = time.time() if now is None else now
     removed = [str(p) for p in store.remove_leftovers()]
-    busy = _in_use(store)
+    busy = in_use(store.root)
     listing = list_cache(store)
     if failed:
         for job in store.jobs.all():
@@ -170,7 +163,7 @@ def clean_cache(store: Store, *, failed: bool = False, older_than: float | None 
     gone: set[str] = set()
     if older_than is not None:
         for req in listing.requests:
-            if now - req.last_used > older_than:
+            if now - req.last_used > older_than and not store.views.in_use(req.key, busy):
                 store.views.remove(req.key)
                 removed.append(f"request {req.key} ({req.entry})")
         for row in listing.products:
@@ -193,7 +186,9 @@ def clean_cache(store: Store, *, failed: bool = False, older_than: float | None 
     if gone:  # views that named a removed product would only fetch it again: drop them too
         for req in listing.requests:
             view = store.views.get(req.key)
-            if view is not None and any(vp.key in gone for vp in view.products):
+            if view is None or store.views.in_use(req.key, busy):
+                continue
+            if any(vp.key in gone for vp in view.products):
                 store.views.remove(req.key)
     return removed
 
@@ -216,7 +211,7 @@ def running(store: Store) -> list[dict[str, Any]]:
         for key, pre in (rec.get("preloads") or {}).items():
             out.append({"pid": rec.get("pid"), "host": rec.get("host"), "request": key, **pre})
     for job in store.jobs.all():
-        if job.stage in ("ordering", "ordered"):
+        if job.stage in ("ordering", "ordered") and not store.products.path(job.key).is_dir():
             out.append({"job": True, "service": job.service, "product": job.key, "stage": job.stage,
                         "order_id": job.order_id})
     return out

@@ -14,7 +14,11 @@ the bytes streamed in) is written there, and the folder is renamed to
 only ever removed whole (renamed aside first), so a reader sees all of it or none.
 
 Reopening checks every file's size against the record (a ``stat`` each, no hashing);
-``verify`` re-hashes (``intake-clms cache verify``).
+``verify`` re-hashes (``intake-clms cache verify``).  Damage that only a read finds (a
+flipped byte: same size, a library's read error) is recorded beside the store, in
+``damaged/<key>.json`` (:func:`damaged_on_read`), since nothing writes into a product:
+from then on ``check`` reports the product damaged, so the next open fetches it again
+and ``cache list`` / ``cache clean --failed`` see it.  A new copy replaces a damaged one.
 """
 
 from __future__ import annotations
@@ -99,6 +103,17 @@ class ProductStore:
     def path(self, key: str) -> Path:
         return self.products / key
 
+    def marker(self, key: str) -> Path:
+        return self.root / "damaged" / f"{key}.json"
+
+    def mark_damaged(self, key: str, path: str, problem: str) -> DamagedProductError:
+        """Record that a read found the product damaged (best effort: a read-only store just reports it)."""
+        try:
+            write_json_atomic(self.marker(key), {"key": key, "path": path, "problem": problem})
+        except Exception:  # noqa: BLE001 - the error is raised anyway
+            pass
+        return DamagedProductError(key, path, problem)
+
     def keys(self) -> Iterator[str]:
         try:
             names = sorted(os.listdir(self.products))
@@ -127,6 +142,9 @@ class ProductStore:
         if rec is None:
             return None
         folder = self.path(key)
+        mark, _ = read_json(self.marker(key))
+        if isinstance(mark, dict):
+            raise DamagedProductError(key, str(mark.get("path") or folder), f"a read failed: {mark.get('problem')}")
         for f in rec.files:
             path = folder / f.path
             try:
@@ -139,8 +157,17 @@ class ProductStore:
                 raise DamagedProductError(key, str(path), f"{size} bytes, the record says {f.size}")
         return rec
 
-    def verify(self, key: str) -> list[DamagedProductError]:
-        """Every problem of a stored product: sizes and content hashes (reads every byte)."""
+    def verify(self, key: str, mark: bool = False) -> list[DamagedProductError]:
+        """Every problem of a stored product: sizes and content hashes (reads every byte).
+        ``mark``: record hash mismatches as damage (``check`` then reports them)."""
+        problems = self._verify(key)
+        if mark:
+            for exc in problems:
+                if not self.marker(key).exists():
+                    self.mark_damaged(key, exc.path, exc.problem)
+        return problems
+
+    def _verify(self, key: str) -> list[DamagedProductError]:
         try:
             rec = self.check(key)
         except DamagedProductError as exc:
@@ -168,20 +195,35 @@ class ProductStore:
         return folder
 
     def put(self, staging: Path, record: ProductRecord) -> ProductRecord:
-        """Publish a staged product: write its record, then one rename.  A product already there wins."""
+        """Publish a staged product: write its record, then one rename.  A sound product already there wins;
+        a damaged one is replaced."""
         final = self.path(record.key)
         with local_faults(staging):
             write_json_atomic(staging / RECORD, record.to_json())
             self.products.mkdir(parents=True, exist_ok=True)
             if final.exists():
+                try:
+                    kept = self.check(record.key)
+                except DamagedProductError:
+                    kept = None
+                    self.remove(record.key)
+                if kept is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return kept
+            try:
+                os.replace(staging, final)
+            except OSError:
+                if not final.is_dir():  # a concurrent publisher's copy is in place: it wins
+                    raise
                 shutil.rmtree(staging, ignore_errors=True)
                 return self.record(record.key) or record
-            os.replace(staging, final)
+            self.marker(record.key).unlink(missing_ok=True)
             fsync_dir(self.products)
         return record
 
     def remove(self, key: str) -> None:
         remove_tree(self.path(key))
+        self.marker(key).unlink(missing_ok=True)
 
     def leftovers(self) -> list[Path]:
         """Staging folders and trash of processes of this host that no longer run."""
@@ -193,3 +235,20 @@ class ProductStore:
                 continue
             found += [base / n for n in names if is_dead_leftover(n)]
         return found
+
+
+def damaged_on_read(path: str | os.PathLike[str], exc: BaseException) -> DamagedProductError | None:
+    """A read error in a stored file: recorded as damage of its product (named with the file), or None when
+    ``path`` is not a file of a stored product (``<store>/products/<key>/...``)."""
+    p = Path(os.path.normpath(os.fspath(path)))  # a VRT names its tiles relative to the view: ../../products/...
+    parts = p.parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "products" and i + 1 < len(parts) - 1:
+            store = ProductStore(Path(*parts[:i]))
+            key = parts[i + 1]
+            if not store.path(key).is_dir():
+                return None
+            problem = (f"cannot read it ({type(exc).__name__}: {str(exc)[:200]}); `intake-clms cache verify` checks "
+                       "every file, the next open fetches the product again")
+            return store.mark_damaged(key, str(p), problem)
+    return None

@@ -2,27 +2,49 @@
 
 A view names the products a request needs and how to read them (the crop, the data
 kind, each product's time); it holds no data, so requests that share products share
-their files.  ``views/<request key>/`` holds ``view.json`` and, for GeoTIFF mosaics,
-the VRT indexes (tile paths relative to the folder).  It is built in ``staging/`` (the
-same depth, so relative paths survive) and renamed into place.  Its modification
-time is the request's last use (touched on every open; ``cache clean`` is LRU).
+their files.  A published view is a *version* folder ``views/.<request key>@<hex>/``
+holding ``view.json`` and, for GeoTIFF mosaics, the VRT indexes (tile paths relative
+to the folder), and a *pointer* ``views/<request key>``: a symlink to the current
+version.  A version is built in ``staging/`` (the same depth, so relative paths
+survive), renamed to its fresh name (nothing is ever renamed over), and the pointer
+is switched in one ``os.replace`` of a new symlink.  So a live view is never removed
+before its replacement is in place, two processes publishing the same view both
+succeed (the last pointer wins; both versions are complete), and a reader that
+resolved the old version keeps reading it: old versions go only once no live process
+has opened them (:func:`~.activity.in_use`) and they are older than :data:`GRACE`.
+The version's ``view.json`` modification time is the request's last use (touched on
+every open; ``cache clean`` is LRU).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .fsutil import fsync_dir, local_faults, owned, read_json, remove_tree, write_json_atomic
+from .activity import in_use
+from .fsutil import fsync_dir, local_faults, owned, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 VIEW = "view.json"
 VIEW_VERSION = 2  # 2: data kind and access apart, the GeoTIFF files' variable names
+#: seconds an old version stays after its replacement even when no live process lists it: a reader
+#: that resolved the pointer just before the switch has registered its use by then
+GRACE = 60.0
+_VERSION = re.compile(r"^\.(?P<key>.+)@[0-9a-f]{16}$")
+
+
+def in_use_name(version: Path) -> str:
+    """The name a live process lists (``in_use`` of its activity record) while it reads a view version."""
+    return f"view:{version.name}"
 
 
 @dataclass(frozen=True)
@@ -66,18 +88,40 @@ class View:
 
 
 class ViewStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, on_open: Callable[[list[str]], None] | None = None):
         self.root = root / "views"
         self.staging_root = root / "staging"
+        self.on_open = on_open  # records in this process's activity what an open request reads
+
+    def pointer(self, key: str) -> Path:
+        return self.root / key
 
     def path(self, key: str) -> Path:
-        return self.root / key
+        """The folder of the current version of the view (resolved once: a reader keeps that version)."""
+        link = self.pointer(key)
+        try:
+            return self.root / os.readlink(link)
+        except OSError:  # absent, or a folder of the layout before versions
+            return link
 
     def keys(self) -> Iterator[str]:
         try:
             return iter(sorted(n for n in os.listdir(self.root) if not n.startswith(".")))
         except FileNotFoundError:
             return iter(())
+
+    def versions(self, key: str | None = None) -> list[Path]:
+        """Every version folder (of one request, or of all)."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in sorted(names):
+            m = _VERSION.match(n)
+            if m and (key is None or m.group("key") == key):
+                out.append(self.root / n)
+        return out
 
     def get(self, key: str) -> View | None:
         """The published view, or None (an unreadable one is treated as absent, with a warning)."""
@@ -99,15 +143,20 @@ class ViewStore:
             return 0.0
 
     def touch(self, key: str) -> None:
+        """Mark the view used now (LRU), and tell the process's activity that it reads this version."""
+        version = self.path(key)
+        if self.on_open is not None:
+            self.on_open([f"view:{key}", in_use_name(version)])
         try:
-            os.utime(self.path(key) / VIEW)
+            os.utime(version / VIEW)
         except OSError:  # a read-only cache still opens
             pass
 
     def publish(self, view: View, prepare: Callable[[Path], None] | None = None,
                 final: Callable[[], View] | None = None) -> View:
         """Write the view in a staging folder, let ``prepare`` add indexes (``final`` then gives the view as
-        they completed it), rename it into place (replacing)."""
+        they completed it), rename it to a fresh version, then switch the pointer to it in one step.  Never
+        fails because another process published it meanwhile."""
         with local_faults(self.staging_root):
             self.staging_root.mkdir(parents=True, exist_ok=True)
             staging = self.staging_root / owned("view-" + view.key)
@@ -118,14 +167,77 @@ class ViewStore:
                     view = final() if final is not None else view
                 write_json_atomic(staging / VIEW, view.to_json())
                 self.root.mkdir(parents=True, exist_ok=True)
-                final = self.path(view.key)
-                remove_tree(final)
-                os.replace(staging, final)
-                fsync_dir(self.root)
+                version = self.root / f".{view.key}@{secrets.token_hex(8)}"
+                os.replace(staging, version)  # a fresh name: nothing is renamed over
             except BaseException:
-                remove_tree(staging)
+                shutil.rmtree(staging, ignore_errors=True)
                 raise
+            self._point(view.key, version)
+            fsync_dir(self.root)
+        self.prune(view.key)
         return view
 
+    def _point(self, key: str, version: Path) -> None:
+        """Switch the pointer to ``version`` (one rename of a new symlink over the old one)."""
+        pointer = self.pointer(key)
+        link = self.root / (owned("." + key + ".ln") + ".tmp")
+        os.symlink(version.name, link)
+        try:
+            try:
+                os.replace(link, pointer)
+            except OSError:
+                if pointer.is_symlink() or not pointer.is_dir():
+                    raise
+                # a view folder of the layout before versions: it becomes a version (gone after GRACE)
+                os.replace(pointer, self.root / f".{key}@{secrets.token_hex(8)}")
+                os.replace(link, pointer)
+        except BaseException:
+            link.unlink(missing_ok=True)
+            raise
+
+    def prune(self, key: str | None = None, grace: float = GRACE) -> list[Path]:
+        """Remove versions that no pointer names, no live process reads, and older than ``grace`` seconds."""
+        versions = self.versions(key)
+        if not versions:
+            return []
+        busy = in_use(self.root.parent)
+        current = {self.path(k).name for k in ({key} if key is not None else set(self.keys()))}
+        now = time.time()
+        removed = []
+        for version in versions:
+            if version.name in current or in_use_name(version) in busy:
+                continue
+            try:
+                age = now - version.stat().st_mtime
+            except OSError:
+                continue
+            if age < grace:
+                continue
+            _remove_dir(version)
+            removed.append(version)
+        return removed
+
+    def in_use(self, key: str, busy: set[str]) -> bool:
+        """Whether a live process has this request's view open (any of its versions)."""
+        return f"view:{key}" in busy or any(in_use_name(v) in busy for v in self.versions(key))
+
     def remove(self, key: str) -> None:
-        remove_tree(self.path(key))
+        """Unpublish a view: the pointer goes at once; its versions go unless a live process reads them."""
+        try:
+            if self.pointer(key).is_symlink():
+                self.pointer(key).unlink()
+            elif self.pointer(key).is_dir():
+                _remove_dir(self.pointer(key))
+        except FileNotFoundError:
+            pass
+        self.prune(key, grace=0.0)
+
+
+def _remove_dir(path: Path) -> None:
+    """Rename aside (owner-tagged: a kill leaves a leftover the next run removes), then delete."""
+    aside = path.with_name(owned("." + path.name.lstrip(".") + ".trash"))
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)

@@ -23,6 +23,7 @@ FOREST = "forest-type-2015"
 TILE = "FTY_2015_100m_eu_03035_d02_E30N20"
 CORINE = ("corine-land-cover-2018", "U2018_CLC2018_V2020_20u1")
 MONTH = {"start": "2024-01-01", "end": "2024-01-31"}  # three dekads
+WINDOW_BBOX = (-180 + 62830.5 / 336, 80 - 10800.5 / 336, -180 + 62880.5 / 336, 80 - 10750.5 / 336)  # in the tiny COGs
 
 # name -> (service, ClmsSource keyword arguments)
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -34,6 +35,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "clms-tile": {"dataset_id": FOREST, "file": TILE, "service": "clms", **FAST},
     # CLMS download API, cut-to-order NetCDF of three dekads (one task)
     "clms-cut": {**NDVI, "bbox": BBOX, **MONTH, "service": "clms", **FAST},
+    # CDSE direct download ($value, redirected to a presigned transfer): three NetCDF dekads, no order
+    "cdse-download": {**NDVI, "bbox": BBOX, **MONTH, "service": "cdse", "access": "download", **FAST},
+    # CDSE window reads of three COGs over S3; the blocks read are kept in the store (published like products)
+    "cdse-window": {**NDVI, "bbox": list(WINDOW_BBOX), "start": "2020-01-01", "end": "2020-01-31", "service": "cdse",
+                    "access": "window", **FAST},
 }
 
 

@@ -1,4 +1,4 @@
-"""SIGKILL at random instants over the whole lifecycle, through WEkEO and the CLMS download API.
+"""SIGKILL at random instants over the whole lifecycle: WEkEO, the CLMS download API, CDSE downloads and CDSE window reads.
 
 Each trial: a fresh cache; a child process (``kill_child.py``) preloads a request
 against the sandbox; the parent kills it with SIGKILL at an instant drawn from a
@@ -11,7 +11,10 @@ published view opens.  A rerun in this process completes, its files are the byte
 the server holds, the server took exactly one order per product over both runs,
 and nothing the dead process owned (staging folders, ``*.tmp``) is left.
 
-The default run has four stage-triggered trials.  The 40-trial test is marked
+For CDSE (no orders) the rerun must not download a complete payload again; for CDSE window
+reads, the kept blocks are products like any other and the rerun's pixels are the source files'.
+
+The default run has six stage-triggered trials (two of them CDSE).  The slow test (over 40 trials) is marked
 ``slow`` and only runs with ``-m slow`` or ``INTAKE_CLMS_SLOW=1`` (the project's
 default ``pytest -q`` does not deselect slow tests).  ``INTAKE_CLMS_KILL_SEED``
 changes the seed (printed with every trial).
@@ -47,7 +50,7 @@ SEED = int(os.environ.get("INTAKE_CLMS_KILL_SEED", "20240101"))
 STRETCH = 0.03  # seconds slept around each os.replace of the child in stage-triggered trials
 CHILD_TIMEOUT = 120.0
 # the most advanced product stage names the kill's stage while the request is in order/download
-PRODUCT_ORDER = ["pending", "cached", "ordering", "queued", "downloading", "extracting", "ready"]
+PRODUCT_ORDER = ["pending", "cached", "ordering", "queued", "downloading", "reading", "extracting", "ready"]
 LANDED: list[dict[str, Any]] = []  # one line per trial (printed; the slow run's summary)
 
 
@@ -68,11 +71,16 @@ class Plan:
 def _slow_plans() -> list[Plan]:
     plans = []
     for scenario in SCENARIOS:
+        cdse = SCENARIOS[scenario]["service"] == "cdse"
         plans.append(Plan(scenario, "startup"))
         plans += [Plan(scenario, "uniform")] * 2
-        plans.append(Plan(scenario, "answered", "", STRETCH))
+        if not cdse:
+            plans.append(Plan(scenario, "answered", "", STRETCH))
         plans += [Plan(scenario, "late")] * 2
-        plans += [Plan(scenario, "stage", s, STRETCH) for s in ("ordering", "downloading", "extracting", "publish")]
+        # CDSE runs are short and products' stages are written at most once a second: the request's
+        # stages (written at once) place the kill, a random 0-0.2 s after the download stage began
+        stages = ("download",) * 3 + ("publish",) if cdse else ("ordering", "downloading", "extracting", "publish")
+        plans += [Plan(scenario, "stage", s, STRETCH) for s in stages]
     return plans
 
 
@@ -82,6 +90,8 @@ DEFAULT_PLANS = [
     Plan("wekeo-ndvi", "stage", "extracting", STRETCH),
     Plan("clms-cut", "answered", "", STRETCH),
     Plan("clms-tiles", "stage", "publish", STRETCH),
+    Plan("cdse-download", "stage", "download", STRETCH),
+    Plan("cdse-window", "stage", "download", STRETCH),  # while the windows are read and kept
 ]
 
 
@@ -104,13 +114,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def kill_env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    from intake_clms.services.cdse import auth, budget
+
     for name, value in _env(sandbox, tmp_path).items():
         monkeypatch.setenv(name, value)
+    for name in ("CDSE_TOTP", "CDSE_MAX_CONNECTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    auth.forget_managers()  # the rerun in this process: no token or connection budget of another test
+    monkeypatch.setattr(budget, "_BUDGET", None)
     return sandbox
 
 
 def _env(sb: Sandbox, tmp_path: Path) -> dict[str, str]:
-    return {**sb.env(), "HDA_RC": str(tmp_path / "no-hdarc")}
+    return {**sb.env(), "HDA_RC": str(tmp_path / "no-hdarc"), "NETRC": str(tmp_path / "no-netrc")}
 
 
 # --------------------------------------------------------------------------- the child and its status
@@ -263,6 +279,13 @@ def _kill_at(sb: Sandbox, tmp_path: Path, plan: Plan, cache: Path, rng: random.R
 # --------------------------------------------------------------------------- the checks
 
 
+def _load_some(ds: Any) -> None:
+    """Read every variable's first 512 x 512 pixels (every time step): a pan-European mosaic at full size is
+    13 GB (clms-tiles), and what is read must only prove the files open and decode."""
+    for var in ds.data_vars.values():
+        var.isel({d: slice(0, 512) for d in var.dims if d != "time"}).load()
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -296,15 +319,18 @@ def check_store_after_kill(cache: Path, src: Any) -> dict[str, Any]:
         assert {vp.key for vp in view.products} <= set(complete), "a view names a product that is not stored"
         ds = open_view(st, src.request)
         assert ds is not None, "a published view does not open"
-        ds.load()
+        _load_some(ds)
         opened = True
     staging = st.root / "staging"
     return {"stored": len(complete), "view": opened,
             "staging": len(os.listdir(staging)) if staging.is_dir() else 0}
 
 
-def reference_hashes(sb: Sandbox, scenario: str) -> list[str]:
-    """The sandbox's source files of the request: its items (WEkEO) or what the one task's result holds (CLMS)."""
+def reference_hashes(sb: Sandbox, scenario: str, view: Any = None) -> list[str]:
+    """The sandbox's source files of the request: its items (WEkEO), what the one task's result holds (CLMS), or
+    the catalogue products' files (CDSE)."""
+    if SCENARIOS[scenario]["service"] == "cdse":
+        return sorted(_sha(_cdse_file(sb, vp.name)) for vp in view.products)
     if SCENARIOS[scenario]["service"] == "wekeo":
         key = SCENARIOS[scenario]["dataset_identifier"]
         items = sb.ctx.store.items(key, None, MONTH["start"], MONTH["end"])
@@ -318,6 +344,8 @@ def reference_hashes(sb: Sandbox, scenario: str) -> list[str]:
 
 
 def orders_taken(sb: Sandbox, service: str) -> int:
+    if service == "cdse":
+        return 0
     if service == "wekeo":
         return len([e for e in sb.log.entries("hda", "order") if e.status < 300])
     return len([e for e in sb.log.entries("clms", "datarequest_post") if e.status == 201])
@@ -327,15 +355,24 @@ def check_rerun(sb: Sandbox, plan: Plan, cache: Path, dead_pid: int) -> dict[str
     """A rerun completes with the server's bytes, no second order, and no leftover of the dead process."""
     src = source(plan.scenario, str(cache))
     ds = src.to_dask()
-    ds.load()
+    _load_some(ds)
     st = Store(cache)
     view = st.views.get(src.request.key())
     assert view is not None
-    stored = sorted(_sha(st.products.path(vp.key) / f.path)
-                    for vp in view.products for f in st.products.check(vp.key).data())
-    assert stored == reference_hashes(sb, plan.scenario), "the stored files differ from the server's"
-    assert orders_taken(sb, plan.service) == len(view.products), \
-        f"{orders_taken(sb, plan.service)} orders for {len(view.products)} products"
+    if view.access == "window":  # window reads: the pixels are the sandbox's truth (kept windows, or read again)
+        _check_windows(sb, ds, plan.scenario)
+    else:
+        stored = sorted(_sha(st.products.path(vp.key) / f.path)
+                        for vp in view.products for f in st.products.check(vp.key).data())
+        assert stored == reference_hashes(sb, plan.scenario, view), "the stored files differ from the server's"
+    if plan.service != "cdse":
+        assert orders_taken(sb, plan.service) == len(view.products), \
+            f"{orders_taken(sb, plan.service)} orders for {len(view.products)} products"
+    elif view.access != "window":  # a complete payload is never downloaded again (issue 18)
+        full = [e for e in sb.log.entries(service="cdse", endpoint="download")
+                if e.path.startswith("/s3/") and e.status == 200 and not e.range]
+        names = [e.path.rsplit("/", 1)[-1] for e in full]
+        assert len(names) == len(set(names)), f"a payload was downloaded twice from zero: {names}"
     tag = f".{HOST}.{dead_pid}."
     left = [p for p in cache.rglob("*") if tag in p.name]
     assert not left, f"leftovers of the killed process {dead_pid}: {left}"
@@ -347,6 +384,25 @@ def check_rerun(sb: Sandbox, plan: Plan, cache: Path, dead_pid: int) -> dict[str
     return {"sizes": dict(ds.sizes),
             "dead_status_left": _status_path(cache, dead_pid).exists(),
             "jobs_left": [j.stage for j in st.jobs.all()]}
+
+
+def _cdse_file(sb: Sandbox, name: str) -> Path:
+    """The sandbox's file of a CDSE product, named as the product (``..._nc``, ``..._cog``) or its file (``.nc``)."""
+    st = sb.ctx.state["cdse"]
+    product = st.find_by_name(name) or st.find_by_name(name[: -len(".nc")] + "_nc" if name.endswith(".nc") else name)
+    assert product is not None, name
+    return Path(st.path(product))
+
+
+def _check_windows(sb: Sandbox, ds: Any, scenario: str) -> None:
+    from intake_clms.sandbox.truth import reference
+
+    args = SCENARIOS[scenario]
+    want = reference(sb.ctx.store, args["dataset_identifier"], args["bbox"], args["start"], args["end"])
+    for name in want.data_vars:
+        assert (ds[name].values == want[name].values).all() or \
+            ((ds[name].values == want[name].values) | (ds[name].isnull() & want[name].isnull()).values).all(), \
+            f"the pixels of {name} differ from the sandbox's truth"
 
 
 def run_trial(sb: Sandbox, tmp_path: Path, plan: Plan, number: int, span: float | None) -> dict[str, Any]:
@@ -383,9 +439,11 @@ def test_sigkill_at_random_instants(kill_env: Sandbox, sandbox_factory: Any, tmp
     run_trial(kill_env, tmp_path, plan, trial, span)
 
 
-def test_the_slow_trials_cover_both_services_and_the_publish_window() -> None:
-    assert len(SLOW_PLANS) >= 30
-    assert collections.Counter(p.service for p in SLOW_PLANS).keys() == {"wekeo", "clms"}
+def test_the_slow_trials_cover_every_service_and_the_publish_window() -> None:
+    assert len(SLOW_PLANS) >= 40
+    assert collections.Counter(p.service for p in SLOW_PLANS).keys() == {"wekeo", "clms", "cdse"}
+    assert {SCENARIOS[p.scenario].get("access") for p in SLOW_PLANS if p.service == "cdse"} == {"download", "window"}
+    assert {p.service for p in DEFAULT_PLANS} == {"wekeo", "clms", "cdse"}
     assert {p.stage for p in SLOW_PLANS} >= {"ordering", "extracting", "publish"}
     assert {p.mode for p in SLOW_PLANS} >= {"uniform", "late", "stage", "answered", "startup"}
 
@@ -409,6 +467,8 @@ def test_a_rerun_that_only_reopens_removes_what_a_killed_process_left(kill_env: 
         st.root / "views" / f".{src.request.key()}.trash.{tag}",  # a replaced view being deleted
         st.root / "staging" / f"view-{src.request.key()}.{tag}",  # a view being staged
     ]
+    link = st.root / "views" / f".{src.request.key()}.ln.{tag}.tmp"  # a view pointer being switched (issue 18)
+    link.symlink_to(st.views.path(src.request.key()).name)
     for path in planted:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.name.endswith(".tmp"):
@@ -419,3 +479,4 @@ def test_a_rerun_that_only_reopens_removes_what_a_killed_process_left(kill_env: 
     assert all(is_dead_leftover(p.name) for p in planted)
     source("wekeo-ndvi", str(cache)).to_dask()  # reopens the published view (no network)
     assert [p for p in planted if p.exists()] == []
+    assert not link.is_symlink() and st.views.get(src.request.key()) is not None  # the link went, not its target

@@ -85,7 +85,6 @@ def _download_ids(sb: Any, endpoint: str) -> list[str]:
         ("order_expired", "download_head"),  # the server forgot the order while it queued
         ("order_expired", "download"),  # ... or between the ready HEAD and the GET
         ("expired_link", "download_head"),  # the finished order's link answers 404
-        ("expired_link", "download"),
     ],
 )
 def test_forgotten_order_or_dead_link_is_ordered_again_once(hda_env, kind, endpoint):
@@ -100,6 +99,16 @@ def test_forgotten_order_or_dead_link_is_ordered_again_once(hda_env, kind, endpo
     assert store().jobs.all() == []  # the job is over once its product is stored
     assert first != second
     assert view_of(src) is not None
+
+
+def test_a_dead_download_link_asks_the_same_order_again_before_ordering_anew(hda_env):
+    """Issue 18 (7): a 404 on the GET of a finished order cost a second order; the order still stood."""
+    hda_env.faults.add("expired_link", "hda", "download")
+    ds = ndvi_source(**ONE).to_dask()
+    assert ds.sizes["time"] == 1
+    assert [e.status for e in hda_env.log.entries("hda", "order")] == [200]
+    assert [e.status for e in hda_env.log.entries("hda", "download")][:2] == [404, 200]
+    assert len(set(_download_ids(hda_env, "download"))) == 1  # the one order's file, fetched twice
 
 
 def test_an_order_forgotten_twice_fails_instead_of_looping(hda_env):

@@ -145,3 +145,26 @@ def test_eight_workers_never_exceed_the_connection_budget(cdse_env, monkeypatch,
     seen = st.concurrency()
     assert seen["peak"][user(cdse_env)] <= cap and not seen["refused"]
     assert budget_mod.budget().peak == cap  # the workers did try to go wider: the budget held them
+
+
+def test_a_fault_while_storing_reuses_the_payload_not_a_second_transfer(cdse_env, monkeypatch):
+    """Issue 18 (6): CDSE's payload was moved into staging, which the rerun deleted: 314 MB downloaded again."""
+    from intake_clms.errors import LocalStorageError
+    from intake_clms.store import products as products_module
+
+    real = products_module.ProductStore.put
+    state = {"fail": True}
+
+    def full(self, staging, record):
+        if state.pop("fail", False):
+            raise LocalStorageError(staging, "no space left on the device")
+        return real(self, staging, record)
+
+    monkeypatch.setattr(products_module.ProductStore, "put", full)
+    with pytest.raises(LocalStorageError):
+        source(cdse_env, end="2024-01-10").to_dask()
+    ds = source(cdse_env, end="2024-01-10").to_dask()
+    assert ds.sizes["time"] == 1
+    transfers = [e for e in cdse_env.log.entries(service="cdse", endpoint="download") if e.path.startswith("/s3/")]
+    assert [e.status for e in transfers] == [200]  # one transfer over both runs
+    assert not [p for p in store().downloads.rglob("*") if p.is_file()]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -54,8 +53,8 @@ TUNING: dict[str, str] = {
     "CPL_VSIL_CURL_CHUNK_SIZE": "4096",
     "GDAL_INGESTED_BYTES_AT_OPEN": "4096",
 }
-#: GDAL's HTTP status in its error text ("HTTP response code: 401"), never any other number of it.
-_STATUS = re.compile(r"HTTP (?:response )?(?:error )?code\s*:?\s*(\d{3})", re.IGNORECASE)
+#: reads of one file in all when the transfer is reset or its body truncated
+READS = 3
 
 
 def keys_at_hand(env: Mapping[str, str] | None = None) -> bool:
@@ -128,6 +127,7 @@ class CdseAccess:
         self.mode = how
         self._tokens, self._budget, self._cancel = tokens, budget, cancel
         self._keys = s3_keys
+        self._again = threading.local()  # per reading thread: renewed once, read the next time past GDAL's cache
         if how == S3 and not s3_keys:
             access, secret = os.environ.get(ACCESS_KEY), os.environ.get(SECRET_KEY)
             if not (access and secret):
@@ -149,7 +149,13 @@ class CdseAccess:
 
         from ...config import endpoints
 
+        from ...lifecycle import gdalio
+
+        gdalio.install_scrubber()  # CPL_DEBUG output reaches the log without capability URLs
         options = {k: v for k, v in TUNING.items() if not _user_has(k)}
+        if getattr(self._again, "fresh", False):  # a read again: GDAL's cache of what failed is not served
+            options["CPL_VSIL_CURL_NON_CACHED"] = "/vsis3/:/vsicurl/"
+            self._again.fresh = False
         if self.mode == S3:
             assert self._keys is not None
             url = urlsplit(endpoints().cdse_s3)
@@ -161,21 +167,27 @@ class CdseAccess:
             yield
 
     def failed(self, exc: Exception, shown: str, attempt: int) -> bool:
-        """A 401 renews the token once (HTTPS); anything else is the service's error with its status."""
-        text = str(exc)
-        m = _STATUS.search(text)
-        status = int(m.group(1)) if m else None
-        if status == 401 and self.mode == HTTPS and attempt == 1:
-            self._tokens.renew()  # the token ran out between reads: renew it once
+        """A 401 (the token ran out) or a 403 (the transfer link expired) over HTTPS renews the token and the
+        ``$value`` link once; a reset or truncated body is read again (:data:`READS` in all); anything else is the
+        service's error, its status from GDAL's error class or the response (:mod:`~intake_clms.lifecycle.gdalio`)."""
+        from ...lifecycle import gdalio
+        from ...lifecycle.clock import SYSTEM
+
+        if attempt == 1:
+            self._again.renewed = False
+        status = gdalio.http_status(exc)
+        if status in (401, 403) and self.mode == HTTPS and not self._again.renewed:
+            self._again.renewed = self._again.fresh = True
+            self._tokens.renew()
+            return True
+        if gdalio.transient(exc) and attempt < READS:
+            log.info("cdse: reading %s failed (%s); reading it again (%d/%d)", shown, gdalio.message(exc)[:200],
+                     attempt, READS - 1)
+            self._again.fresh = True
+            SYSTEM.sleep(0.5 * attempt, self._cancel)
             return True
         where = "CDSE S3" if self.mode == S3 else "CDSE HTTPS"
-        raise ServiceError("cdse", status, f"{where} read of {shown} failed: {_clean(text)}") from None
-
-
-def _clean(text: str) -> str:
-    """GDAL's message without anything that could be a credential (query strings, headers)."""
-    text = re.sub(r"\?[^\s'\"]*", "?...", text)
-    return re.sub(r"(?i)(bearer|authorization:?)\s+\S+", r"\1 ...", text)[:300]
+        raise ServiceError("cdse", status, f"{where} read of {shown} failed: {gdalio.message(exc)[:300]}") from None
 
 
 __all__ = ["ACCESS_KEY", "HTTPS", "S3", "SECRET_KEY", "TUNING", "CdseAccess", "keys_at_hand", "mode", "vsi_path"]
