@@ -38,8 +38,8 @@ from intake_clms.store import Store
 from .preloaded import HRL, HRL_BBOX, NDVI, Preloaded, plain_venv, preload
 
 REQUESTS = {
-    "ndvi_alps": (NDVI, {"bbox": [5, 45, 10, 50], "start": "2024-01-01", "end": "2024-01-31"}),
-    "ndvi_iberia": (NDVI, {"bbox": [-10, 35, 0, 44], "start": "2024-01-01", "end": "2024-01-05"}),  # shares a product
+    "ndvi_alps": (NDVI, {"bbox": [6, 46, 8, 48], "start": "2024-01-01", "end": "2024-01-31"}),  # inside the data
+    "ndvi_iberia": (NDVI, {"bbox": [8, 46, 9, 47], "start": "2024-01-01", "end": "2024-01-05"}),  # shares a product
     "hrl_2018": (HRL, {"bbox": HRL_BBOX, "start": "2018-01-01", "end": "2018-12-31"}),
     "hrl_all": (HRL, {"bbox": HRL_BBOX, "start": "2012-01-01", "end": "2020-12-31"}),  # three dates
 }

@@ -465,7 +465,7 @@ def test_tiled_entry_through_the_whole_lifecycle(hda_env: Any) -> None:
     from .lifecycle_helpers import FAST
 
     tcd = "clms_vlcc_tree-cover-density_europe_10m_yearly_v1"
-    bbox = [9.0, 45.0, 13.0, 48.0]
+    bbox = [9.5, 47.8, 10.8, 48.8]  # around the corner of four EEA tiles, where the sandbox holds data
     src = ClmsSource(dataset_id="EO:JRC:DAT:CLMS", dataset_identifier=tcd, bbox=bbox, start="2018-01-01",
                      end="2019-12-31", service="wekeo", max_products=40, **FAST)
     ds = src.to_dask()
@@ -481,8 +481,13 @@ def test_tiled_entry_through_the_whole_lifecycle(hda_env: Any) -> None:
     np.testing.assert_array_equal(np.isnan(decoded.values), stored == 255)
     assert [str(t)[:10] for t in var.time.values] == ["2018-01-01", "2019-01-01"]
     want = transform_bounds("EPSG:4326", "EPSG:3035", *bbox, densify_pts=21)
-    res = float(var.x[1] - var.x[0])
-    assert want[0] <= float(var.x.min()) < want[0] + res and want[2] - res < float(var.x.max()) <= want[2]
+    assert want[0] <= float(var.x.min()) and float(var.x.max()) <= want[2]  # centres inside the bbox
+    assert want[1] <= float(var.y.min()) and float(var.y.max()) <= want[3]
+    from intake_clms.sandbox.truth import reference  # the crop: every pixel of the data inside the bbox
+
+    ref = reference(hda_env.ctx.store, tcd, bbox, "2018-01-01", "2019-12-31", decode=False)
+    np.testing.assert_allclose(var.x.values, ref.x.values, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(var.y.values, ref.y.values, rtol=0, atol=1e-6)
     store = hda_env.ctx.store
     for i, year in enumerate((2018, 2019)):
         tiles = store.tiles(tcd, bbox=bbox, year=year)
