@@ -235,12 +235,13 @@ class Engine:
         if not hits:
             raise ClmsError(f"{service.name}: no product matches {self.request.canonical()}")
         if len(missing) > limit:
-            more = "at least " if len(hits) > limit else ""
+            more = "at least " if len(hits) > limit else ""  # the search stopped as soon as it knew
+            advice = ("raise max_products (the keyword, or --max-products on the command line)" if more else
+                      f"pass max_products={len(missing)} (--max-products {len(missing)} on the command line)")
             raise ParameterError(
                 "max_products", f"this request needs {more}{len(missing)} products not in the cache, more than "
-                f"max_products={limit}: narrow the bbox or the dates, or pass max_products={len(missing)} "
-                f"(--max-products {len(missing)} on the command line) to fetch them all (each may be an order on "
-                "your quota)")
+                f"max_products={limit}: narrow the bbox or the dates, or {advice} to fetch them all (each may be "
+                "an order on your quota)")
         for h in hits:
             progress.product(h.key, h.name, "pending" if h in missing else "cached")
         held: dict[str, filelock.FileLock] = {}

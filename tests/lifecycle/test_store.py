@@ -351,10 +351,11 @@ def test_failed_jobs_are_listed_with_why_and_cleaned(hda_env, capsys):
 
 def test_max_products_refuses_before_any_order(hda_env):
     src = ClmsSource(**NDVI, bbox=BBOX, start="2024-01-01", end="2024-03-31", service="wekeo", max_products=4, **FAST)
-    with pytest.raises(Exception, match=r"max_products: this request needs 9 products") as info:
-        src.to_dask()
-    assert "max_products=9" in str(info.value)
+    with pytest.raises(Exception, match=r"max_products: this request needs at least 5 products") as info:
+        src.to_dask()  # 9 products: the search stops once it has found more than 4
+    assert "raise max_products" in str(info.value) and "--max-products" in str(info.value)
     assert hda_env.log.count("hda", "order") == 0
+    assert hda_env.log.count("hda", "search") == 1  # one small page, not the whole listing
 
 
 def test_the_size_budget_is_applied_after_each_preload(hda_env, monkeypatch):
