@@ -25,9 +25,9 @@ from .resolve import default_catalog_path, resolve
 
 ENTRY = "ndvi_global_300m_10daily_v2"
 QUERY = {"bbox": [5, 45, 10, 50], "start": "2024-01-01", "end": "2024-01-31", "service": "wekeo"}
-#: The CDSE part: the same entry's COGs for three dekads, read by window (5 x 5 degrees of a global product).
+#: The CDSE part: the same entry's COGs for three dekads, read by window (1 x 1 degree of a global product).
 #: Another area than the WEkEO part's: a request already answered is reopened from the cache, whatever the service.
-CDSE_QUERY = {"bbox": [-5, 40, 0, 45], "start": "2024-01-01", "end": "2024-01-31", "service": "cdse"}
+CDSE_QUERY = {"bbox": [-1, 41, 0, 42], "start": "2024-01-01", "end": "2024-01-31", "service": "cdse"}
 #: The CLMS download API part: one pre-packaged tile of a pan-European uint8 layer.
 API_ENTRY = "forest_type_2015"
 API_QUERY = {"file": "FTY_2015_100m_eu_03035_d02_E30N20"}
