@@ -32,8 +32,8 @@ def corners(i0: int, j0: int, i1: int, j1: int) -> tuple[float, float, float, fl
 
 # The tiny sandbox's NDVI COGs hold columns 62329..63671 and rows 10249..11591 (1343 x 1343 px, about 5.5-9.5 E,
 # 45.5-49.5 N) in 128 px internal tiles, 121 of them; so "pixel (c, r) of the file" is column 62329 + c, row
-# 10249 + r.  No edge below falls on a tile edge (a multiple of 128 px), where cog.tiles_under would count a tile
-# of more (see the report on float edges).
+# 10249 + r.  No edge below falls on a tile edge (a multiple of 128 px): there cog.tiles_under's float arithmetic
+# can count a row or column of tiles more than the reader needs (px 256..768: 347439 B counted, 281693 B read).
 BBOX = corners(62831, 10769, 62881, 10819)  # 50 x 50 px from pixel (502, 520): across one tile column edge,
 # within one tile row; even offsets, so the 2x overview holds 25 x 25 of its own pixels
 WIDE = corners(62529, 10449, 62929, 10749)  # 400 x 300 px from pixel (200, 200): 4 x 3 internal tiles per file
