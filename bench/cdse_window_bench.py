@@ -11,9 +11,11 @@ Against the sandbox's CDSE (S3 path style, SigV4), in a fresh cache:
 - peak RSS of a client process reading the window over 36 dekads (a year) with ``.values``:
   target <= 300 MiB (measured in a child process: the sandbox server runs in this one).
 
-Full run: ``large`` COGs (0.025 degree, 512 px tiles) for the three dekads, ``small`` for the
-36; ``--quick``: ``tiny`` and 6 dekads (a smoke run; the bytes target is not meaningful there,
-where one 13 KB tile sits beside a 4 KB header).
+Full run: ``large`` COGs (NDVI's real 1/336 degree grid over about 11 W-31 E, 34-60 N; 512 px
+tiles) for the three dekads, ``small`` for the 36; ``--quick``: ``tiny`` and 6 dekads, a smoke run
+whose files hold only 1343 x 1343 px (about 5.5-9.5 E, 45.5-49.5 N, 128 px tiles of about 6 KB), so
+the window there is 300 x 100 px (3 tiles of each file's 121): the bytes target is not meaningful
+there, where each 4 KiB header read and 4 KiB rounding sits beside 3 tiles.
 Run: ``python bench/cdse_window_bench.py [--quick]``.
 """
 
@@ -29,9 +31,19 @@ import time
 from pathlib import Path
 
 NAME = "cdse_window"
-BBOX = [5.0, 45.0, 10.0, 50.0]
-ENTRY = {"dataset_id": "EO:JRC:DAT:CLMS", "dataset_identifier": "ndvi_global_300m_10daily_v2", "bbox": BBOX,
-         "service": "cdse"}
+#: The window of each size class: a small part of its files, inside the box the class holds data for.
+#: tiny: global columns 62629..62928, rows 10769..10868 of the 1/336 degree grid (pixel centres at
+#: lon -180 + i/336, lat 80 - j/336), edges on pixel corners: pixels (300..599, 520..619) of the tiny files,
+#: no edge on a 128 px tile edge.
+BBOXES = {"tiny": [-180 + 62628.5 / 336, 80 - 10868.5 / 336, -180 + 62928.5 / 336, 80 - 10768.5 / 336],
+          "small": [5.0, 45.0, 10.0, 50.0], "large": [5.0, 45.0, 10.0, 50.0]}
+
+
+def entry(size: str) -> dict:
+    return {"dataset_id": "EO:JRC:DAT:CLMS", "dataset_identifier": "ndvi_global_300m_10daily_v2",
+            "bbox": BBOXES[size], "service": "cdse"}
+
+
 THREE = {"start": "2020-01-01", "end": "2020-01-31"}
 
 
@@ -55,7 +67,7 @@ def client(args: argparse.Namespace) -> None:
     from intake_clms.source import ClmsSource
 
     imported = peak_rss_mib()
-    src = ClmsSource(**ENTRY, **json.loads(args.dates), access="window", max_products=100)
+    src = ClmsSource(**entry(args.size), **json.loads(args.dates), access="window", max_products=100)
     ds = src.to_dask()
     opened = peak_rss_mib()
     values = ds.NDVI.values
@@ -76,11 +88,11 @@ def window_vs_download(size: str, work: Path) -> dict[str, float]:  # noqa: C901
         for day in ("01", "11", "21"):  # the sandbox makes its files on first use: not timed
             st.ensure_content(st.find_by_name(f"c_gls_NDVI300_202001{day}0000_GLOBE_OLCI_V2.0.1_cog"))
         with environment(client_env(sb, work / "cache-warm")):
-            ClmsSource(**ENTRY, **THREE, access="download").to_dask()
+            ClmsSource(**entry(size), **THREE, access="download").to_dask()
         with environment(client_env(sb, work / "cache-window")):
             sb.log.clear()
             t0 = time.perf_counter()
-            src = ClmsSource(**ENTRY, **THREE, access="window")
+            src = ClmsSource(**entry(size), **THREE, access="window")
             ds = src.to_dask()
             values = ds.NDVI.values
             window_s = time.perf_counter() - t0
@@ -92,14 +104,14 @@ def window_vs_download(size: str, work: Path) -> dict[str, float]:  # noqa: C901
             tiles = 0
             for p in paths:
                 info = cog.layout(p)
-                tiles += sum(info["tiles"][t][1] for t in cog.tiles_under(info, tuple(BBOX)))
+                tiles += sum(info["tiles"][t][1] for t in cog.tiles_under(info, tuple(BBOXES[size])))
             files = sum(p.stat().st_size for p in paths)
             recorded = src.reads()["bytes_read"]  # the kept windows' records: the compressed tiles read
             assert recorded == tiles, (recorded, tiles)
         with environment(client_env(sb, work / "cache-download")):
             sb.log.clear()
             t0 = time.perf_counter()
-            whole = ClmsSource(**ENTRY, **THREE, access="download").to_dask()
+            whole = ClmsSource(**entry(size), **THREE, access="download").to_dask()
             whole.load()
             download_s = time.perf_counter() - t0
             downloaded = sum(e.bytes_sent for e in sb.log.entries(service="cdse") if e.method == "GET")
@@ -119,8 +131,8 @@ def rss_over_steps(size: str, steps: int, work: Path) -> dict[str, float]:
     try:
         env = {**os.environ, **client_env(sb, work / "cache-rss")}
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--client", "--dates", json.dumps(year(steps))], env=env,
-                             capture_output=True, text=True, timeout=1200)
+        out = subprocess.run([sys.executable, __file__, "--client", "--size", size, "--dates", json.dumps(year(steps))],
+                             env=env, capture_output=True, text=True, timeout=1200)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-3000:])
         got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -136,6 +148,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dates", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--size", default="tiny", choices=sorted(BBOXES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         return client(args)
