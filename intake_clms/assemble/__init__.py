@@ -135,7 +135,8 @@ def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenanc
     from .netcdf import _OPEN_LOCK, grid_crs
 
     with _OPEN_LOCK:
-        raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False, chunks=chunks if chunks is not None else {})
+        per_step = {"time": 1, **chunks} if isinstance(chunks, dict) else ({"time": 1} if chunks is None else chunks)
+        raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False, chunks=per_step)  # a chunk per step
     return normalise(raw, crs=grid_crs(raw), times=None, decode=decode, provenance=provenance)
 
 
