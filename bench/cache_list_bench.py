@@ -7,7 +7,7 @@ its record (sizes, sha256) and published with ``Store.products.put``; 1,000 requ
 views (real ``View`` objects of ``Request.build`` keys, 1-3 products each, GeoTIFF ones
 with their VRT indexes) published with ``Store.views.publish``; plus a few job states
 (orders in progress and failed).  Two requests are opened through
-``intake_clms.lifecycle.engine.open_view`` as a check that the store is a valid one.
+``intake_clms.engine.core.open_view`` as a check that the store is a valid one.
 
 Then ``intake_clms.store.maintenance.list_cache(Store(root))`` (a fresh ``Store`` each
 time) is timed several times; the target is on the slowest run.  When the
@@ -39,8 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import emit, write_big_netcdf  # noqa: E402
 
-from intake_clms.lifecycle.engine import open_view  # noqa: E402
-from intake_clms.lifecycle.service import product_key  # noqa: E402
+from intake_clms.engine.core import open_view  # noqa: E402
+from intake_clms.services.base import product_key  # noqa: E402
 from intake_clms.params import Request  # noqa: E402
 from intake_clms.store import FileRecord, Job, ProductRecord, Store, View, ViewProduct  # noqa: E402
 from intake_clms.store.products import hash_file  # noqa: E402

@@ -18,8 +18,8 @@ import openpyxl
 import pandas as pd
 import yaml
 
-from intake_clms.catalog import build_catalog, write_catalog
-from intake_clms.table import read_transition_table
+from intake_clms.catalog.generate import build_catalog, write_catalog
+from intake_clms.catalog.table import read_transition_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "catalogs" / "clms_transition_table.xlsx"

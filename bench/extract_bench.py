@@ -17,7 +17,7 @@ takes no CPU time from the client) serves both files.  Each run, alternately:
 
 - reference: ``curl -o outer.zip URL``; ``unzip -q outer.zip -d out``;
   ``unzip -q out/Results/<name>.zip -d out/Results/<name>`` (twice: outer then inner);
-- ours: ``intake_clms.lifecycle.download.download`` with a ``requests`` opener (it hashes
+- ours: ``intake_clms.net.download.download`` with a ``requests`` opener (it hashes
   sha256 while streaming and returns a ``Downloaded(path, size, hashes)``), then
   ``extract_zip`` (hashing every extracted file for the product's record) and
   ``require_data`` (what the lifecycle engine runs).
@@ -52,8 +52,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import MIB, emit, settle  # noqa: E402
 
-from intake_clms.lifecycle.download import download  # noqa: E402
-from intake_clms.lifecycle.extract import extract_zip, require_data  # noqa: E402
+from intake_clms.net.download import download  # noqa: E402
+from intake_clms.engine.extract import extract_zip, require_data  # noqa: E402
 
 NAME = "extract"
 TARGET_RATIO = 1.2

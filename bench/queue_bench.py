@@ -25,9 +25,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import client_env, emit, environment  # noqa: E402
 
-from intake_clms.lifecycle import engine, polling  # noqa: E402
-from intake_clms.lifecycle.errors import CancelledError  # noqa: E402
-from intake_clms.lifecycle.polling import PollPolicy  # noqa: E402
+from intake_clms.engine import engine, polling  # noqa: E402
+from intake_clms.engine.errors import CancelledError  # noqa: E402
+from intake_clms.net.polling import PollPolicy  # noqa: E402
 from intake_clms.sandbox import Sandbox  # noqa: E402
 from intake_clms.source import ClmsSource  # noqa: E402
 

@@ -48,7 +48,7 @@ def child(mode: str, n: int, out: str) -> None:
     import rioxarray  # noqa: F401
 
     import intake_clms.assemble  # noqa: F401
-    import intake_clms.lifecycle.engine  # noqa: F401
+    import intake_clms.engine.core  # noqa: F401
     import intake_clms.services.cdse.service  # noqa: F401
     from intake_clms.source import ClmsSource
 

@@ -35,7 +35,7 @@ from .errors import (  # noqa: E402
     UnknownEntryError,
     UnknownIdentifierError,
 )
-from .resolve import default_catalog_path, resolve  # noqa: E402
+from .catalog.resolve import default_catalog_path, resolve  # noqa: E402
 
 
 def doctor(services: tuple[str, ...] | None = None):  # noqa: ANN201  (a doctor.Report)
@@ -48,8 +48,8 @@ def doctor(services: tuple[str, ...] | None = None):  # noqa: ANN201  (a doctor.
 
 def open_catalog(path=None, **kwargs):
     """The bundled catalog (or the YAML file at ``path``), whose unknown entry names raise
-    :class:`UnknownEntryError` with close matches; see :mod:`intake_clms.lookup`."""
-    from .lookup import open_catalog as _open
+    :class:`UnknownEntryError` with close matches; see :mod:`intake_clms.catalog.lookup`."""
+    from .catalog.lookup import open_catalog as _open
 
     return _open(path, **kwargs)
 
@@ -58,7 +58,7 @@ def __getattr__(name: str):
     """``read_transition_table`` on first use: the table reader pulls in pandas and openpyxl, which only
     ``generate`` needs (opening a catalog and creating a source must stay light)."""
     if name == "read_transition_table":
-        from .table import read_transition_table
+        from .catalog.table import read_transition_table
 
         return read_transition_table
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

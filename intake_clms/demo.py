@@ -21,7 +21,7 @@ from pathlib import Path
 import intake
 
 from .config import available_services
-from .resolve import default_catalog_path, resolve
+from .catalog.resolve import default_catalog_path, resolve
 
 ENTRY = "ndvi_global_300m_10daily_v2"
 QUERY = {"bbox": [5, 45, 10, 50], "start": "2024-01-01", "end": "2024-01-31", "service": "wekeo"}

@@ -76,7 +76,7 @@ def export_catalog(to: str | os.PathLike[str], entries: Sequence[str] | None = N
     copied (default: the bundled one).  ``force``: replace a catalog already in ``to``.  Returns the
     path of the catalog written.
     """
-    from .resolve import load_sources
+    from .catalog.resolve import load_sources
 
     store = Store(cache_dir)
     sources = load_sources(catalog)
@@ -163,7 +163,7 @@ def _choose(store: Store, sources: dict[str, dict[str, Any]], wanted: list[str],
 
 def _targets(want: str, sources: dict[str, dict[str, Any]]) -> set[str]:
     """Entry names meant by ``want``: the entry itself, or the entries an ID resolves to (old IDs too)."""
-    from .resolve import build_index
+    from .catalog.resolve import build_index
 
     if want in sources:
         return {want}
@@ -238,7 +238,7 @@ def _entry(store: Store, req: _Request, spec: dict[str, Any], dest: Path, fmt: s
 
 def _open_ours(store: Store, req: _Request) -> Any:
     """The request's Dataset exactly as ``to_dask()`` opens it from the cache (no network)."""
-    from .lifecycle.engine import Options, open_view
+    from .engine.core import Options, open_view
     from .params import Request
 
     request = Request.build(**{k: v for k, v in req.view.request.items()

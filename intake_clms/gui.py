@@ -423,7 +423,7 @@ def open_catalogs(path: str | Path | None = None) -> dict[str, Any]:
     import intake
 
     if path is None:
-        from .resolve import default_catalog_path
+        from .catalog.resolve import default_catalog_path
 
         path = default_catalog_path()
     path = Path(path)

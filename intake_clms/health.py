@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import clms_key_default_path, endpoints, hdarc_path
 from .errors import ClmsError
-from .lifecycle.http import HttpClient
+from .net.http import HttpClient
 from .params import Request
 
 #: The known entry each service is asked for (one product, a few days, a small area).
@@ -154,7 +154,7 @@ def _answers(http: HttpClient, url: str) -> str:
 
 
 def _clms(report: Report) -> None:
-    from .services.clms_auth import ClmsAuth, load_service_key, service_key_path
+    from .services.clms_api.auth import ClmsAuth, load_service_key, service_key_path
 
     checks = ("endpoint", "token", "search")
     if os.environ.get("CLMS_SERVICE_KEY"):

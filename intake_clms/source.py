@@ -83,7 +83,7 @@ class ClmsSource(DataSource):
         ``handle.status`` and ``handle.progress`` follow the run.  Options
         (``workers``, ``poll_deadline``, ...) override the entry's.
         """
-        from .lifecycle.reader import preload
+        from .engine.preload import preload
 
         handle = preload(self, self.services(), blocking=blocking, progress_bar=progress_bar, **options)
         if blocking:
@@ -106,7 +106,7 @@ class ClmsSource(DataSource):
         ``products``, ``bytes_read`` (a window's compressed tiles, a download's whole payload) and
         ``products_size`` (the whole products' size), so ``products_size / bytes_read`` is what reading
         by window saved."""
-        from .lifecycle.windows import reads
+        from .engine.windows import reads
         from .store import Store
 
         store = Store(self.options.get("cache_dir") or self.cache_dir)

@@ -35,9 +35,9 @@ from cassettes.scan import cassette_files, load_cassette, scan_cassette
 from cassettes.scrub import CAPABILITY_BASE, PLACEHOLDER, Scrubber, sandbox_secrets
 from cassettes.stable import FIXED_BASE
 from intake_clms.errors import CredentialsError, ServiceError
-from intake_clms.lifecycle.errors import OrderFailedError
-from intake_clms.lifecycle.http import HttpClient
-from intake_clms.lifecycle.service import DOWNLOAD, product_key
+from intake_clms.engine.errors import OrderFailedError
+from intake_clms.net.http import HttpClient
+from intake_clms.services.base import DOWNLOAD, product_key
 from intake_clms.params import Request
 from intake_clms.sandbox.server import DEFAULT_CREDENTIALS
 from intake_clms.services import wekeo

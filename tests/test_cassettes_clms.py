@@ -38,14 +38,14 @@ from cassettes.samples import JWT_SAMPLE, PEM_SAMPLE
 from cassettes.scan import cassette_files, load_cassette, scan_cassette
 from cassettes.scrub import CAPABILITY_BASE, PLACEHOLDER, Scrubber
 from cassettes.stable import FIXED_BASE, FIXED_STAMP, Normalizer
-from intake_clms.clms_listing import FIELDS, ApiDataset, fetch_listing, find_dataset, listing_cache_path
+from intake_clms.services.clms_api.listing import FIELDS, ApiDataset, fetch_listing, find_dataset, listing_cache_path
 from intake_clms.errors import ServiceError
-from intake_clms.lifecycle.errors import OrderExpiredError, OrderFailedError
-from intake_clms.lifecycle.service import DOWNLOAD
+from intake_clms.engine.errors import OrderExpiredError, OrderFailedError
+from intake_clms.services.base import DOWNLOAD
 from intake_clms.sandbox.clms_api import DEFAULT_USER
 from intake_clms.services.clms_api import ClmsApiService
-from intake_clms.services.clms_auth import JWT_BEARER, GrantRefusedError
-from intake_clms.services.clms_items import items_hash
+from intake_clms.services.clms_api.auth import JWT_BEARER, GrantRefusedError
+from intake_clms.services.clms_api.items import items_hash
 
 # --------------------------------------------------------------------------- replay machinery
 

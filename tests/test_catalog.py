@@ -8,9 +8,9 @@ import random
 import yaml
 from workbooks import CATALOG, TABLE, write_workbook
 
-from intake_clms.catalog import API_CATALOG_NAME, build_catalog, dump_catalog
-from intake_clms.products import MIGRATION_STATUSES, entry_name
-from intake_clms.table import read_sheets, read_transition_table
+from intake_clms.catalog.generate import API_CATALOG_NAME, build_catalog, dump_catalog
+from intake_clms.catalog.products import MIGRATION_STATUSES, entry_name
+from intake_clms.catalog.table import read_sheets, read_transition_table
 
 
 def generate(path=TABLE) -> str:
@@ -83,7 +83,7 @@ def test_entry_names():
 
 
 def test_name_clash_gets_a_stable_suffix(tmp_path):
-    from intake_clms.products import Product
+    from intake_clms.catalog.products import Product
 
     a, b = Product("x-y_v1", "EO:JRC:DAT:CLMS", "x-y_v1"), Product("x_y_v1", "EO:JRC:DAT:CLMS", "x_y_v1")
     names1 = list(build_catalog([a, b], clms_api=False)["sources"])

@@ -48,7 +48,7 @@ def test_a_mistyped_keyword_is_refused_with_the_keyword_meant(cat, typo, meant):
 def test_every_option_the_engine_and_backends_read_is_accepted(cat):
     """The one list (params.ENGINE_OPTIONS) holds every key the reader and the backends read from the settings."""
     read: set[str] = set()
-    for path in [ROOT / "intake_clms/lifecycle/reader.py", *sorted((ROOT / "intake_clms/services").glob("*.py"))]:
+    for path in [ROOT / "intake_clms/engine/preload.py", *sorted((ROOT / "intake_clms/services").rglob("*.py"))]:
         text = path.read_text()
         read |= set(re.findall(r"\bs(?:ettings)?\.get\(\"(\w+)\"", text))
         read |= set(re.findall(r"\"(\w+)\"", "".join(re.findall(r"_OPTION_NAMES = \{[^}]*\}|_POLL_NAMES = \{[^}]*\}", text))))

@@ -15,7 +15,7 @@ import yaml
 from workbooks import CATALOG, TABLE
 
 from intake_clms.cli import build_parser, glue_signed_values
-from intake_clms.lifecycle.cli import source_for
+from intake_clms.cli.preload import source_for
 from intake_clms.sandbox import Sandbox
 
 from sandbox.conftest import sandbox, sandbox_factory  # noqa: F401  (the shared sandbox fixtures)

@@ -24,9 +24,9 @@ import requests
 import yaml
 from workbooks import CATALOG
 
-from intake_clms.catalog import API_CATALOG_NAME
+from intake_clms.catalog.generate import API_CATALOG_NAME
 from intake_clms.cli import main
-from intake_clms.clms_api_catalog import (
+from intake_clms.catalog.clms_api import (
     ClmsApiCatalog,
     api_entries,
     api_entry,
@@ -34,7 +34,7 @@ from intake_clms.clms_api_catalog import (
     output_crs,
     output_formats,
 )
-from intake_clms.clms_listing import PAGE_SIZE, load_listing_file, parse_listing
+from intake_clms.services.clms_api.listing import PAGE_SIZE, load_listing_file, parse_listing
 from intake_clms.errors import ParameterError, ServiceError
 from intake_clms.sandbox import Sandbox
 from intake_clms.source import ClmsSource

@@ -10,7 +10,7 @@ import intake
 import pytest
 from workbooks import CATALOG
 
-from intake_clms.clms_api_catalog import ClmsApiCatalog
+from intake_clms.catalog.clms_api import ClmsApiCatalog
 from intake_clms.errors import ClmsError, ParameterError, ServiceNotImplementedError
 from intake_clms.source import ClmsSource
 from intake_clms.vector_source import ClmsVectorSource

@@ -8,8 +8,8 @@ import pytest
 from workbooks import CURRENT_HEADERS, NEW_HEADERS, SHARED_TABLE, TABLE, write_workbook
 
 from intake_clms.errors import ColumnNotFoundError, TableError
-from intake_clms.products import MIGRATED, NEW, NOT_MIGRATED, TRANSITION, parse_time_coverage
-from intake_clms.table import match_header, parse_bool, read_transition_table, split_ids
+from intake_clms.catalog.products import MIGRATED, NEW, NOT_MIGRATED, TRANSITION, parse_time_coverage
+from intake_clms.catalog.table import match_header, parse_bool, read_transition_table, split_ids
 
 
 def by_key(products):

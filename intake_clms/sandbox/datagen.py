@@ -497,8 +497,8 @@ def _catalog_entries(path: str, mtime: float) -> tuple[tuple[str, dict[str, Any]
     """(entry name, metadata) of every source of a catalog YAML, or of a transition table."""
     p = Path(path)
     if p.suffix.lower() in (".xlsx", ".xls"):
-        from intake_clms.products import coverage_bbox
-        from intake_clms.table import read_transition_table
+        from intake_clms.catalog.products import coverage_bbox
+        from intake_clms.catalog.table import read_transition_table
 
         out = []
         for prod in read_transition_table(p):
@@ -546,7 +546,7 @@ _NEW_ID = re.compile(
 _OLD_GLOBAL = re.compile(
     r"^EO:CLMS:DAT:CLMS_GLOBAL_(?P<family>[A-Z0-9]+)_(?P<res>[0-9.]+[KM]+)_V(?P<ver>\d+)_(?P<freq>[A-Z0-9-]+)_"
 )
-from intake_clms.products import VECTOR_OLD_IDS as _VECTOR_OLD  # noqa: E402  (one list, shared with the catalog)
+from intake_clms.catalog.products import VECTOR_OLD_IDS as _VECTOR_OLD  # noqa: E402  (one list, shared with the catalog)
 
 
 def _meters(text: str | None) -> int | None:
@@ -597,7 +597,7 @@ def _res_suffix(meters: int | None, area: str) -> str:
 
 def _spec_from_entry(name: str, meta: Mapping[str, Any], present: dt.date) -> DatasetSpec:
     """A generator spec for one catalog entry; missing facts are filled from the identifier."""
-    from intake_clms.products import COVERAGE_BBOX
+    from intake_clms.catalog.products import COVERAGE_BBOX
 
     key = str(meta.get("identifier") or meta.get("dataset_identifier") or meta.get("dataset_id") or name)
     ident = meta.get("dataset_identifier") or None

@@ -2,7 +2,7 @@
 
 Each service (WEkEO, the CLMS download API, CDSE) is a module with a
 ``connect(settings, cancel, clock) -> Service`` function (see
-:class:`~intake_clms.lifecycle.service.Service`); it is imported only when a read
+:class:`~intake_clms.services.base.Service`); it is imported only when a read
 needs it, so creating a source stays cheap and offline.
 
 ``service="auto"`` tries the services of :func:`service_chain` in turn: when one
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ServiceError, ServiceNotImplementedError
-from ..products import NOT_MIGRATED
+from ..catalog.products import NOT_MIGRATED
 
 #: service name -> module with ``connect``; a service missing here is not implemented yet.
 SERVICES: dict[str, str] = {

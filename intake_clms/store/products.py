@@ -2,7 +2,7 @@
 
 A product is one server product (e.g. ``c_gls_NDVI300_202401010000_GLOBE_OLCI_V2.0.1.nc``),
 keyed by what identifies it whatever the service that delivered it (see
-:func:`intake_clms.lifecycle.service.product_key`).  Layout under the store root::
+:func:`intake_clms.services.base.product_key`).  Layout under the store root::
 
     products/<key>/             the product's files + record.json; complete or absent
     staging/<key>.<host>.<pid>.<hex>/   a product being built (extracted, indexed)

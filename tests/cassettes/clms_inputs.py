@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from intake_clms.services.clms_api import DEFAULT_LINK_MAX_AGE, ClmsApiService
-from intake_clms.services.clms_auth import ClmsAuth, load_service_key
-from intake_clms.clms_listing import ApiDataset, listing_cache_path, save_listing
-from intake_clms.lifecycle.http import HttpClient
+from intake_clms.services.clms_api.auth import ClmsAuth, load_service_key
+from intake_clms.services.clms_api.listing import ApiDataset, listing_cache_path, save_listing
+from intake_clms.net.http import HttpClient
 from intake_clms.params import Request
 
 from .stable import FIXED_BASE

@@ -101,7 +101,7 @@ def record_hda(rec: Recorder) -> None:
     """The WEkEO HDA sessions of our client (``WekeoService`` over ``HttpClient``)."""
     from intake_clms.services import wekeo
     from intake_clms.errors import CredentialsError, ServiceError
-    from intake_clms.lifecycle.http import HttpClient
+    from intake_clms.net.http import HttpClient
     from intake_clms.params import Request
 
     sb = rec.sandbox
@@ -208,10 +208,10 @@ def _raises(error: type[BaseException], call: Callable[[], Any], *words: str) ->
 
 def record_clms(rec: Recorder) -> None:
     """The CLMS download API sessions of our client (``ClmsApiService`` + ``ClmsAuth`` over ``HttpClient``)."""
-    from intake_clms.clms_listing import ApiDataset, fetch_listing
+    from intake_clms.services.clms_api.listing import ApiDataset, fetch_listing
     from intake_clms.errors import ServiceError
-    from intake_clms.lifecycle.errors import OrderExpiredError, OrderFailedError
-    from intake_clms.services.clms_auth import GrantRefusedError
+    from intake_clms.engine.errors import OrderExpiredError, OrderFailedError
+    from intake_clms.services.clms_api.auth import GrantRefusedError
     from intake_clms.sandbox import clms_api
 
     sb = rec.sandbox

@@ -181,7 +181,7 @@ def test_stopping_the_server_cancels_a_plot_waiting_in_the_queue(sandbox_factory
     import threading
 
     from intake_clms.gui import cancel_plots
-    from intake_clms.lifecycle import CancelledError
+    from intake_clms.engine import CancelledError
 
     sb = sandbox_factory(queue_delay=10**6)  # an order that never leaves the queue
     for name, value in sb.env().items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from intake_clms.lifecycle.clock import FakeClock
+from intake_clms.net.clock import FakeClock
 from intake_clms.source import ClmsSource
 
 NDVI = {"dataset_id": "EO:JRC:DAT:CLMS", "dataset_identifier": "ndvi_global_300m_10daily_v2"}

@@ -23,7 +23,7 @@ import filelock
 import intake
 import pytest
 
-from intake_clms.resolve import default_catalog_path
+from intake_clms.catalog.resolve import default_catalog_path
 from intake_clms.sandbox import Sandbox
 
 from .lifecycle_helpers import FAST

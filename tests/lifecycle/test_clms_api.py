@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from intake_clms.services.clms_api import ClmsApiService, connect
-from intake_clms.services.clms_auth import GrantRefusedError, default_key_path, load_service_key, service_key_path
-from intake_clms.clms_listing import (
+from intake_clms.services.clms_api.auth import GrantRefusedError, default_key_path, load_service_key, service_key_path
+from intake_clms.services.clms_api.listing import (
     fetch_listing,
     find_dataset,
     listing_cache_path,
@@ -28,14 +28,14 @@ from intake_clms.clms_listing import (
     save_listing,
 )
 from intake_clms.errors import CredentialsError, ParameterError, ServiceError, UnknownIdentifierError
-from intake_clms.lifecycle import CancelledError, PreloadError
-from intake_clms.lifecycle.errors import OrderExpiredError
+from intake_clms.engine import CancelledError, PreloadError
+from intake_clms.engine.errors import OrderExpiredError
 from intake_clms.params import Request
 from intake_clms.sandbox import Sandbox, clms_api
 from intake_clms.source import ClmsSource
 
-from intake_clms.services.clms_items import file_product, general_items, general_products, item_key, items_hash
-from intake_clms.services.ratelimit import RateLimiter
+from intake_clms.services.clms_api.items import file_product, general_items, general_products, item_key, items_hash
+from intake_clms.services.clms_api.ratelimit import RateLimiter
 
 from .lifecycle_helpers import FAST, assert_nothing_published
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from intake_clms.clms_listing import parse_listing
+from intake_clms.services.clms_api.listing import parse_listing
 from intake_clms.errors import ParameterError
 from intake_clms.sandbox import Sandbox, clms_api
 

@@ -32,7 +32,7 @@ import yaml
 from intake_clms import cli
 from intake_clms.errors import ClmsError
 from intake_clms.export import export_catalog
-from intake_clms.resolve import load_sources
+from intake_clms.catalog.resolve import load_sources
 from intake_clms.store import Store
 
 from .preloaded import HRL, HRL_BBOX, NDVI, Preloaded, plain_venv, preload

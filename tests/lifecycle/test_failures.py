@@ -7,7 +7,7 @@ import time
 import pytest
 
 from intake_clms.errors import CredentialsError, ServiceError
-from intake_clms.lifecycle import CancelledError, IntegrityError, PreloadError, QuotaError, UnsafeArchiveError
+from intake_clms.engine import CancelledError, IntegrityError, PreloadError, QuotaError, UnsafeArchiveError
 from .lifecycle_helpers import Lockstep, assert_nothing_published, ndvi_source, store, stored_files
 
 ONE = {"start": "2024-01-01", "end": "2024-01-05"}  # a single 10-daily product

@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from intake_clms.lifecycle.engine import open_view
+from intake_clms.engine.core import open_view
 from intake_clms.sandbox import Sandbox, clms_api
 from intake_clms.store import Store
 from intake_clms.store.fsutil import HOST, is_dead_leftover

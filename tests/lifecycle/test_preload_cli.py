@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from intake_clms.lifecycle.cli import add_preload_parser, source_for
+from intake_clms.cli.preload import add_preload_parser, source_for
 
 from .lifecycle_helpers import view_of
 

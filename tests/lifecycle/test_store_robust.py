@@ -21,8 +21,8 @@ import pytest
 
 from intake_clms.cli import main as cli_main
 from intake_clms.errors import LocalStorageError
-from intake_clms.lifecycle import PreloadError
-from intake_clms.lifecycle.errors import DamagedProductError
+from intake_clms.engine import PreloadError
+from intake_clms.engine.errors import DamagedProductError
 from intake_clms.source import ClmsSource
 from intake_clms.store import Store, View
 from intake_clms.store.maintenance import clean_cache, list_cache
@@ -380,7 +380,7 @@ def test_a_short_body_fetches_the_same_orders_file_again_not_a_new_order(hda_env
 def test_cut_transfers_beyond_the_bound_fail_and_the_rerun_fetches_the_same_order(hda_env):
     """Bounded: every body cut short fails the run after FETCH_TRIES fetches; the order stays live, so the
     rerun fetches it again instead of ordering anew."""
-    from intake_clms.lifecycle.engine import FETCH_TRIES
+    from intake_clms.engine.core import FETCH_TRIES
 
     hda_env.faults.add("truncate", "hda", "download", times=None, after_bytes=1000)  # every body cut short
     with pytest.raises(PreloadError):
@@ -423,7 +423,7 @@ LOCK_HOLDER = textwrap.dedent("""
 def test_a_preload_waiting_for_another_process_logs_who_and_status_shows_it(hda_env, caplog, capsys):
     """Issue 18 (10): a preload waiting on another process's product lock showed nothing, however long."""
     src = ndvi_source(**ONE)
-    from intake_clms.lifecycle.service import product_key
+    from intake_clms.services.base import product_key
 
     key = product_key("c_gls_NDVI300_202401010000_GLOBE_OLCI_V2.0.1.nc")
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(store().base), key], env=_env(), text=True,
@@ -452,7 +452,7 @@ def test_a_preload_waiting_for_another_process_logs_who_and_status_shows_it(hda_
 
 
 def test_the_wait_notices_grow():
-    from intake_clms.lifecycle.engine import WAIT_NOTICES
+    from intake_clms.engine.core import WAIT_NOTICES
 
     gaps = [b - a for a, b in zip(WAIT_NOTICES, WAIT_NOTICES[1:])]
     assert WAIT_NOTICES[0] == 0 and all(b > a for a, b in zip(gaps, gaps[1:])) and WAIT_NOTICES[-1] >= 300
@@ -488,7 +488,7 @@ def test_a_reader_of_an_old_version_keeps_it_until_it_is_gone(tmp_path):
 def test_a_complete_part_left_by_a_kill_is_not_downloaded_again(hda_env, hda_ready_download, tmp_path):
     """Issue 18 (6), found by the CDSE kill trials: a ``.part`` holding the whole file (a kill between the last
     byte and the rename) was answered 416 on resume and downloaded again from zero."""
-    from intake_clms.lifecycle.download import download
+    from intake_clms.net.download import download
 
     session, url = hda_ready_download(hda_env)
     body = session.get(url, timeout=30).content

@@ -177,7 +177,7 @@ def test_the_readme_vector_example_runs_as_written(hda_env, monkeypatch, capsys)
     text = (root / "README.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- readme-test: vector -->\s*```python\n(.*?)```", text, re.S).group(1)
     monkeypatch.chdir(root)
-    monkeypatch.setattr("intake_clms.lifecycle.reader.SYSTEM", Lockstep(hda_env))  # its waits move the sandbox clock
+    monkeypatch.setattr("intake_clms.engine.preload.SYSTEM", Lockstep(hda_env))  # its waits move the sandbox clock
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
     gdf = scope["gdf"]
@@ -188,9 +188,9 @@ def test_the_readme_vector_example_runs_as_written(hda_env, monkeypatch, capsys)
 def test_preload_command_of_a_vector_entry(hda_env, monkeypatch, tmp_path, capsys):
     import argparse
 
-    from intake_clms.lifecycle.cli import add_preload_parser, source_for
+    from intake_clms.cli.preload import add_preload_parser, source_for
 
-    monkeypatch.setattr("intake_clms.lifecycle.reader.SYSTEM", Lockstep(hda_env))
+    monkeypatch.setattr("intake_clms.engine.preload.SYSTEM", Lockstep(hda_env))
     parser = argparse.ArgumentParser()
     add_preload_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["preload", "wl_rivers_global_vector_daily_v2", "--bbox=-60,-40,60,60", "--start",

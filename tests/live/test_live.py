@@ -45,7 +45,7 @@ def test_clms_api_listing_and_one_small_file(tmp_path: Path) -> None:
     assert report.ok, report.table()
     # the smallest pre-packaged raster the doctor's search can point at would be ordered here; orders take
     # minutes to hours on the real queue, so only the listing and the token are checked by default
-    from intake_clms.clms_listing import fetch_listing
+    from intake_clms.services.clms_api.listing import fetch_listing
     from intake_clms.config import endpoints
 
     listing = fetch_listing(endpoints().clms_api, cache_dir=tmp_path)

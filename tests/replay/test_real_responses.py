@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 
-from intake_clms.clms_listing import FORMAT_CONVERSION, canonical_format, parse_listing
+from intake_clms.services.clms_api.listing import FORMAT_CONVERSION, canonical_format, parse_listing
 from intake_clms.config import DEFAULTS
 from intake_clms.errors import CredentialsError
-from intake_clms.lifecycle.http import HttpClient, server_message
+from intake_clms.net.http import HttpClient, server_message
 from intake_clms.sandbox.clms_api import OUTPUT_GCS
 from intake_clms.services.cdse.budget import Budget
 from intake_clms.services.cdse.hosts import is_trusted, trusted_hosts
 from intake_clms.services.cdse.search import Catalogue, attributes, checksums, footprint, product_format
 from intake_clms.services.clms_api import ACTIVE, task_status, parse_stamp
-from intake_clms.services.clms_auth import load_service_key
-from intake_clms.services.clms_items import item_key, items_hash
+from intake_clms.services.clms_api.auth import load_service_key
+from intake_clms.services.clms_api.items import item_key, items_hash
 
 ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-responses"
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"no recorded answers at {ROOT} (../shared next to the repo)")

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from intake_clms.errors import CredentialsError, ServiceError
-from intake_clms.lifecycle.http import HttpClient
+from intake_clms.net.http import HttpClient
 from intake_clms.services.cdse import auth
 from intake_clms.services.cdse.service import connect
 

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from intake_clms.lifecycle.errors import IntegrityError, PreloadError
-from intake_clms.lifecycle.service import DOWNLOAD, Hit
+from intake_clms.engine.errors import IntegrityError, PreloadError
+from intake_clms.services.base import DOWNLOAD, Hit
 from intake_clms.services import ProductNotThereError
 from intake_clms.services.cdse import budget as budget_mod
 from intake_clms.services.cdse.service import connect

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from intake_clms.errors import ParameterError, ServiceError
-from intake_clms.lifecycle.service import DOWNLOAD, WINDOW, product_key
+from intake_clms.services.base import DOWNLOAD, WINDOW, product_key
 from intake_clms.params import Request
 from intake_clms.services.cdse.search import build_filter, series_key
 from intake_clms.services.cdse.service import connect
@@ -41,7 +41,7 @@ def test_the_filter_names_collection_dataset_format_dates_and_area():
 
 
 def test_download_hits_are_the_netcdf_products_wekeo_serves_under_the_same_keys(cdse_env):
-    from intake_clms.lifecycle.http import HttpClient
+    from intake_clms.net.http import HttpClient
     from intake_clms.services.wekeo import WekeoService
 
     hits = service(cdse_env, access="download").search(request())

@@ -309,7 +309,7 @@ def test_a_wrong_login_for_cdse_fails_instead_of_being_ignored(cdse_env):
 
 
 def test_a_reopen_reads_the_kept_windows_offline(sandbox_factory, tmp_path, monkeypatch):
-    from intake_clms.lifecycle.windows import window_key
+    from intake_clms.engine.windows import window_key
     from intake_clms.store import Store
 
     sb = use_cdse(sandbox_factory(), tmp_path, monkeypatch)  # a sandbox of this test's own, to stop

@@ -15,9 +15,9 @@ from rasterio import _err as cple  # noqa: E402
 from rasterio.errors import RasterioIOError  # noqa: E402
 
 from intake_clms.errors import ClmsError, ServiceError  # noqa: E402
-from intake_clms.lifecycle import PreloadError  # noqa: E402
-from intake_clms.lifecycle import gdalio  # noqa: E402
-from intake_clms.lifecycle.clock import FakeClock  # noqa: E402
+from intake_clms.engine import PreloadError  # noqa: E402
+from intake_clms.net import gdalio  # noqa: E402
+from intake_clms.net.clock import FakeClock  # noqa: E402
 
 from intake_clms.source import ClmsSource  # noqa: E402
 

@@ -7,7 +7,7 @@ One module per concern:
   token's end) and where credentials come from;
 - :mod:`.budget`: the one process-wide connection budget (CDSE allows 4 per user
   across OData, download and S3);
-- :mod:`.search`: OData catalogue queries -> :class:`~intake_clms.lifecycle.service.Hit`;
+- :mod:`.search`: OData catalogue queries -> :class:`~intake_clms.services.base.Hit`;
 - :mod:`.service`: the lifecycle service (search, the ``access`` choice, direct
   download of ``Products(Id)/$value`` with the redirect followed by hand) and ``connect``;
 - :mod:`.s3`: how window reads reach the COGs (S3 or HTTPS, scoped GDAL settings,

@@ -7,7 +7,7 @@ before its end; a new login happens only after the refresh token's own end (or
 when the server refuses the refresh).  Lifetimes are read from ``expires_in`` and
 ``refresh_expires_in``, and measured on the lifecycle clock (a FakeClock in tests).
 
-A 401 on a request makes :class:`~intake_clms.lifecycle.http.HttpClient` call
+A 401 on a request makes :class:`~intake_clms.net.http.HttpClient` call
 :meth:`TokenManager.renew` once and retry; a second 401 raises the ServiceError
 with the server's status and message.  When several threads hit the 401 of the
 same token together, only the first renews it (a thread renews only the token it
@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 import requests
 
 from ...errors import CredentialsError, ServiceError
-from ...lifecycle.clock import SYSTEM, Clock
-from ...lifecycle.http import HttpClient, server_message
+from ...net.clock import SYSTEM, Clock
+from ...net.http import HttpClient, server_message
 
 log = logging.getLogger(__name__)
 

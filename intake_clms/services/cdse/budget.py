@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...errors import ParameterError
-from ...lifecycle.errors import CancelledError
+from ...engine.errors import CancelledError
 
 DEFAULT = 4
 ENV = "CDSE_MAX_CONNECTIONS"

@@ -149,7 +149,7 @@ class CdseAccess:
 
         from ...config import endpoints
 
-        from ...lifecycle import gdalio
+        from ...net import gdalio
 
         gdalio.install_scrubber()  # CPL_DEBUG output reaches the log without capability URLs
         options = {k: v for k, v in TUNING.items() if not _user_has(k)}
@@ -169,9 +169,9 @@ class CdseAccess:
     def failed(self, exc: Exception, shown: str, attempt: int) -> bool:
         """A 401 (the token ran out) or a 403 (the transfer link expired) over HTTPS renews the token and the
         ``$value`` link once; a reset or truncated body is read again (:data:`READS` in all); anything else is the
-        service's error, its status from GDAL's error class or the response (:mod:`~intake_clms.lifecycle.gdalio`)."""
-        from ...lifecycle import gdalio
-        from ...lifecycle.clock import SYSTEM
+        service's error, its status from GDAL's error class or the response (:mod:`~intake_clms.net.gdalio`)."""
+        from ...net import gdalio
+        from ...net.clock import SYSTEM
 
         if attempt == 1:
             self._again.renewed = False

@@ -9,7 +9,7 @@ by Id), ``$expand=Attributes``, following ``@odata.nextLink``.  CDSE refuses a
 ``$skip`` past 10,000, so a long listing is cut before that: the next window
 starts at the last product's start date (products already seen are skipped).
 
-A hit's key is :func:`~intake_clms.lifecycle.service.product_key` of the name, so
+A hit's key is :func:`~intake_clms.services.base.product_key` of the name, so
 the NetCDF ``..._nc`` product CDSE lists is the same stored product as WEkEO's
 ``....nc`` file.  Checksums come from ``Checksum`` (MD5; BLAKE3 only when the
 ``blake3`` package is importable), the size from ``ContentLength``.
@@ -26,8 +26,8 @@ from typing import Any
 from urllib.parse import quote
 
 from ...errors import ServiceError
-from ...lifecycle.http import HttpClient
-from ...lifecycle.service import product_key
+from ...net.http import HttpClient
+from ..base import product_key
 from ...params import Request
 from .budget import Budget
 

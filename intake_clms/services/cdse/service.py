@@ -35,13 +35,13 @@ import requests
 
 from ...config import endpoints
 from ...errors import ParameterError, ServiceError, TooManyProductsError
-from ...lifecycle.clock import SYSTEM, Clock
-from ...lifecycle.errors import IntegrityError
-from ...lifecycle.http import HttpClient, server_message
-from ...lifecycle.service import DOWNLOAD, WINDOW, Hit, Ready, product_key
+from ...net.clock import SYSTEM, Clock
+from ...engine.errors import IntegrityError
+from ...net.http import HttpClient, server_message
+from ..base import DOWNLOAD, WINDOW, Hit, Ready, product_key
 from ...params import Request
 from .. import ProductNotThereError
-from ..secretlog import hide
+from ...net.secretlog import hide
 from . import auth as auth_mod
 from . import s3
 from .budget import Budget, budget, hold_until_closed, limit_from
@@ -83,7 +83,7 @@ def payload_name(name: str, fmt: str) -> str:
 
 
 class CdseService:
-    """CDSE through OData and its download service, as a lifecycle :class:`~intake_clms.lifecycle.service.Service`."""
+    """CDSE through OData and its download service, as a lifecycle :class:`~intake_clms.services.base.Service`."""
 
     name = SERVICE
 

@@ -32,13 +32,13 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from ..config import endpoints, hdarc_path
-from ..errors import CredentialsError, ServiceError, TooManyProductsError
-from ..lifecycle.clock import SYSTEM, Clock
-from ..lifecycle.errors import OrderExpiredError, OrderFailedError
-from ..lifecycle.http import HttpClient, server_message
-from ..lifecycle.service import Hit, Ready, product_key
-from ..params import Request
+from ...config import endpoints, hdarc_path
+from ...errors import CredentialsError, ServiceError, TooManyProductsError
+from ...net.clock import SYSTEM, Clock
+from ...engine.errors import OrderExpiredError, OrderFailedError
+from ...net.http import HttpClient, server_message
+from ..base import Hit, Ready, product_key
+from ...params import Request
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _iso(day: dt.date | None, end: bool) -> str | None:
 
 
 class WekeoService:
-    """WEkEO through the HDA protocol, as a lifecycle :class:`~intake_clms.lifecycle.service.Service`."""
+    """WEkEO through the HDA protocol, as a lifecycle :class:`~intake_clms.services.base.Service`."""
 
     name = SERVICE
 

@@ -21,7 +21,7 @@ def source_for(entry: str, args: argparse.Namespace) -> Any:
     """
     from ..errors import UnknownIdentifierError
     from ..params import parse_bbox, parse_date
-    from ..resolve import load_sources, resolve, sources_with_api
+    from ..catalog.resolve import load_sources, resolve, sources_with_api
     from ..source import ClmsSource
     from ..vector_source import ClmsVectorSource
 

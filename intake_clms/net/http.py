@@ -20,7 +20,7 @@ import requests
 
 from ..errors import ServiceError, ServiceUnreachableError
 from .clock import SYSTEM, Clock
-from .errors import AmbiguousOrderError, CancelledError, QuotaError
+from ..engine.errors import AmbiguousOrderError, CancelledError, QuotaError
 
 log = logging.getLogger(__name__)
 

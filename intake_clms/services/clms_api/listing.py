@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # only annotations: the HTTP stack is imported when a listing is fetched
     import requests
 
-from .config import cache_dir as default_cache_dir
-from .config import endpoints
-from .errors import ClmsError, ParameterError, ServiceError, UnknownIdentifierError
+from ...config import cache_dir as default_cache_dir
+from ...config import endpoints
+from ...errors import ClmsError, ParameterError, ServiceError, UnknownIdentifierError
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +403,7 @@ def load_listing_file(path: str | os.PathLike[str]) -> list[ApiDataset]:
 
 
 def _write_atomic(path: Path, data: Any) -> None:
-    from .store.fsutil import write_json_atomic
+    from ...store.fsutil import write_json_atomic
 
     write_json_atomic(path, data)
 
@@ -446,7 +446,7 @@ def _read_cache(path: Path, base: str) -> tuple[float, list[dict[str, Any]]] | N
 
 
 def _fetch_items(base: str, session: requests.Session | None, page_size: int) -> list[dict[str, Any]]:
-    from .lifecycle.http import HttpClient
+    from ...net.http import HttpClient
 
     http = HttpClient(SERVICE, session=session)
     url: str | None = f"{base}/@search"

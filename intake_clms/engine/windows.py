@@ -27,7 +27,7 @@ from ..errors import CancelledError, IntegrityError, ServiceError
 from ..store import FileRecord, ProductRecord, Store
 from ..store.fsutil import local_faults, safe_name
 from ..store.products import hash_file
-from .service import Hit
+from ..services.base import Hit
 
 
 def window_key(key: str, bbox: Sequence[float], level: int | None = None) -> str:

@@ -11,7 +11,7 @@ import datetime as dt
 import sys
 from typing import Any
 
-from .errors import ClmsError
+from ..errors import ClmsError
 
 
 def _size(n: int) -> str:
@@ -28,13 +28,13 @@ def _when(t: float) -> str:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from .store import Store
+    from ..store import Store
 
     return Store(args.cache_dir)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .store.maintenance import list_cache
+    from ..store.maintenance import list_cache
 
     listing = list_cache(_store(args))
     print(f"{len(listing.requests)} request(s)")
@@ -51,7 +51,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .store.maintenance import verify_cache
+    from ..store.maintenance import verify_cache
 
     store = _store(args)
     problems = verify_cache(store)
@@ -63,7 +63,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    from .store.maintenance import clean_cache, parse_age, parse_size
+    from ..store.maintenance import clean_cache, parse_age, parse_size
 
     if not (args.failed or args.older_than or args.max_size or args.leftovers):
         raise ClmsError("say what to clean: --failed, --older-than AGE, --max-size SIZE or --leftovers")
@@ -77,7 +77,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .store.maintenance import running
+    from ..store.maintenance import running
 
     rows = running(_store(args))
     if not rows:

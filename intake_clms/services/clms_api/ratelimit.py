@@ -10,7 +10,7 @@ import threading
 from collections import deque
 from urllib.parse import urlsplit
 
-from ..lifecycle.clock import SYSTEM, Clock
+from ...net.clock import SYSTEM, Clock
 
 
 class RateLimiter:

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Protocol
 
-from .errors import CancelledError
+from ..engine.errors import CancelledError
 
 
 class Clock(Protocol):

@@ -14,7 +14,7 @@ from typing import Any
 def _cmd_export(args: argparse.Namespace) -> int:
     import yaml
 
-    from .export import export_catalog
+    from ..export import export_catalog
 
     path = export_catalog(args.to, args.entries or None, cache_dir=args.cache_dir, zarr=args.zarr,
                           catalog=args.catalog, force=args.force, requests=args.request)

@@ -19,7 +19,7 @@ from pathlib import Path
 import openpyxl
 import pandas as pd
 
-from .errors import ColumnNotFoundError, TableError
+from ..errors import ColumnNotFoundError, TableError
 from .products import (
     NEW_DATASET_ID,
     Product,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from ..params import Request
-from .service import Hit
+from ..services.base import Hit
 
 log = logging.getLogger(__name__)
 

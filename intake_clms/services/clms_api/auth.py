@@ -30,9 +30,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..config import clms_key_default_path, endpoints
-from ..errors import CredentialsError, ServiceError
-from ..lifecycle.http import HttpClient, server_message
+from ...config import clms_key_default_path, endpoints
+from ...errors import CredentialsError, ServiceError
+from ...net.http import HttpClient, server_message
 
 log = logging.getLogger(__name__)
 

@@ -13,17 +13,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import ClmsError
-from .gui import add_gui_parser
+from ..errors import ClmsError
+from ..gui import add_gui_parser
 
 EXIT_USAGE = 2
 
 
 def _api_catalog(args: argparse.Namespace) -> dict:
     """The static CLMS download API catalog, from a saved listing (offline) or the live one."""
-    from . import clms_listing
-    from .clms_api_catalog import build_api_catalog
-    from .config import endpoints
+    from ..services.clms_api import clms_listing
+    from ..catalog.clms_api import build_api_catalog
+    from ..config import endpoints
 
     if args.listing:
         listing = clms_listing.load_listing_file(args.listing)
@@ -34,7 +34,7 @@ def _api_catalog(args: argparse.Namespace) -> dict:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .catalog import build_catalog, dump_catalog, write_catalog
+    from ..catalog.generate import build_catalog, dump_catalog, write_catalog
 
     if args.clms_api:
         if args.table or args.columns:
@@ -46,7 +46,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ClmsError("nothing to generate from: give a transition table (.xlsx), or --clms-api for the "
                         "CLMS download API's datasets")
     else:
-        from .table import read_transition_table
+        from ..catalog.table import read_transition_table
 
         table = Path(args.table)
         products = read_transition_table(table, columns=args.columns)
@@ -64,7 +64,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
-    from .resolve import resolve, sources_with_api
+    from ..catalog.resolve import resolve, sources_with_api
 
     names = resolve(args.id, args.catalog, args.listing)
     sources, _ = sources_with_api(args.catalog, args.listing)
@@ -77,7 +77,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .resolve import sources_with_api
+    from ..catalog.resolve import sources_with_api
 
     words = (args.search or "").lower().split()
     sources, note = sources_with_api(args.catalog, args.listing)
@@ -146,10 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands `sandbox ...` to the sandbox's own parser.
     sub.add_parser("sandbox", help="run the local sandbox server (WEkEO HDA, CLMS API, CDSE); see `sandbox --help`")
 
-    from .cache_cli import add_cache_parsers
-    from .health import add_doctor_parser
-    from .export_cli import add_export_parser
-    from .lifecycle.cli import add_preload_parser
+    from .cache import add_cache_parsers
+    from ..health import add_doctor_parser
+    from .export import add_export_parser
+    from .preload import add_preload_parser
 
     add_preload_parser(sub)
     add_cache_parsers(sub)
@@ -185,7 +185,7 @@ def glue_signed_values(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sandbox"]:  # its options belong to the sandbox's own parser
-        from .sandbox.server import main as sandbox_main
+        from ..sandbox.server import main as sandbox_main
 
         return sandbox_main(argv[1:])
     parser = build_parser()
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"intake-clms {args.command}: error: file not found: {exc.filename}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a disk-side fault (full, read-only, not a folder) is the user's to fix: one line
-        from .store.fsutil import is_local_fault, storage_error
+        from ..store.fsutil import is_local_fault, storage_error
 
         if not is_local_fault(exc):
             raise

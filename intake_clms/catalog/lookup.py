@@ -15,8 +15,8 @@ from typing import Any
 
 from intake.catalog.local import YAMLFileCatalog
 
-from . import __version__
-from .errors import ClmsError, UnknownEntryError
+from .. import __version__
+from ..errors import ClmsError, UnknownEntryError
 
 
 def _choices(catalog: Any) -> list[str]:

@@ -31,7 +31,7 @@ import urllib3
 
 from ..errors import ServiceError
 from ..store.fsutil import is_local_fault, local_faults, storage_error
-from .errors import CancelledError, IntegrityError
+from ..engine.errors import CancelledError, IntegrityError
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Any
 from ..errors import ClmsError
 from ..services import ProductNotThereError, connector
 from ..store import Store
-from .clock import SYSTEM
-from .engine import Engine, Options
+from ..net.clock import SYSTEM
+from .core import Engine, Options
 from .errors import PreloadError
 from .events import Progress
 from .handle import PreloadHandle
-from .polling import PollPolicy
+from ..net.polling import PollPolicy
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from ..errors import ServiceError
 from .clock import SYSTEM, Clock
-from .errors import CancelledError
+from ..engine.errors import CancelledError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any
 from intake.catalog import Catalog
 from intake.catalog.local import LocalCatalogEntry, UserParameter
 
-from . import __version__
-from .clms_listing import FORMAT_CONVERSION, canonical_format
-from .errors import ClmsError, ParameterError, ServiceError
+from .. import __version__
+from ..services.clms_api.listing import FORMAT_CONVERSION, canonical_format
+from ..errors import ClmsError, ParameterError, ServiceError
 from .lookup import EntryLookup
-from .params import parse_bbox
+from ..params import parse_bbox
 from .products import entry_name
 
 if TYPE_CHECKING:  # the listing module is imported when a listing is needed, never at import time
-    from .clms_listing import ApiDataset
+    from ..services.clms_api.listing import ApiDataset
 
 DRIVER = "clms"
 CATALOG_DRIVER = "clms_api"
@@ -404,17 +404,17 @@ class ClmsApiCatalog(EntryLookup, Catalog):
 
     def resolved_base_url(self) -> str:
         """The API base URL: the ``base_url`` argument, else ``CLMS_API_URL``, else the public service."""
-        from .config import endpoints
+        from ..config import endpoints
 
         return (self.base_url or endpoints().clms_api).rstrip("/")
 
     def datasets(self) -> list[ApiDataset]:
         """The parsed listing: the saved file if one was given, else ``@search`` through the disk cache."""
-        from . import clms_listing
+        from ..services.clms_api import clms_listing
 
         if self.listing:
             return clms_listing.load_listing_file(self.listing)
-        from .config import cache_dir
+        from ..config import cache_dir
 
         base = self.resolved_base_url()
         extra = {"page_size": self.page_size} if self.page_size else {}

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UnknownIdentifierError
+from ..errors import UnknownIdentifierError
 from .products import NEW_DATASET_ID
 
 
@@ -65,10 +65,10 @@ def sources_with_api(catalog: str | os.PathLike[str] | None = None,
     nested = [n for n, spec in sources.items() if spec.get("driver") == "clms_api"]
     if not nested and not listing:
         return sources, ""
-    from . import clms_listing
-    from .catalog import API_CATALOG_NAME
-    from .clms_api_catalog import api_entries
-    from .config import endpoints
+    from ..services.clms_api import clms_listing
+    from .generate import API_CATALOG_NAME
+    from .clms_api import api_entries
+    from ..config import endpoints
 
     path = Path(listing) if listing else clms_listing.listing_cache_path(endpoints().clms_api)
     if not path.is_file():

@@ -1,6 +1,6 @@
 """The CLMS download API (land.copernicus.eu) as a lifecycle service: data requests and the auxiliary API.
 
-Three ways to get data, chosen from the listing (:mod:`intake_clms.clms_listing`):
+Three ways to get data, chosen from the listing (:mod:`intake_clms.services.clms_api.listing`):
 
 - a pre-packaged file (``file=``): one data request ``{DatasetID, FileID}``;
 - a cut-to-order request (EEA and the other queued sources): general items with
@@ -36,19 +36,19 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..clms_listing import ApiDataset, fetch_listing, find_dataset
-from ..config import endpoints
-from ..errors import ClmsError, CredentialsError, ParameterError, ServiceError, UnknownIdentifierError
-from ..lifecycle.clock import SYSTEM, Clock
-from ..lifecycle.errors import OrderExpiredError, OrderFailedError
-from ..lifecycle.http import HttpClient, server_message
-from ..lifecycle.service import Hit, Ready
-from ..params import Request
-from .clms_auth import ClmsAuth, load_service_key
-from .clms_items import date_in, file_product, general_products, is_world, items_hash, url_name, within_years
+from .listing import ApiDataset, fetch_listing, find_dataset
+from ...config import endpoints
+from ...errors import ClmsError, CredentialsError, ParameterError, ServiceError, UnknownIdentifierError
+from ...net.clock import SYSTEM, Clock
+from ...engine.errors import OrderExpiredError, OrderFailedError
+from ...net.http import HttpClient, server_message
+from ..base import Hit, Ready
+from ...params import Request
+from .auth import ClmsAuth, load_service_key
+from .items import date_in, file_product, general_products, is_world, items_hash, url_name, within_years
 from .ratelimit import limiter_for
-from .secretlog import hide
-from ..store.fsutil import safe_name
+from ...net.secretlog import hide
+from ...store.fsutil import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def parse_stamp(text: Any) -> float | None:
 
 
 class ClmsApiService:
-    """The CLMS download API as a lifecycle :class:`~intake_clms.lifecycle.service.Service`."""
+    """The CLMS download API as a lifecycle :class:`~intake_clms.services.base.Service`."""
 
     name = SERVICE
 

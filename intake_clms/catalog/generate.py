@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .params import SERVICES
-from .plots import plots_for
+from ..params import SERVICES
+from ..plots import plots_for
 from .products import NOT_MIGRATED, Product, coverage_bbox
 
 DRIVER = "clms"

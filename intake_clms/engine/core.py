@@ -47,15 +47,15 @@ from ..store.products import hash_file
 from .. import assemble
 from ..assemble import Provenance
 from . import windows
-from .clock import SYSTEM, Clock
-from .download import CHUNK, download
+from ..net.clock import SYSTEM, Clock
+from ..net.download import CHUNK, download
 from .errors import (AmbiguousOrderError, CancelledError, DamagedProductError, IntegrityError, OrderExpiredError,
                      OrderFailedError, PreloadError, QuotaError)
 from .events import Progress
 from .extract import Limits, classify, extract_zip, is_zip, require_data, sniff
 from .handle import PreloadHandle, ProgressBar
-from .polling import PollPolicy, poll
-from .service import DOWNLOAD, WINDOW, Hit, Ready, Service
+from ..net.polling import PollPolicy, poll
+from ..services.base import DOWNLOAD, WINDOW, Hit, Ready, Service
 from .years import newest_year
 
 log = logging.getLogger(__name__)
@@ -525,7 +525,7 @@ class Engine:
 
     def _kept_payload(self, folder: Path, hit: Hit) -> tuple[Any, dict[str, str]] | None:
         """A complete payload an earlier run downloaded and verified, if its size and hashes still match."""
-        from .download import Downloaded
+        from ..net.download import Downloaded
 
         meta, _ = read_json(folder / PAYLOAD)
         if not isinstance(meta, dict):

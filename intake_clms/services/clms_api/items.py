@@ -19,11 +19,11 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..clms_listing import FORMAT_CONVERSION, ApiDataset, ApiFile, canonical_format
-from ..errors import ParameterError
-from ..lifecycle.service import Hit
-from ..params import Request
-from ..store.fsutil import safe_name
+from .listing import FORMAT_CONVERSION, ApiDataset, ApiFile, canonical_format
+from ...errors import ParameterError
+from ..base import Hit
+from ...params import Request
+from ...store.fsutil import safe_name
 
 MAX_ITEMS = 5  # general items per data request (the server refuses more)
 WORLD = (-180.0, -90.0, 180.0, 90.0)
