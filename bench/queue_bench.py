@@ -25,7 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import client_env, emit, environment  # noqa: E402
 
-from intake_clms.engine import engine, polling  # noqa: E402
+from intake_clms.engine import core as engine  # noqa: E402
+from intake_clms.net import polling  # noqa: E402
 from intake_clms.engine.errors import CancelledError  # noqa: E402
 from intake_clms.net.polling import PollPolicy  # noqa: E402
 from intake_clms.sandbox import Sandbox  # noqa: E402

@@ -40,6 +40,7 @@ EXPECTED: dict[str, set[str]] = {
                     "rss_steps"},
     "mosaic": {"open_s", "reopen_s", "read_direct_s", "read_ours_s", "read_ratio", "tile_bytes", "product_bytes",
                "bytes_ratio"},
+    "series": {"latency_s", "budget", "bbox", "series"},
 }
 EXTRA_ARGS = {"download": ["--runs", "1"], "cdse_download": ["--runs", "1"]}
 TIMEOUT = 180.0
@@ -108,6 +109,10 @@ def test_figures_are_plausible(runs: dict[str, tuple[int, str, str]]) -> None:
     if "cdse_download" in res:
         d = res["cdse_download"]
         assert d["size_mib"] > 60 and d["ratio"] > 0 and d["bearer_on_transfer"] == 0
+    if "series" in res:
+        (n, row), = res["series"]["series"].items()
+        assert row["products"] == int(n) == 3 and 0 < row["requests_per_product"] <= 4 and row["floor_s"] > 0
+        assert row["reopen_s"] > 0 and row["netcdf_s"] > 0 and row["catalogue_pages"] >= 1
     if "cdse_window" in res:
         w = res["cdse_window"]
         assert w["rss_steps"] == 6 and w["tile_bytes"] <= w["bytes_sent"] < w["file_bytes"] / 20

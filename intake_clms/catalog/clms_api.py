@@ -410,7 +410,7 @@ class ClmsApiCatalog(EntryLookup, Catalog):
 
     def datasets(self) -> list[ApiDataset]:
         """The parsed listing: the saved file if one was given, else ``@search`` through the disk cache."""
-        from ..services.clms_api import clms_listing
+        from ..services.clms_api import listing as clms_listing
 
         if self.listing:
             return clms_listing.load_listing_file(self.listing)

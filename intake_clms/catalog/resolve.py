@@ -65,7 +65,7 @@ def sources_with_api(catalog: str | os.PathLike[str] | None = None,
     nested = [n for n, spec in sources.items() if spec.get("driver") == "clms_api"]
     if not nested and not listing:
         return sources, ""
-    from ..services.clms_api import clms_listing
+    from ..services.clms_api import listing as clms_listing
     from .generate import API_CATALOG_NAME
     from .clms_api import api_entries
     from ..config import endpoints

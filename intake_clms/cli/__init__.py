@@ -21,7 +21,7 @@ EXIT_USAGE = 2
 
 def _api_catalog(args: argparse.Namespace) -> dict:
     """The static CLMS download API catalog, from a saved listing (offline) or the live one."""
-    from ..services.clms_api import clms_listing
+    from ..services.clms_api import listing as clms_listing
     from ..catalog.clms_api import build_api_catalog
     from ..config import endpoints
 
