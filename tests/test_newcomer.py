@@ -42,10 +42,10 @@ def test_resolve_takes_what_list_prints_and_name_words(saved_listing):
     assert listed.returncode == 0, listed.stderr
     printed = [line.split()[0] for line in listed.stdout.splitlines()]
     assert "clms_download_api.corine_land_cover_2018" in printed and "eo_eea_dat_corine" in printed
-    assert intake_clms.catalog.resolve("clms_download_api.corine_land_cover_2018") == ["clms_download_api.corine_land_cover_2018"]
+    assert intake_clms.resolve("clms_download_api.corine_land_cover_2018") == ["clms_download_api.corine_land_cover_2018"]
     for name in printed:  # every name `list` prints resolves to itself
-        assert name in intake_clms.catalog.resolve(name)
-    assert intake_clms.catalog.resolve("corine_land_cover_2018") == ["clms_download_api.corine_land_cover_2018"]
+        assert name in intake_clms.resolve(name)
+    assert intake_clms.resolve("corine_land_cover_2018") == ["clms_download_api.corine_land_cover_2018"]
     words = run("resolve", "corine", env=saved_listing)
     assert words.returncode == 0, words.stderr
     names = [line.split("\t")[0] for line in words.stdout.splitlines()]
@@ -53,7 +53,7 @@ def test_resolve_takes_what_list_prints_and_name_words(saved_listing):
     one = run("resolve", "corine_land_cover_2018", env=saved_listing)
     assert one.returncode == 0 and one.stdout.split("\t")[:2] == ["clms_download_api.corine_land_cover_2018", "clms_api"]
     with pytest.raises(UnknownIdentifierError, match="'no such thing' is not in the catalog"):
-        intake_clms.catalog.resolve("no such thing")
+        intake_clms.resolve("no such thing")
 
 
 def test_preload_of_an_api_dataset_by_its_listed_name(saved_listing):

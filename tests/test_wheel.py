@@ -99,7 +99,7 @@ def test_documented_commands_run_from_the_wheel(wheel_venv, sandbox_env):
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "eo_eea_dat_corine" in out.stdout and "ndvi_global_300m_10daily_v1\tmigrated" in out.stdout
     assert "preloaded forest-type-2015: 1 product(s)" in out.stderr and out.stdout.splitlines()[-1] == "152"
-    python_blocks = [b for b in blocks() if b.kind == "python" and ("intake_clms.catalog.resolve(" in b.text or "list(cat)" in b.text)]
+    python_blocks = [b for b in blocks() if b.kind == "python" and ("intake_clms.resolve(" in b.text or "list(cat)" in b.text)]
     assert len(python_blocks) == 2  # the catalog and the resolve snippets, offline
     for block in python_blocks:
         ran = run_block(block, home, env)
