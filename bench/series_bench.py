@@ -29,7 +29,7 @@ from typing import Any
 from benchlib import Sandbox, client_env, emit, run_child
 
 ENTRY = {"dataset_id": "EO:JRC:DAT:CLMS", "dataset_identifier": "ndvi_global_300m_10daily_v2"}
-BBOX = [5.0, 45.0, 5.01, 45.01]
+BBOX = [7.0, 47.0, 7.01, 47.01]  # a point inside the sandbox's data
 BUDGET = 4
 CLOSED = "http://127.0.0.1:9"
 

@@ -76,27 +76,27 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
                 target: Path) -> tuple[int, list[str]]:
     """Stack a window view's kept GeoTIFFs into one NetCDF in the contract's stored form (integers, packing,
     coordinates, CRS); (its size, each file's variable name).  ``times``: each file's product date; ``steps``:
-    each product's.  Windows of one grid (one product per date) are stacked with one open per file; windows
-    of several tiles are mosaicked first, as stored tiles are."""
+    each product's.  Windows of one grid (one product per date) are stacked from their headers and written a
+    product at a time (memory: one window, however long the series); windows of several tiles are mosaicked
+    first, as stored tiles are."""
+    import dask
+    import dask.array as da
     import numpy as np
+    import rasterio
     import xarray as xr
 
     from . import grid, mosaic, raster
     from .contract import variable_name
 
-    import rasterio
-
-    heads, arrays, names = [], [], []
-    with rasterio.Env(**raster.LOCAL_ENV):  # one GDAL environment for every file (entering one costs)
+    heads, names = [], []
+    with rasterio.Env(**raster.LOCAL_ENV):  # one GDAL environment for every header (entering one costs)
         for path in files:
             try:
                 with rasterio.open(path) as ds:
-                    head, data = raster.header_of(ds), ds.read(1)
+                    heads.append(raster.header_of(ds))
             except Exception as exc:
                 raise IntegrityError(f"cannot read the kept window {path}: {exc}; `intake-clms cache verify`") from exc
-            heads.append(head)
-            arrays.append(data)
-            names.append(variable_name(head.band.name, path.name))
+            names.append(variable_name(heads[-1].band.name, path.name))
     first = heads[0]
     if any((h.transform, h.width, h.height, h.dtype) != (first.transform, first.width, first.height, first.dtype)
            for h in heads):  # windows of several tiles: mosaicked like stored tiles, then stacked all the same
@@ -105,26 +105,34 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
         try:
             raw = open_files("geotiff", files, times, None, index_dir=scratch, names=names, decode=False,
                              steps=list(steps))
-            raw.load().to_netcdf(target, engine="netcdf4")
+            with dask.config.set(scheduler="synchronous"):
+                raw.to_netcdf(target, engine="netcdf4")
         finally:
             import shutil
 
             shutil.rmtree(scratch, ignore_errors=True)
         return target.stat().st_size, names
+
+    def pixels(path: Path) -> np.ndarray:
+        return raster.using(raster.RasterSource(str(path)), lambda ds: ds.read(1))
+
     t = first.affine
     coords = {"time": np.array([mosaic.parse_time(s) for s in _distinct(list(steps))], dtype="datetime64[ns]"),
               "y": xr.DataArray(grid.centres(t.f, t.e, 0, first.height), dims="y", attrs={"step": t.e}),
               "x": xr.DataArray(grid.centres(t.c, t.a, 0, first.width), dims="x", attrs={"step": t.a})}
+    shape = (first.height, first.width)
     variables = {}
     for name in dict.fromkeys(names):
-        picked = [(h, a) for h, a, n in zip(heads, arrays, names) if n == name]
+        picked = [(h, p) for h, p, n in zip(heads, files, names) if n == name]
         band = picked[0][0].band
-        var = xr.DataArray(np.stack([a for _, a in picked]), dims=("time", "y", "x"), coords=coords, name=name)
+        data = da.stack([da.from_delayed(dask.delayed(pixels)(p), shape, dtype=first.dtype) for _, p in picked])
+        var = xr.DataArray(data, dims=("time", "y", "x"), coords=coords, name=name)
         var.attrs = {**band.attrs, "scale_factor": band.scale, "add_offset": band.offset,
                      **({} if first.nodata is None else {"_FillValue": first.nodata})}
         variables[name] = var
     raw = normalise(xr.Dataset(variables), crs=first.crs, times=None, decode=False)
-    raw.to_netcdf(target, engine="netcdf4")
+    with dask.config.set(scheduler="synchronous"):  # a product at a time, in this thread
+        raw.to_netcdf(target, engine="netcdf4")
     return target.stat().st_size, names
 
 
