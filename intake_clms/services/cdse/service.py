@@ -100,6 +100,8 @@ class CdseService:
         self.window_mode = window_mode or s3.mode()  # s3 | https, for window reads
         self._layout: dict[str, list[str]] = {}  # a series' file names with "{stem}" for the product's stem
         self._layout_lock = threading.Lock()
+        self._listing: dict[str, threading.Event] = {}  # series being listed -> set when its names are known
+        self._unpatterned: set[str] = set()  # series whose file names do not follow their products' stems
         #: hosts that may receive the bearer token (names and .domain patterns; see :mod:`.hosts`)
         self.trusted = trusted_hosts(urls=(self.odata_url, self.download_url))
 
@@ -177,17 +179,24 @@ class CdseService:
         pid, name = str(hit.extra["id"]), str(hit.extra["name"])
         prefix = str(hit.extra.get("s3_path") or "").lstrip("/")
         bucket, _, folder = prefix.partition("/")
-        stem = _stem(name)
-        with self._layout_lock:
-            names = None if listed else self._layout.get(series_of(name))
+        stem, series = _stem(name), series_of(name)
+        names = None if listed else self._known(series)
         if names is None:
-            names = [str(n.get("Name") or n.get("Id")) for n in self.catalogue.nodes(pid, name)]
-            names = [n for n in names if n.lower().endswith(_TIF)]
-            if not names:
-                raise ServiceError(SERVICE, None, f"COG product {name} lists no GeoTIFF file")
-            if all(stem in n for n in names):
+            try:
+                names = [str(n.get("Name") or n.get("Id")) for n in self.catalogue.nodes(pid, name)]
+                names = [n for n in names if n.lower().endswith(_TIF)]
+                if not names:
+                    raise ServiceError(SERVICE, None, f"COG product {name} lists no GeoTIFF file")
                 with self._layout_lock:
-                    self._layout[series_of(name)] = [n.replace(stem, "{stem}") for n in names]
+                    if all(stem in n for n in names):
+                        self._layout[series] = [n.replace(stem, "{stem}") for n in names]
+                    else:  # names that do not follow the product's stem: every product is listed, in parallel
+                        self._unpatterned.add(series)
+            finally:
+                with self._layout_lock:
+                    done = self._listing.pop(series, None)
+                if done is not None:
+                    done.set()
         else:
             names = [n.replace("{stem}", stem) for n in names]
         access = s3.CdseAccess(self.window_mode, self.tokens, self.budget, self._cancel)
@@ -197,6 +206,22 @@ class CdseService:
                      "href": f"{self.download_url}/Products({pid})/Nodes({quote(name, safe='')})/Nodes({quote(fname, safe='')})/$value"}
             found.append(RasterSource(s3.vsi_path(where, self.window_mode), access, name=fname))
         return found
+
+    def _known(self, series: str) -> list[str] | None:
+        """A series' file names: known, or listed by the first caller while the others wait for it (a series
+        costs one listing even when the engine's threads all start at once); None: this caller lists."""
+        while True:
+            with self._layout_lock:
+                if series in self._layout:
+                    return self._layout[series]
+                if series in self._unpatterned:
+                    return None
+                pending = self._listing.get(series)
+                if pending is None:
+                    self._listing[series] = threading.Event()
+                    return None
+            if not pending.wait(30.0) or self._cancel.is_set():
+                return None  # the first listing is stuck or failed: list this product itself
 
     # -- direct downloads
 
