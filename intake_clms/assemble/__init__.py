@@ -136,15 +136,28 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
     return target.stat().st_size, names
 
 
+#: Bytes of decoded values per chunk of a stacked window view (time steps are grouped up to it).
+STACK_CHUNK_BYTES = 64 * 2**20
+
+
 def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenance: Provenance | None = None) -> Any:
-    """A stacked window view: one open, then the contract (the file already holds its form)."""
+    """A stacked window view: one open, then the contract (the file already holds its form).
+
+    Chunks: as many whole time steps as fit :data:`STACK_CHUNK_BYTES` of decoded values (a point's long
+    series is one chunk, a large window a few steps each); ``chunks=`` overrides per dimension.
+    """
     import xarray as xr
 
     from .netcdf import _OPEN_LOCK, grid_crs
 
     with _OPEN_LOCK:
-        per_step = {"time": 1, **chunks} if isinstance(chunks, dict) else ({"time": 1} if chunks is None else chunks)
-        raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False, chunks=per_step)  # a chunk per step
+        raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False)
+    pixels = 1
+    for dim, size in raw.sizes.items():
+        if dim != "time":
+            pixels *= max(1, size)
+    rule = {"time": max(1, STACK_CHUNK_BYTES // (4 * pixels))}
+    raw = raw.chunk({**rule, **chunks} if isinstance(chunks, dict) else (rule if chunks is None else chunks))
     return normalise(raw, crs=grid_crs(raw), times=None, decode=decode, provenance=provenance)
 
 

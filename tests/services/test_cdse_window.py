@@ -334,8 +334,8 @@ def test_a_local_cluster_with_processes_computes_the_same_values(cdse_env):
     distributed = pytest.importorskip("distributed")
     sb = cdse_env
     ds = source(chunks={"lat": 25, "lon": 25}).to_dask()
-    assert ds.NDVI.data.chunks == ((1, 1, 1), (25, 25), (25, 25))  # lat/lon as asked; a chunk per time step
-    # unless asked otherwise (the kept windows are one stacked file)
+    assert ds.NDVI.data.chunks == ((3,), (25, 25), (25, 25))  # lat/lon as asked; time steps grouped up to
+    # assemble.STACK_CHUNK_BYTES (the kept windows are one stacked file)
     here = ds.NDVI.values
     sb.log.clear()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
