@@ -8,11 +8,11 @@ every format (NetCDF, COG, GeoTIFF tiles, CLMS cut-outs), so the values must agr
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -34,18 +34,9 @@ def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     box.stop()
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def environment(values: dict[str, str]):  # noqa: ANN201
+    """These variables set for the duration of a block, then restored."""
+    return mock.patch.dict(os.environ, values)
 
 
 def _fresh_process_state() -> None:

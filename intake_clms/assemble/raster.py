@@ -7,13 +7,13 @@ file, ``/vsis3/...`` or ``/vsicurl/...``) and, for a remote one, a
 :class:`RasterAccess` that the *service* hands over (its GDAL settings and
 credentials, its connection budget).  This module imports no service.
 
-- :func:`header` / :class:`Header`: one header read (grid, dtype, nodata, the band's
-  name, packing and CF attributes, internal tiling, overviews);
-- :func:`read`: a pixel window of one file; local datasets stay open per thread
-  (a dask worker thread reads many chunks of one tile), remote reads run inside the
-  access's scoped GDAL environment and one slot of its connection budget, and a
-  failure names the file (an :class:`IntegrityError` for a local file: a damaged tile
-  never reads as nodata);
+- :func:`header_of` / :class:`Header`: what one header says (grid, dtype, nodata, the
+  band's name, packing and CF attributes, internal tiling, overviews);
+- :func:`using`: work on one open file; local datasets stay open per thread (a dask
+  worker thread reads many chunks of one tile: the mosaic reader goes through here),
+  remote reads run inside the access's scoped GDAL environment and one slot of its
+  connection budget, and a failure names the file (an :class:`IntegrityError` for a
+  local file: a damaged tile never reads as nodata);
 - :func:`read_window`: one open of a remote file for its header and the pixels under a
   bbox (the crop rule of :mod:`.grid`), with the compressed bytes of the tiles it covered;
 - :func:`write_window`: the pixels read, kept as a small GeoTIFF with the same band
@@ -26,8 +26,8 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -85,9 +85,6 @@ class Band:
     scale: float = 1.0
     offset: float = 0.0
     attrs: dict[str, Any] = field(default_factory=dict)  # CF attributes from the band's tags and units
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -169,15 +166,6 @@ def _cached(path: str) -> Any:
     return ds
 
 
-def forget(paths: Sequence[str | Path]) -> None:
-    """Close this thread's cached datasets of these files (before they are replaced or removed)."""
-    cache: OrderedDict[str, Any] = _LOCAL.__dict__.get("open", OrderedDict())
-    for p in map(str, paths):
-        ds = cache.pop(p, None)
-        if ds is not None:
-            ds.close()
-
-
 def using(src: RasterSource, work: Callable[[Any], T], level: int | None = None) -> T:
     """``work(dataset)`` on the source opened: local datasets cached per thread; a remote one inside its
     access's environment and budget slot, tried again when the access says so (a renewed token)."""
@@ -209,19 +197,6 @@ def using(src: RasterSource, work: Callable[[Any], T], level: int | None = None)
         except Exception as exc:  # noqa: BLE001 - the access says what a failure means (raises, or asks again)
             if not src.access.failed(exc, src.shown, attempt):
                 raise ClmsError(f"reading {src.shown} failed: {exc}") from exc
-
-
-def header(src: RasterSource) -> Header:
-    return using(src, header_of)
-
-
-def read(src: RasterSource, window: tuple[int, int, int, int], indexes: Sequence[int] = (1,),
-         out: np.ndarray | None = None) -> np.ndarray:
-    """The pixels of ``window`` (row, col, height, width) of the listed bands, ``(bands, height, width)``."""
-    from rasterio.windows import Window as RioWindow
-
-    row, col, h, w = window
-    return using(src, lambda ds: ds.read(list(indexes), window=RioWindow(col, row, w, h), out=out))
 
 
 # --------------------------------------------------------------------------- windows of remote files
@@ -288,11 +263,5 @@ def write_window(path: Path, win: Window) -> None:
                 dst.set_band_unit(1, str(head.band.attrs["units"]))
 
 
-def band_from_json(data: Mapping[str, Any] | None) -> Band:
-    d = dict(data or {})
-    return Band(name=str(d.get("name") or ""), scale=float(d.get("scale", 1.0)), offset=float(d.get("offset", 0.0)),
-                attrs=dict(d.get("attrs") or {}))
-
-
-__all__ = ["Band", "Header", "RasterAccess", "RasterSource", "Window", "band_of", "forget", "header", "header_of",
-           "read", "using", "read_window", "tile_bytes", "write_window"]
+__all__ = ["Band", "Header", "RasterAccess", "RasterSource", "Window", "band_of", "header_of", "read_window",
+           "tile_bytes", "using", "write_window"]
