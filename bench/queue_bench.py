@@ -27,7 +27,7 @@ from benchlib import client_env, emit, environment  # noqa: E402
 
 from intake_clms.engine import core as engine  # noqa: E402
 from intake_clms.net import polling  # noqa: E402
-from intake_clms.engine.errors import CancelledError  # noqa: E402
+from intake_clms.errors import CancelledError  # noqa: E402
 from intake_clms.net.polling import PollPolicy  # noqa: E402
 from intake_clms.sandbox import Sandbox  # noqa: E402
 from intake_clms.source import ClmsSource  # noqa: E402

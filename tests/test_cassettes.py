@@ -35,7 +35,7 @@ from cassettes.scan import cassette_files, load_cassette, scan_cassette
 from cassettes.scrub import CAPABILITY_BASE, PLACEHOLDER, Scrubber, sandbox_secrets
 from cassettes.stable import FIXED_BASE
 from intake_clms.errors import CredentialsError, ServiceError
-from intake_clms.engine.errors import OrderFailedError
+from intake_clms.errors import OrderFailedError
 from intake_clms.net.http import HttpClient
 from intake_clms.services.base import DOWNLOAD, product_key
 from intake_clms.params import Request

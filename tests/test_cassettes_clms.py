@@ -40,7 +40,7 @@ from cassettes.scrub import CAPABILITY_BASE, PLACEHOLDER, Scrubber
 from cassettes.stable import FIXED_BASE, FIXED_STAMP, Normalizer
 from intake_clms.services.clms_api.listing import FIELDS, ApiDataset, fetch_listing, find_dataset, listing_cache_path
 from intake_clms.errors import ServiceError
-from intake_clms.engine.errors import OrderExpiredError, OrderFailedError
+from intake_clms.errors import OrderExpiredError, OrderFailedError
 from intake_clms.services.base import DOWNLOAD
 from intake_clms.sandbox.clms_api import DEFAULT_USER
 from intake_clms.services.clms_api import ClmsApiService

@@ -6,7 +6,7 @@ interface and keep products in :mod:`intake_clms.store`; everything else (retrie
 polling, download, extraction, assembly, progress, cancellation) lives here once.
 """
 
-from .errors import CancelledError, IntegrityError, PreloadError, QuotaError, UnsafeArchiveError
+from ..errors import CancelledError, IntegrityError, PreloadError, QuotaError, UnsafeArchiveError
 from .handle import PreloadHandle
 
 __all__ = ["CancelledError", "IntegrityError", "PreloadError", "PreloadHandle", "QuotaError", "UnsafeArchiveError"]

@@ -49,7 +49,7 @@ from ..assemble import Provenance
 from . import windows
 from ..net.clock import SYSTEM, Clock
 from ..net.download import CHUNK, download
-from .errors import (AmbiguousOrderError, CancelledError, DamagedProductError, IntegrityError, OrderExpiredError,
+from ..errors import (AmbiguousOrderError, CancelledError, DamagedProductError, IntegrityError, OrderExpiredError,
                      OrderFailedError, PreloadError, QuotaError)
 from .events import Progress
 from .extract import Limits, classify, extract_zip, is_zip, require_data, sniff

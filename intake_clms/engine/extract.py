@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from .errors import CancelledError, IntegrityError, NoDataFilesError, UnsafeArchiveError
+from ..errors import CancelledError, IntegrityError, NoDataFilesError, UnsafeArchiveError
 
 COPY_CHUNK = 4 * 1024 * 1024
 ZIP_MAGIC = b"PK\x03\x04"

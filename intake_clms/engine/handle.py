@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CancelledError
+from ..errors import CancelledError
 
 
 @dataclass

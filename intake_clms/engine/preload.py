@@ -17,12 +17,11 @@ import logging
 import threading
 from typing import Any
 
-from ..errors import ClmsError
+from ..errors import ClmsError, PreloadError
 from ..services import ProductNotThereError, connector
 from ..store import Store
 from ..net.clock import SYSTEM
 from .core import Engine, Options
-from .errors import PreloadError
 from .events import Progress
 from .handle import PreloadHandle
 from ..net.polling import PollPolicy

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Protocol
 
-from ..engine.errors import CancelledError
+from ..errors import CancelledError
 
 
 class Clock(Protocol):

@@ -29,9 +29,8 @@ from pathlib import Path
 import requests
 import urllib3
 
-from ..errors import ServiceError
+from ..errors import CancelledError, IntegrityError, ServiceError
 from ..store.fsutil import is_local_fault, local_faults, storage_error
-from ..engine.errors import CancelledError, IntegrityError
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,8 @@ from typing import Any, Protocol
 
 import requests
 
-from ..errors import ServiceError, ServiceUnreachableError
+from ..errors import AmbiguousOrderError, CancelledError, QuotaError, ServiceError, ServiceUnreachableError
 from .clock import SYSTEM, Clock
-from ..engine.errors import AmbiguousOrderError, CancelledError, QuotaError
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import ServiceError
+from ..errors import CancelledError, ServiceError
 from .clock import SYSTEM, Clock
-from ..engine.errors import CancelledError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -210,7 +210,7 @@ def record_clms(rec: Recorder) -> None:
     """The CLMS download API sessions of our client (``ClmsApiService`` + ``ClmsAuth`` over ``HttpClient``)."""
     from intake_clms.services.clms_api.listing import ApiDataset, fetch_listing
     from intake_clms.errors import ServiceError
-    from intake_clms.engine.errors import OrderExpiredError, OrderFailedError
+    from intake_clms.errors import OrderExpiredError, OrderFailedError
     from intake_clms.services.clms_api.auth import GrantRefusedError
     from intake_clms.sandbox import clms_api
 

@@ -29,7 +29,7 @@ from intake_clms.services.clms_api.listing import (
 )
 from intake_clms.errors import CredentialsError, ParameterError, ServiceError, UnknownIdentifierError
 from intake_clms.engine import CancelledError, PreloadError
-from intake_clms.engine.errors import OrderExpiredError
+from intake_clms.errors import OrderExpiredError
 from intake_clms.params import Request
 from intake_clms.sandbox import Sandbox, clms_api
 from intake_clms.source import ClmsSource

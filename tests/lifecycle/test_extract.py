@@ -27,7 +27,7 @@ import requests
 from affine import Affine
 
 from intake_clms.net.download import download
-from intake_clms.engine.errors import CancelledError, IntegrityError, NoDataFilesError, UnsafeArchiveError
+from intake_clms.errors import CancelledError, IntegrityError, NoDataFilesError, UnsafeArchiveError
 from intake_clms.engine.extract import Limits, classify, extract_zip, is_zip, require_data, sniff
 from intake_clms.sandbox import Sandbox, clms_api
 from intake_clms.sandbox.datagen import HOSTILE_NAMES, HOSTILE_VARIANTS, LAYOUTS, ProductStore

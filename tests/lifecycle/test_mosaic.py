@@ -24,7 +24,7 @@ from intake_clms import assemble
 from intake_clms.assemble import mosaic
 from intake_clms.assemble import tiles as tiles_mod
 from intake_clms.assemble.contract import spatial_dims
-from intake_clms.engine.errors import IntegrityError
+from intake_clms.errors import IntegrityError
 from intake_clms.sandbox.datagen import ProductStore
 
 ORIGIN = (4_300_000.0, 2_900_000.0)  # upper-left corner of the test grids, EPSG:3035 metres (central Europe)

@@ -19,7 +19,7 @@ from rasterio.warp import transform_bounds
 from intake_clms import cli
 from intake_clms.errors import ParameterError
 from intake_clms.engine import PreloadError, QuotaError
-from intake_clms.engine.errors import OrderExpiredError
+from intake_clms.errors import OrderExpiredError
 from intake_clms.catalog.resolve import load_sources
 from intake_clms.source import ClmsSource
 

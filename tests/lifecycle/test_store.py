@@ -22,7 +22,7 @@ import xarray as xr
 from intake_clms.cli import main as cli_main
 from intake_clms.errors import LocalStorageError
 from intake_clms.engine import PreloadError
-from intake_clms.engine.errors import DamagedProductError, IntegrityError
+from intake_clms.errors import DamagedProductError, IntegrityError
 from intake_clms.source import ClmsSource
 from intake_clms.store import Store
 from intake_clms.store.fsutil import HOST

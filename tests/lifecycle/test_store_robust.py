@@ -22,7 +22,7 @@ import pytest
 from intake_clms.cli import main as cli_main
 from intake_clms.errors import LocalStorageError
 from intake_clms.engine import PreloadError
-from intake_clms.engine.errors import DamagedProductError
+from intake_clms.errors import DamagedProductError
 from intake_clms.source import ClmsSource
 from intake_clms.store import Store, View
 from intake_clms.store.maintenance import clean_cache, list_cache

@@ -18,7 +18,7 @@ from shapely.geometry import Point, box
 
 from intake_clms.assemble import data_kind, open_files
 from intake_clms.assemble.vector import open_vector
-from intake_clms.engine.errors import IntegrityError, NoDataFilesError
+from intake_clms.errors import IntegrityError, NoDataFilesError
 from intake_clms.engine.extract import classify, extract_zip, require_data, sniff
 
 BBOX = (5.0, 45.0, 10.0, 50.0)

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from intake_clms.engine.errors import IntegrityError, PreloadError
+from intake_clms.errors import IntegrityError, PreloadError
 from intake_clms.services.base import DOWNLOAD, Hit
 from intake_clms.services import ProductNotThereError
 from intake_clms.services.cdse import budget as budget_mod

@@ -23,8 +23,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ...errors import ParameterError
-from ...engine.errors import CancelledError
+from ...errors import CancelledError, ParameterError
 
 DEFAULT = 4
 ENV = "CDSE_MAX_CONNECTIONS"

@@ -34,10 +34,9 @@ from urllib.parse import quote, urljoin
 import requests
 
 from ...config import endpoints
-from ...errors import ParameterError, ServiceError, TooManyProductsError
+from ...errors import IntegrityError, ParameterError, ServiceError, TooManyProductsError
 from ...net.clock import SYSTEM, Clock
-from ...engine.errors import IntegrityError
-from ...net.http import HttpClient, server_message
+from ...net.http import HttpClient
 from ..base import DOWNLOAD, WINDOW, Hit, Ready, product_key
 from ...params import Request
 from .. import ProductNotThereError

@@ -38,9 +38,8 @@ import requests
 
 from .listing import ApiDataset, fetch_listing, find_dataset
 from ...config import endpoints
-from ...errors import ClmsError, CredentialsError, ParameterError, ServiceError, UnknownIdentifierError
+from ...errors import ClmsError, CredentialsError, OrderExpiredError, OrderFailedError, ParameterError, ServiceError, UnknownIdentifierError
 from ...net.clock import SYSTEM, Clock
-from ...engine.errors import OrderExpiredError, OrderFailedError
 from ...net.http import HttpClient, server_message
 from ..base import Hit, Ready
 from ...params import Request

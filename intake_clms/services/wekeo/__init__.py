@@ -33,9 +33,8 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ...config import endpoints, hdarc_path
-from ...errors import CredentialsError, ServiceError, TooManyProductsError
+from ...errors import CredentialsError, OrderExpiredError, OrderFailedError, ServiceError, TooManyProductsError
 from ...net.clock import SYSTEM, Clock
-from ...engine.errors import OrderExpiredError, OrderFailedError
 from ...net.http import HttpClient, server_message
 from ..base import Hit, Ready, product_key
 from ...params import Request
