@@ -113,27 +113,55 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
             shutil.rmtree(scratch, ignore_errors=True)
         return target.stat().st_size, names
 
-    def pixels(path: Path) -> np.ndarray:
-        return raster.using(raster.RasterSource(str(path)), lambda ds: ds.read(1))
-
     t = first.affine
     coords = {"time": np.array([mosaic.parse_time(s) for s in _distinct(list(steps))], dtype="datetime64[ns]"),
               "y": xr.DataArray(grid.centres(t.f, t.e, 0, first.height), dims="y", attrs={"step": t.e}),
               "x": xr.DataArray(grid.centres(t.c, t.a, 0, first.width), dims="x", attrs={"step": t.a})}
-    shape = (first.height, first.width)
-    variables = {}
+    shape = (len(coords["time"]), first.height, first.width)
+    variables, rows = {}, {}
     for name in dict.fromkeys(names):
-        picked = [(h, p) for h, p, n in zip(heads, files, names) if n == name]
-        band = picked[0][0].band
-        data = da.stack([da.from_delayed(dask.delayed(pixels)(p), shape, dtype=first.dtype) for _, p in picked])
-        var = xr.DataArray(data, dims=("time", "y", "x"), coords=coords, name=name)
+        picked = [p for p, n in zip(files, names) if n == name]
+        band = heads[names.index(name)].band
+        placeholder = da.zeros((len(picked),) + shape[1:], dtype=first.dtype)  # lazy: never computed
+        var = xr.DataArray(placeholder, dims=("time", "y", "x"), coords=coords, name=name)
         var.attrs = {**band.attrs, "scale_factor": band.scale, "add_offset": band.offset,
                      **({} if first.nodata is None else {"_FillValue": first.nodata})}
-        variables[name] = var
-    raw = normalise(xr.Dataset(variables), crs=first.crs, times=None, decode=False)
-    with dask.config.set(scheduler="synchronous"):  # a product at a time, in this thread
-        raw.to_netcdf(target, engine="netcdf4")
+        variables[name], rows[name] = var, picked
+    form = normalise(xr.Dataset(variables), crs=first.crs, times=None, decode=False)
+    _write_rows(form, rows, target)
     return target.stat().st_size, names
+
+
+def _write_rows(form: Any, rows: dict[str, list[Path]], target: Path) -> None:
+    """Write the stored form ``form`` (its data variables placeholders) to NetCDF, each data variable's time
+    steps read from its kept windows one at a time (memory: one window).  netCDF4 directly, with xarray's
+    own CF encoder for names, coordinates and attributes: ``to_netcdf`` would ask dask for its scheduler,
+    which imports dask.distributed (a third of a second, more than a short series' whole publish)."""
+    import netCDF4
+    import numpy as np
+    import xarray as xr
+
+    from . import raster
+
+    encoded, attrs = xr.conventions.cf_encoder(*xr.conventions.encode_dataset_coordinates(form))
+    with netCDF4.Dataset(target, "w", format="NETCDF4") as nc:
+        for dim, size in form.sizes.items():
+            nc.createDimension(str(dim), size)
+        nc.setncatts(attrs)
+        for name, var in encoded.items():
+            meta = dict(var.attrs)
+            fill = meta.pop("_FillValue", None)
+            out = nc.createVariable(str(name), var.dtype, tuple(str(d) for d in var.dims),
+                                    fill_value=False if fill is None else fill)
+            out.set_auto_maskandscale(False)  # the stored integers as they are: no packing on write
+            out.setncatts(meta)
+            if name in rows:
+                for i, path in enumerate(rows[str(name)]):
+                    out[i] = raster.using(raster.RasterSource(str(path)), lambda ds: ds.read(1))
+            elif var.ndim:
+                out[:] = np.asarray(var.values)
+            else:
+                out.assignValue(np.asarray(var.values))
 
 
 #: Bytes of decoded values per chunk of a stacked window view (time steps are grouped up to it).
@@ -148,16 +176,23 @@ def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenanc
     """
     import xarray as xr
 
+    from .contract import from_stored
     from .netcdf import _OPEN_LOCK, grid_crs
 
-    with _OPEN_LOCK:
-        raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False)
-    pixels = 1
-    for dim, size in raw.sizes.items():
-        if dim != "time":
-            pixels *= max(1, size)
-    rule = {"time": max(1, STACK_CHUNK_BYTES // (4 * pixels))}
-    raw = raw.chunk({**rule, **chunks} if isinstance(chunks, dict) else (rule if chunks is None else chunks))
+    def opened(mask_and_scale: bool) -> Any:
+        with _OPEN_LOCK:
+            raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=mask_and_scale, decode_coords="all")
+        pixels = 1
+        for dim, size in raw.sizes.items():
+            if dim != "time":
+                pixels *= max(1, size)
+        rule = {"time": max(1, STACK_CHUNK_BYTES // (4 * pixels))}
+        return raw.chunk({**rule, **chunks} if isinstance(chunks, dict) else (rule if chunks is None else chunks))
+
+    fast = from_stored(opened(decode), decode=decode, provenance=provenance)
+    if fast is not None:
+        return fast
+    raw = opened(False)
     return normalise(raw, crs=grid_crs(raw), times=None, decode=decode, provenance=provenance)
 
 

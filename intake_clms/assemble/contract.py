@@ -128,31 +128,56 @@ def _cf(attrs: Mapping[str, Any], dtype: np.dtype) -> dict[str, Any]:
     return out
 
 
-def _value(var: xr.DataArray, decode: bool) -> xr.DataArray:
+@dataclass(frozen=True)
+class _Form:
+    """A stored variable's contract: its meaning (CF attributes), packing and the dtype it decodes to."""
+
+    meaning: dict[str, Any]
+    raw: np.dtype
+    target: np.dtype
+    scale: float
+    offset: float
+    fill: Any  # in the raw dtype for integers; None when there is none
+
+    def raw_attrs(self) -> dict[str, Any]:
+        """``decode=False``: the packing in the precision it decodes with (a file's float32 and a COG's double agree)."""
+        return {**self.meaning, "scale_factor": self.target.type(self.scale), "add_offset": self.target.type(self.offset),
+                **({} if self.fill is None else {"_FillValue": self.fill})}
+
+    def decoded_encoding(self) -> dict[str, Any]:
+        """Decoded values keep their packing in ``encoding`` (``to_netcdf`` writes the integers back)."""
+        return {"dtype": self.raw, "scale_factor": self.scale, "add_offset": self.offset,
+                **({} if self.fill is None else {"_FillValue": self.fill})}
+
+
+def _form(var: xr.DataArray, raw: np.dtype) -> _Form:
+    """``raw``: the stored dtype (``var``'s own when it holds the stored values)."""
     scale, offset, fill = _packing(var)
-    raw_dtype = var.dtype
-    meaning = _cf(var.attrs, raw_dtype)
-    fill_value = None if fill is None else np.asarray(fill).astype(raw_dtype)[()] if raw_dtype.kind in "iu" else fill
-    target = np.dtype("float32") if raw_dtype.kind in "iu" and raw_dtype.itemsize <= 2 else np.dtype("float64")
-    if not decode:  # the packing in the precision it decodes with (a file's float32 and a COG's double agree)
+    fill_value = None if fill is None else np.asarray(fill).astype(raw)[()] if raw.kind in "iu" else fill
+    target = np.dtype("float32") if raw.kind in "iu" and raw.itemsize <= 2 else np.dtype("float64")
+    return _Form(_cf(var.attrs, raw), raw, target, scale, offset, fill_value)
+
+
+def _value(var: xr.DataArray, decode: bool) -> xr.DataArray:
+    form = _form(var, var.dtype)
+    if not decode:
         out = var.copy()
-        out.attrs = {**meaning, "scale_factor": target.type(scale), "add_offset": target.type(offset),
-                     **({} if fill_value is None else {"_FillValue": fill_value})}
-        out.encoding = {"dtype": raw_dtype}
+        out.attrs = form.raw_attrs()
+        out.encoding = {"dtype": form.raw}
         return out
-    if raw_dtype.kind in "iu":
-        data = var.astype(target)
-        if fill_value is not None:
-            data = data.where(var != fill_value)
-        if scale != 1.0:
-            data = data * target.type(scale)
-        if offset != 0.0:
-            data = data + target.type(offset)
+    if form.raw.kind in "iu":
+        data = var.astype(form.target)
+        if form.fill is not None:
+            data = data.where(var != form.fill)
+        if form.scale != 1.0:
+            data = data * form.target.type(form.scale)
+        if form.offset != 0.0:
+            data = data + form.target.type(form.offset)
     else:  # stored as floats: only the fill value to mask
+        fill = form.fill
         data = var if fill is None or (isinstance(fill, float) and np.isnan(fill)) else var.where(var != fill)
-    data.attrs = meaning
-    data.encoding = {"dtype": raw_dtype, "scale_factor": scale, "add_offset": offset,
-                     **({} if fill_value is None else {"_FillValue": fill_value})}
+    data.attrs = form.meaning
+    data.encoding = form.decoded_encoding()
     return data
 
 
@@ -196,4 +221,36 @@ def normalise(ds: xr.Dataset, *, crs: Any, times: Sequence[Any] | None, decode: 
     return result
 
 
-__all__ = ["CONVENTIONS", "Provenance", "crop", "normalise", "spatial_dims", "variable_name"]
+def from_stored(ds: xr.Dataset, *, decode: bool, provenance: Provenance | None = None) -> xr.Dataset | None:
+    """The contract's Dataset from a file :func:`normalise` wrote (``decode=False``, ``to_netcdf``), opened with
+    ``decode_coords="all"`` and ``mask_and_scale=decode``: xarray's own lazy decoding (the same float32
+    arithmetic as :func:`normalise`'s, one task per chunk instead of four array operations) and the stored
+    attributes re-labelled, with no CRS parsed again.  None when the file is not in that form (the caller
+    then normalises it)."""
+    if "spatial_ref" not in ds.coords or "time" not in ds.dims:
+        return None
+    names = list(ds.data_vars)
+    if not names:
+        return None
+    variables = {}
+    for name in names:
+        var = ds[name]
+        raw = np.dtype(var.encoding.get("dtype", var.dtype))
+        form = _form(var, raw)
+        if decode and raw.kind in "iu" and var.dtype != form.target:
+            return None  # xarray decodes this width otherwise: normalise's arithmetic decides
+        out = var.copy(deep=False)
+        out.attrs = dict(form.meaning) if decode else form.raw_attrs()
+        out.encoding = ({**form.decoded_encoding(), "grid_mapping": "spatial_ref"} if decode
+                        else {"dtype": form.raw, "grid_mapping": "spatial_ref"})
+        variables[name] = out
+    result = xr.Dataset(variables, attrs={"Conventions": CONVENTIONS, **(provenance.attrs() if provenance else {})})
+    for name in result.coords:
+        coord = result[name]
+        coord.attrs.pop("_FillValue", None)
+        coord.encoding = {}
+    result.encoding = {}
+    return result
+
+
+__all__ = ["CONVENTIONS", "Provenance", "crop", "from_stored", "normalise", "spatial_dims", "variable_name"]

@@ -166,9 +166,15 @@ def _cached(path: str) -> Any:
     return ds
 
 
-def using(src: RasterSource, work: Callable[[Any], T], level: int | None = None) -> T:
+def using(src: RasterSource, work: Callable[[Any], T], level: int | None = None,
+          head: Callable[[Any], Any] | None = None) -> T:
     """``work(dataset)`` on the source opened: local datasets cached per thread; a remote one inside its
-    access's environment and budget slot, tried again when the access says so (a renewed token)."""
+    access's environment, tried again when the access says so (a renewed token).
+
+    A remote file's budget slot is held for what sends requests, not between them: the open (the header
+    read) in one slot, ``work`` (the pixel read) in another, with ``head(dataset)`` (what the header says:
+    the window to read) run in between, outside any slot, so the budget's connections carry requests
+    back to back while this thread parses.  ``work`` then receives the dataset and ``head``'s answer."""
     import rasterio
 
     if src.access is None:
@@ -188,10 +194,17 @@ def using(src: RasterSource, work: Callable[[Any], T], level: int | None = None)
     while True:
         attempt += 1
         try:
-            with src.access.slot(), src.access.env():
+            with src.access.env():
                 kwargs = {} if level is None else {"overview_level": level}
-                with rasterio.open(src.path, **kwargs) as ds:
-                    return work(ds)
+                with src.access.slot():
+                    ds = rasterio.open(src.path, **kwargs)
+                with ds:
+                    if head is None:
+                        with src.access.slot():
+                            return work(ds)
+                    told = head(ds)
+                    with src.access.slot():
+                        return work(ds, told)  # type: ignore[call-arg]
         except ClmsError:
             raise
         except Exception as exc:  # noqa: BLE001 - the access says what a failure means (raises, or asks again)
@@ -216,15 +229,19 @@ def read_window(src: RasterSource, bbox: Sequence[float] | None, level: int | No
     """One open of ``src``: its header and the pixels whose centres lie in ``bbox`` (lon/lat)."""
     from rasterio.windows import Window as RioWindow
 
-    def work(ds: Any) -> Window:
+    def where(ds: Any) -> tuple[Header, tuple[int, int, int, int]]:
         head = header_of(ds)
         row, col, h, w = head.window(bbox)
         if h == 0 or w == 0:
             raise IntegrityError(f"{src.shown}: no pixel centre of it lies in the bbox {list(bbox or [])}")
+        return head, (row, col, h, w)
+
+    def work(ds: Any, told: tuple[Header, tuple[int, int, int, int]] | None = None) -> Window:
+        head, (row, col, h, w) = told or where(ds)
         data = ds.read(1, window=RioWindow(col, row, w, h))
         return Window(data, head, (row, col, h, w), tile_bytes(ds, (row, col, h, w)))
 
-    return using(src, work, level)
+    return using(src, work, level, head=where)
 
 
 def tile_bytes(ds: Any, window: tuple[int, int, int, int]) -> int:

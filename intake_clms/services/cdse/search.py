@@ -21,7 +21,7 @@ import datetime as dt
 import importlib.util
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -101,16 +101,23 @@ class Catalogue:
             finally:
                 r.close()
 
-    def products(self, request: Request, fmt: str | None = None, top: int | None = None) -> Iterator[dict[str, Any]]:
+    def products(self, request: Request, fmt: str | None = None, top: int | None = None,
+                 counted: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
         """Every product of the request, in ContentDate/Start order, each once (pages of ``top`` when given:
-        a caller that stops early then costs the catalogue one small page)."""
+        a caller that stops early then costs the catalogue one small page).  ``counted``: called with the
+        request's total (``$count=true`` on the first page) before any product is yielded, so a caller can
+        refuse a request after one catalogue call."""
         seen: set[str] = set()
         since: dt.datetime | None = None
         page = self.page if top is None else max(1, min(self.page, top))
         while True:
             params = {"$filter": build_filter(request, fmt, since), "$orderby": "ContentDate/Start asc",
                       "$top": str(page), "$expand": "Attributes"}
+            if counted is not None and since is None:
+                params["$count"] = "true"
             body = self.get(f"{self.url}/Products", params)
+            if counted is not None and since is None:
+                counted(int(body.get("@odata.count") or 0))
             listed = 0
             last: str | None = None
             fresh = 0

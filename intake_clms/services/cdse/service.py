@@ -114,16 +114,21 @@ class CdseService:
         (``cog`` for window reads; ``nc`` first for downloads, every format when the dataset has no NetCDF).
         With ``limit``, the listing stops once more than ``limit`` dates are found (small pages)."""
         fmt = {"window": "cog", "download": "nc"}.get(self.access)
-        if limit is not None:  # count the dates first (one format's products: one per date): refused at once
-            dates = next((n for n in (self.catalogue.count(request, f) for f in ([fmt] if fmt else ["nc", "cog"])) if n),
+        if limit is not None and not fmt:  # count the dates first (one format's products: one per date)
+            dates = next((n for n in (self.catalogue.count(request, f) for f in ("nc", "cog")) if n),
                          0) or self.catalogue.count(request, None)
             if dates > limit:
                 raise TooManyProductsError(SERVICE, dates, limit)
         top = None if limit is None else (limit + 2) * (1 if fmt else 3)  # a date has up to 3 formats
+
+        def refuse(dates: int) -> None:  # one format's products, one per date: the first page's count decides
+            if limit is not None and dates > limit:
+                raise TooManyProductsError(SERVICE, dates, limit)
+
         groups: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
 
         def gather(formats: str | None) -> None:
-            for p in self.catalogue.products(request, formats, top):
+            for p in self.catalogue.products(request, formats, top, refuse if limit is not None and fmt else None):
                 groups.setdefault(series_key(p), {})[product_format(p)] = p
                 if limit is not None and len(groups) > limit + 1:  # the last date may still miss a format
                     return
