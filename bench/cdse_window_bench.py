@@ -8,8 +8,12 @@ Against the sandbox's CDSE (S3 path style, SigV4), in a fresh cache:
   header reads (GETs from byte 0) is reported too.
 - wall time of the window read (search, one header for the view, tiles) vs the same request
   with ``access="download"`` (three whole products downloaded, verified and stored).
-- peak RSS of a client process reading the window over 36 dekads (a year) with ``.values``:
-  target <= 300 MiB (measured in a child process: the sandbox server runs in this one).
+- peak RSS of a client process reading the window over 36 dekads (a year) with ``.values``, measured in a
+  child process (the sandbox server runs in this one) as VmHWM: what it adds to the imports' footprint
+  against the bytes of the array it returns.  ``.values`` of a dask array holds every chunk and their
+  concatenation at its end (2x the array), so the target is <= 2.2x the array (was an absolute 300 MiB,
+  written when the sandbox's small class held a smaller extent: 36 dekads of the 5 x 5 degree window on
+  the real 1/336 degree grid are 388 MiB of float32 by themselves).
 
 Full run: ``large`` COGs (NDVI's real 1/336 degree grid over about 11 W-31 E, 34-60 N; 512 px
 tiles) for the three dekads, ``small`` for the 36; ``--quick``: ``tiny`` and 6 dekads, a smoke run
@@ -72,7 +76,7 @@ def client(args: argparse.Namespace) -> None:
     opened = peak_rss_mib()
     values = ds.NDVI.values
     print(json.dumps({"steps": int(values.shape[0]), "shape": list(values.shape), "peak_rss_mib": peak_rss_mib(),
-                      "after_imports_mib": imported, "after_open_mib": opened}))
+                      "after_imports_mib": imported, "after_open_mib": opened, "array_mib": values.nbytes / 2**20}))
 
 
 def client_env(sb: Sandbox, cache: Path) -> dict[str, str]:
@@ -163,13 +167,15 @@ def main() -> None:
         work = Path(tmp)
         win = window_vs_download(size, work)
         rss = rss_over_steps(rss_size, steps, work)
+    over = (rss["peak_rss_mib"] - rss["after_imports_mib"]) / max(rss["array_mib"], 1e-9)
     results = {
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in win.items()},
         "size_class": size, "rss_size_class": rss_size, "rss_steps": rss["steps"], "peak_rss_mib": rss["peak_rss_mib"],
+        "after_imports_mib": rss["after_imports_mib"], "array_mib": rss["array_mib"], "rss_over_array": over,
         "quick": args.quick,
-        "targets": {"bytes_ratio": "<= 1.2 (sent / tiles under the bbox)", "peak_rss_mib": f"<= 300 ({steps} dekads)"},
-        "ok": {"bytes_ratio": win["bytes_ratio"] <= 1.2, "peak_rss_mib": rss["peak_rss_mib"] <= 300,
-               "steps": rss["steps"] == steps},
+        "targets": {"bytes_ratio": "<= 1.2 (sent / tiles under the bbox)",
+                    "rss_over_array": f"<= 2.2 ((peak - imports) / the array returned, {steps} dekads)"},
+        "ok": {"bytes_ratio": win["bytes_ratio"] <= 1.2, "rss_over_array": over <= 2.2, "steps": rss["steps"] == steps},
     }
     emit(NAME, results)
 

@@ -75,3 +75,19 @@ def test_reopen_falls_back_for_files_not_in_stored_form(tmp_path):
     got = open_stack(tmp_path / "bare.nc")
     assert got.rio.crs.to_epsg() == 4326 and "spatial_ref" in got.coords
     assert list(got.data_vars) == ["NDVI"] and got.NDVI.dtype == np.float32
+
+
+@pytest.mark.parametrize("crs,dims", [("EPSG:4326", ("lat", "lon")), ("EPSG:3035", ("y", "x"))])
+def test_the_cached_crs_form_is_rioxarrays(crs, dims):
+    """normalise works the CF form of a CRS out once per CRS; it is what rioxarray writes on the Dataset itself."""
+    ny, nx = dims
+    raw = xr.Dataset({"v": (("time", ny, nx), np.arange(12, dtype="uint8").reshape(1, 3, 4), {"_FillValue": 255})},
+                     coords={"time": [np.datetime64("2021-01-01", "ns")], ny: [3.0, 2.0, 1.0], nx: [0.0, 1.0, 2.0, 3.0]})
+    ours = normalise(raw, crs=crs, times=None)
+    theirs = ours.drop_vars("spatial_ref")
+    for name in (nx, ny):
+        theirs[name].attrs = {}
+    theirs = theirs.rio.set_spatial_dims(x_dim=nx, y_dim=ny).rio.write_crs(crs).rio.write_coordinate_system()
+    xr.testing.assert_identical(ours, theirs)
+    assert ours.v.encoding["grid_mapping"] == theirs.v.encoding["grid_mapping"] == "spatial_ref"
+    assert ours.rio.crs == theirs.rio.crs

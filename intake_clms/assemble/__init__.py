@@ -143,8 +143,10 @@ def _write_rows(form: Any, rows: dict[str, list[Path]], target: Path) -> None:
 
     from . import raster
 
+    import rasterio
+
     encoded, attrs = xr.conventions.cf_encoder(*xr.conventions.encode_dataset_coordinates(form))
-    with netCDF4.Dataset(target, "w", format="NETCDF4") as nc:
+    with rasterio.Env(**raster.LOCAL_ENV), netCDF4.Dataset(target, "w", format="NETCDF4") as nc:
         for dim, size in form.sizes.items():
             nc.createDimension(str(dim), size)
         nc.setncatts(attrs)
@@ -157,7 +159,12 @@ def _write_rows(form: Any, rows: dict[str, list[Path]], target: Path) -> None:
             out.setncatts(meta)
             if name in rows:
                 for i, path in enumerate(rows[str(name)]):
-                    out[i] = raster.using(raster.RasterSource(str(path)), lambda ds: ds.read(1))
+                    try:
+                        with rasterio.open(path) as ds:
+                            out[i] = ds.read(1)
+                    except Exception as exc:
+                        raise IntegrityError(f"cannot read the kept window {path}: {exc}; "
+                                             "`intake-clms cache verify`") from exc
             elif var.ndim:
                 out[:] = np.asarray(var.values)
             else:
@@ -180,13 +187,16 @@ def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenanc
     from .netcdf import _OPEN_LOCK, grid_crs
 
     def opened(mask_and_scale: bool) -> Any:
-        with _OPEN_LOCK:
-            raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=mask_and_scale, decode_coords="all")
+        with _OPEN_LOCK:  # dask-backed at once (a stack is stored contiguous: one chunk a variable)
+            raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=mask_and_scale, decode_coords="all",
+                                  chunks={})
         pixels = 1
         for dim, size in raw.sizes.items():
             if dim != "time":
                 pixels *= max(1, size)
         rule = {"time": max(1, STACK_CHUNK_BYTES // (4 * pixels))}
+        if chunks is None and rule["time"] >= raw.sizes.get("time", 1):
+            return raw  # a point's series: already one chunk
         return raw.chunk({**rule, **chunks} if isinstance(chunks, dict) else (rule if chunks is None else chunks))
 
     fast = from_stored(opened(decode), decode=decode, provenance=provenance)

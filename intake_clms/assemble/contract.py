@@ -29,6 +29,7 @@ opened with ``mask_and_scale=False``, GeoTIFFs as read), already cropped by
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -158,6 +159,19 @@ def _form(var: xr.DataArray, raw: np.dtype) -> _Form:
     return _Form(_cf(var.attrs, raw), raw, target, scale, offset, fill_value)
 
 
+def _decode(raw: np.ndarray, *, fill: Any, scale: float, offset: float, target: np.dtype) -> np.ndarray:
+    """Stored integers to values: fill -> NaN, then ``* scale + offset`` in ``target`` precision (the same
+    arithmetic, in the same order, as xarray's CF decoding of the stored form)."""
+    data = raw.astype(target)
+    if fill is not None:
+        data[raw == fill] = np.nan
+    if scale != 1.0:
+        data *= target.type(scale)
+    if offset != 0.0:
+        data += target.type(offset)
+    return data
+
+
 def _value(var: xr.DataArray, decode: bool) -> xr.DataArray:
     form = _form(var, var.dtype)
     if not decode:
@@ -165,14 +179,13 @@ def _value(var: xr.DataArray, decode: bool) -> xr.DataArray:
         out.attrs = form.raw_attrs()
         out.encoding = {"dtype": form.raw}
         return out
-    if form.raw.kind in "iu":
-        data = var.astype(form.target)
-        if form.fill is not None:
-            data = data.where(var != form.fill)
-        if form.scale != 1.0:
-            data = data * form.target.type(form.scale)
-        if form.offset != 0.0:
-            data = data + form.target.type(form.offset)
+    if form.raw.kind in "iu":  # one operation a block (not four array operations: a graph of one layer)
+        decode_block = functools.partial(_decode, fill=form.fill, scale=form.scale, offset=form.offset,
+                                         target=form.target)
+        if isinstance(var.data, np.ndarray):
+            data = var.copy(data=decode_block(var.data))
+        else:
+            data = var.copy(data=var.data.map_blocks(decode_block, dtype=form.target))
     else:  # stored as floats: only the fill value to mask
         fill = form.fill
         data = var if fill is None or (isinstance(fill, float) and np.isnan(fill)) else var.where(var != fill)
@@ -181,11 +194,20 @@ def _value(var: xr.DataArray, decode: bool) -> xr.DataArray:
     return data
 
 
+@functools.lru_cache(maxsize=64)
+def _crs_form(crs: str, nx: str, ny: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """rioxarray's CF form of a CRS (the ``spatial_ref`` attributes, the x and y coordinates' attributes),
+    worked out once per CRS on a one-pixel Dataset: parsing a CRS costs milliseconds every open."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    one = xr.Dataset({"v": ((ny, nx), np.zeros((1, 1), "uint8"))}, coords={ny: [0.0], nx: [0.0]})
+    one = one.rio.set_spatial_dims(x_dim=nx, y_dim=ny).rio.write_crs(crs).rio.write_coordinate_system()
+    return dict(one["spatial_ref"].attrs), dict(one[nx].attrs), dict(one[ny].attrs)
+
+
 def normalise(ds: xr.Dataset, *, crs: Any, times: Sequence[Any] | None, decode: bool = True,
               provenance: Provenance | None = None) -> xr.Dataset:
     """The contract's Dataset from a reader's raw one (see the module docstring)."""
-    import rioxarray  # noqa: F401  (registers .rio)
-
     x, y = spatial_dims(ds)
     geographic = grid.is_geographic(crs)
     nx, ny = ("lon", "lat") if geographic else ("x", "y")
@@ -210,8 +232,12 @@ def normalise(ds: xr.Dataset, *, crs: Any, times: Sequence[Any] | None, decode: 
         variables[name] = _value(var.transpose(*order), decode)
     result = xr.Dataset(variables, coords={"time": out["time"].values, ny: out[ny].values, nx: out[nx].values})
     result.attrs = {"Conventions": CONVENTIONS, **(provenance.attrs() if provenance else {})}
-    result = result.rio.set_spatial_dims(x_dim=nx, y_dim=ny).rio.write_crs(crs or "EPSG:4326")
-    result = result.rio.write_coordinate_system()
+    grid_mapping, x_attrs, y_attrs = _crs_form(str(crs or "EPSG:4326"), nx, ny)
+    result = result.assign_coords(spatial_ref=xr.Variable((), np.int64(0), dict(grid_mapping)))
+    result[nx].attrs.update(x_attrs)
+    result[ny].attrs.update(y_attrs)
+    for name in result.data_vars:
+        result[name].encoding["grid_mapping"] = "spatial_ref"
     for name in result.variables:
         for key in ("source", "original_shape", "preferred_chunks", "chunksizes", "zlib", "complevel", "shuffle",
                     "fletcher32", "contiguous", "coordinates"):
