@@ -84,9 +84,10 @@ def test_the_cached_crs_form_is_rioxarrays(crs, dims):
     raw = xr.Dataset({"v": (("time", ny, nx), np.arange(12, dtype="uint8").reshape(1, 3, 4), {"_FillValue": 255})},
                      coords={"time": [np.datetime64("2021-01-01", "ns")], ny: [3.0, 2.0, 1.0], nx: [0.0, 1.0, 2.0, 3.0]})
     ours = normalise(raw, crs=crs, times=None)
-    theirs = ours.drop_vars("spatial_ref")
-    for name in (nx, ny):
-        theirs[name].attrs = {}
+    var = ours.v.variable.copy()
+    var.encoding = {k: v for k, v in var.encoding.items() if k != "grid_mapping"}
+    theirs = xr.Dataset({"v": var}, coords={"time": ours.time.values, ny: ours[ny].values, nx: ours[nx].values},
+                        attrs=ours.attrs)
     theirs = theirs.rio.set_spatial_dims(x_dim=nx, y_dim=ny).rio.write_crs(crs).rio.write_coordinate_system()
     xr.testing.assert_identical(ours, theirs)
     assert ours.v.encoding["grid_mapping"] == theirs.v.encoding["grid_mapping"] == "spatial_ref"
