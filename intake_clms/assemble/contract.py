@@ -258,25 +258,25 @@ def from_stored(ds: xr.Dataset, *, decode: bool, provenance: Provenance | None =
     names = list(ds.data_vars)
     if not names:
         return None
-    variables = {}
+    forms = {}
     for name in names:
         var = ds[name]
         raw = np.dtype(var.encoding.get("dtype", var.dtype))
-        form = _form(var, raw)
-        if decode and raw.kind in "iu" and var.dtype != form.target:
+        forms[name] = _form(var, raw)
+        if decode and raw.kind in "iu" and var.dtype != forms[name].target:
             return None  # xarray decodes this width otherwise: normalise's arithmetic decides
-        out = var.copy(deep=False)
-        out.attrs = dict(form.meaning) if decode else form.raw_attrs()
-        out.encoding = ({**form.decoded_encoding(), "grid_mapping": "spatial_ref"} if decode
+    for name, form in forms.items():  # re-labelled in place: the Dataset was opened for this call alone
+        var = ds.variables[name]
+        var.attrs = dict(form.meaning) if decode else form.raw_attrs()
+        var.encoding = ({**form.decoded_encoding(), "grid_mapping": "spatial_ref"} if decode
                         else {"dtype": form.raw, "grid_mapping": "spatial_ref"})
-        variables[name] = out
-    result = xr.Dataset(variables, attrs={"Conventions": CONVENTIONS, **(provenance.attrs() if provenance else {})})
-    for name in result.coords:
-        coord = result[name]
+    for name in ds.coords:
+        coord = ds.variables[name]
         coord.attrs.pop("_FillValue", None)
         coord.encoding = {}
-    result.encoding = {}
-    return result
+    ds.attrs = {"Conventions": CONVENTIONS, **(provenance.attrs() if provenance else {})}
+    ds.encoding = {}
+    return ds
 
 
 __all__ = ["CONVENTIONS", "Provenance", "crop", "from_stored", "normalise", "spatial_dims", "variable_name"]
