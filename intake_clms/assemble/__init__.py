@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import IntegrityError
 from .contract import Provenance, normalise
+from .damage import OnDamage
 
 NETCDF = (".nc", ".nc4", ".cdf")
 GEOTIFF = (".tif", ".tiff")
@@ -43,11 +44,13 @@ def data_kind(paths: Sequence[Path]) -> str:
 def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bbox: Sequence[float] | None, *,
                chunks: Any = None, index_dir: Path | None = None, names: Sequence[str] | None = None,
                period: tuple[Any, Any] = (None, None), decode: bool = True,
-               provenance: Provenance | None = None, steps: Sequence[str | None] | None = None) -> Any:
+               provenance: Provenance | None = None, steps: Sequence[str | None] | None = None,
+               on_damage: OnDamage | None = None) -> Any:
     """Open one request's data files (no network).
 
     Rasters give the contract's ``xarray.Dataset`` (``steps``: each product's nominal date, in
     order, for its ``time``); vector files a ``GeoDataFrame`` (``period`` filters their times).
+    ``on_damage``: what a read error in a stored file means, when the pixels are read (:mod:`.damage`).
     """
     from . import mosaic
 
@@ -58,12 +61,12 @@ def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bb
     if kind == "netcdf":
         from .netcdf import open_netcdf
 
-        raw, crs = open_netcdf(files, bbox, chunks)
+        raw, crs = open_netcdf(files, bbox, chunks, on_damage)
     elif kind == "geotiff":
         from .tiles import names_of, open_tiles
 
         raw, crs = open_tiles(files, times, list(names) if names is not None else names_of(files), bbox, chunks,
-                              index_dir)
+                              index_dir, on_damage)
     else:
         raise IntegrityError(f"cannot open {kind!r} data")
     dates = [mosaic.parse_time(t) for t in (steps if steps is not None else _distinct(times))]
@@ -73,7 +76,7 @@ def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bb
 
 
 def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Sequence[str | None],
-                target: Path) -> tuple[int, list[str]]:
+                target: Path, on_damage: OnDamage | None = None) -> tuple[int, list[str]]:
     """Stack a window view's kept GeoTIFFs into one NetCDF in the contract's stored form (integers, packing,
     coordinates, CRS); (its size, each file's variable name).  ``times``: each file's product date; ``steps``:
     each product's.  Windows of one grid (one product per date) are stacked from their headers and written a
@@ -104,7 +107,7 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
         scratch.mkdir(exist_ok=True)
         try:
             raw = open_files("geotiff", files, times, None, index_dir=scratch, names=names, decode=False,
-                             steps=list(steps))
+                             steps=list(steps), on_damage=on_damage)
             with dask.config.set(scheduler="synchronous"):
                 raw.to_netcdf(target, engine="netcdf4")
         finally:
@@ -114,7 +117,7 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
         return target.stat().st_size, names
 
     def pixels(path: Path) -> np.ndarray:
-        return raster.using(raster.RasterSource(str(path)), lambda ds: ds.read(1))
+        return raster.using(raster.RasterSource(str(path), on_damage=on_damage), lambda ds: ds.read(1))
 
     t = first.affine
     coords = {"time": np.array([mosaic.parse_time(s) for s in _distinct(list(steps))], dtype="datetime64[ns]"),
@@ -140,7 +143,8 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
 STACK_CHUNK_BYTES = 64 * 2**20
 
 
-def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenance: Provenance | None = None) -> Any:
+def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenance: Provenance | None = None,
+               on_damage: OnDamage | None = None) -> Any:
     """A stacked window view: one open, then the contract (the file already holds its form).
 
     Chunks: as many whole time steps as fit :data:`STACK_CHUNK_BYTES` of decoded values (a point's long
@@ -148,10 +152,10 @@ def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenanc
     """
     import xarray as xr
 
-    from .netcdf import _OPEN_LOCK, grid_crs
+    from .netcdf import _OPEN_LOCK, Guarded, grid_crs
 
-    with _OPEN_LOCK:
-        raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=False)
+    with _OPEN_LOCK:  # read errors name the file (the stack is the view's, not a product's)
+        raw = xr.open_dataset(path, engine=Guarded, mask_and_scale=False, on_damage=on_damage)
     pixels = 1
     for dim, size in raw.sizes.items():
         if dim != "time":
