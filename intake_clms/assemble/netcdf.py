@@ -45,7 +45,7 @@ class GuardedArray(BackendArray):
         try:
             out = indexing.apply_indexer(self.array, key)
             return out.get_duck_array() if isinstance(out, indexing.ExplicitlyIndexed) else out
-        except (RuntimeError, OSError) as exc:  # netCDF4: RuntimeError (HDF error); h5py: OSError
+        except (RuntimeError, OSError) as exc:  # netCDF4 says "NetCDF: HDF error" (RuntimeError); the OS, OSError
             raise damage.read_error(self.path, self.path, exc, self.on_damage) from exc
 
 
@@ -65,7 +65,7 @@ class Guarded(NetCDF4BackendEntrypoint):
             v = ds.variables[name]
             if name in ds.xindexes:  # an index: read at open (damage there fails the open, named by the engine)
                 return v
-            lazy = indexing.LazilyIndexedArray(GuardedArray(v._data, path, on_damage))
+            lazy = indexing.LazilyIndexedArray(GuardedArray(v._data, path, on_damage))  # _data: still unread
             return xr.Variable(v.dims, lazy, v.attrs, v.encoding)
 
         out = xr.Dataset({n: guard(n) for n in ds.data_vars}, coords={n: guard(n) for n in ds.coords}, attrs=ds.attrs)
