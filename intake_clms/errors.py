@@ -147,6 +147,9 @@ class DamagedProductError(IntegrityError):
         self.key, self.path, self.problem = key, path, problem
         super().__init__(f"stored product {key} is damaged: {path}: {problem}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:  # raised in dask worker processes: it must pickle
+        return type(self), (self.key, self.path, self.problem)
+
 
 class AmbiguousOrderError(ServiceError):
     """An order's answer was lost (5xx or a dropped connection): the server may or may not have taken it."""

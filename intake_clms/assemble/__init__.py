@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import IntegrityError
 from .contract import Provenance, normalise
+from .damage import OnDamage
 
 NETCDF = (".nc", ".nc4", ".cdf")
 GEOTIFF = (".tif", ".tiff")
@@ -43,11 +44,13 @@ def data_kind(paths: Sequence[Path]) -> str:
 def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bbox: Sequence[float] | None, *,
                chunks: Any = None, index_dir: Path | None = None, names: Sequence[str] | None = None,
                period: tuple[Any, Any] = (None, None), decode: bool = True,
-               provenance: Provenance | None = None, steps: Sequence[str | None] | None = None) -> Any:
+               provenance: Provenance | None = None, steps: Sequence[str | None] | None = None,
+               on_damage: OnDamage | None = None) -> Any:
     """Open one request's data files (no network).
 
     Rasters give the contract's ``xarray.Dataset`` (``steps``: each product's nominal date, in
     order, for its ``time``); vector files a ``GeoDataFrame`` (``period`` filters their times).
+    ``on_damage``: what a read error in a stored file means, when the pixels are read (:mod:`.damage`).
     """
     from . import mosaic
 
@@ -58,12 +61,12 @@ def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bb
     if kind == "netcdf":
         from .netcdf import open_netcdf
 
-        raw, crs = open_netcdf(files, bbox, chunks)
+        raw, crs = open_netcdf(files, bbox, chunks, on_damage)
     elif kind == "geotiff":
         from .tiles import names_of, open_tiles
 
         raw, crs = open_tiles(files, times, list(names) if names is not None else names_of(files), bbox, chunks,
-                              index_dir)
+                              index_dir, on_damage)
     else:
         raise IntegrityError(f"cannot open {kind!r} data")
     dates = [mosaic.parse_time(t) for t in (steps if steps is not None else _distinct(times))]
@@ -73,7 +76,7 @@ def open_files(kind: str, files: Sequence[Path], times: Sequence[str | None], bb
 
 
 def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Sequence[str | None],
-                target: Path) -> tuple[int, list[str]]:
+                target: Path, on_damage: OnDamage | None = None) -> tuple[int, list[str]]:
     """Stack a window view's kept GeoTIFFs into one NetCDF in the contract's stored form (integers, packing,
     coordinates, CRS); (its size, each file's variable name).  ``times``: each file's product date; ``steps``:
     each product's.  Windows of one grid (one product per date) are stacked from their headers and written a
@@ -85,7 +88,7 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
     import rasterio
     import xarray as xr
 
-    from . import grid, mosaic, raster
+    from . import damage, grid, mosaic, raster
     from .contract import variable_name
 
     heads, names = [], []
@@ -94,8 +97,8 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
             try:
                 with rasterio.open(path) as ds:
                     heads.append(raster.header_of(ds))
-            except Exception as exc:
-                raise IntegrityError(f"cannot read the kept window {path}: {exc}; `intake-clms cache verify`") from exc
+            except Exception as exc:  # noqa: BLE001 - a kept window damaged since it was read
+                raise damage.read_error(str(path), path.name, exc, on_damage) from exc
             names.append(variable_name(heads[-1].band.name, path.name))
     first = heads[0]
     if any((h.transform, h.width, h.height, h.dtype) != (first.transform, first.width, first.height, first.dtype)
@@ -104,7 +107,7 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
         scratch.mkdir(exist_ok=True)
         try:
             raw = open_files("geotiff", files, times, None, index_dir=scratch, names=names, decode=False,
-                             steps=list(steps))
+                             steps=list(steps), on_damage=on_damage)
             with dask.config.set(scheduler="synchronous"):
                 raw.to_netcdf(target, engine="netcdf4")
         finally:
@@ -128,22 +131,21 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
                      **({} if first.nodata is None else {"_FillValue": first.nodata})}
         variables[name], rows[name] = var, picked
     form = normalise(xr.Dataset(variables), crs=first.crs, times=None, decode=False)
-    _write_rows(form, rows, target)
+    _write_rows(form, rows, target, on_damage)
     return target.stat().st_size, names
 
 
-def _write_rows(form: Any, rows: dict[str, list[Path]], target: Path) -> None:
+def _write_rows(form: Any, rows: dict[str, list[Path]], target: Path, on_damage: OnDamage | None) -> None:
     """Write the stored form ``form`` (its data variables placeholders) to NetCDF, each data variable's time
     steps read from its kept windows one at a time (memory: one window).  netCDF4 directly, with xarray's
     own CF encoder for names, coordinates and attributes: ``to_netcdf`` would ask dask for its scheduler,
     which imports dask.distributed (a third of a second, more than a short series' whole publish)."""
     import netCDF4
     import numpy as np
+    import rasterio
     import xarray as xr
 
-    from . import raster
-
-    import rasterio
+    from . import damage, raster
 
     encoded, attrs = xr.conventions.cf_encoder(*xr.conventions.encode_dataset_coordinates(form))
     with rasterio.Env(**raster.LOCAL_ENV), netCDF4.Dataset(target, "w", format="NETCDF4") as nc:
@@ -162,9 +164,8 @@ def _write_rows(form: Any, rows: dict[str, list[Path]], target: Path) -> None:
                     try:
                         with rasterio.open(path) as ds:
                             out[i] = ds.read(1)
-                    except Exception as exc:
-                        raise IntegrityError(f"cannot read the kept window {path}: {exc}; "
-                                             "`intake-clms cache verify`") from exc
+                    except Exception as exc:  # noqa: BLE001 - a kept window damaged since it was read
+                        raise damage.read_error(str(path), path.name, exc, on_damage) from exc
             elif var.ndim:
                 out[:] = np.asarray(var.values)
             else:
@@ -175,7 +176,8 @@ def _write_rows(form: Any, rows: dict[str, list[Path]], target: Path) -> None:
 STACK_CHUNK_BYTES = 64 * 2**20
 
 
-def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenance: Provenance | None = None) -> Any:
+def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenance: Provenance | None = None,
+               on_damage: OnDamage | None = None) -> Any:
     """A stacked window view: one open, then the contract (the file already holds its form).
 
     Chunks: as many whole time steps as fit :data:`STACK_CHUNK_BYTES` of decoded values (a point's long
@@ -184,12 +186,12 @@ def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenanc
     import xarray as xr
 
     from .contract import from_stored
-    from .netcdf import _OPEN_LOCK, grid_crs
+    from .netcdf import _OPEN_LOCK, Guarded, grid_crs
 
     def opened(mask_and_scale: bool) -> Any:
-        with _OPEN_LOCK:  # dask-backed at once (a stack is stored contiguous: one chunk a variable)
-            raw = xr.open_dataset(path, engine="netcdf4", mask_and_scale=mask_and_scale, decode_coords="all",
-                                  chunks={})
+        with _OPEN_LOCK:  # dask-backed at once (a stack is stored contiguous: one chunk a variable); read
+            raw = xr.open_dataset(path, engine=Guarded, mask_and_scale=mask_and_scale,  # errors name the file
+                                  decode_coords="all", chunks={}, on_damage=on_damage)
         pixels = 1
         for dim, size in raw.sizes.items():
             if dim != "time":

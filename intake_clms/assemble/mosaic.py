@@ -445,8 +445,9 @@ def open_mosaic(paths: Sequence[str | os.PathLike[str]], label: str = "static", 
 class _Reader:
     """A numpy-like view of a window of a mosaic; ``reader[band, rows, cols]`` opens only the tiles under it."""
 
-    def __init__(self, mosaic: Mosaic, row0: int, col0: int, height: int, width: int):
+    def __init__(self, mosaic: Mosaic, row0: int, col0: int, height: int, width: int, on_damage: Any = None):
         self.mosaic = mosaic
+        self.on_damage = on_damage  # what a tile's read error means (:mod:`.damage`)
         self.row0, self.col0 = row0, col0  # window origin in the mosaic's pixels (may lie outside it)
         self.shape = (mosaic.count, height, width)
         self.dtype = np.dtype(mosaic.dtype)
@@ -484,7 +485,7 @@ class _Reader:
     def _read(self, tile: Placed, indexes: list[int], window: Any, out: np.ndarray | None) -> np.ndarray:
         """One tile's window through the one raster reader; any failure is an :class:`IntegrityError` naming
         the tile (never silent nodata)."""
-        src = raster.RasterSource(str(tile.path), name=str(tile.path))
+        src = raster.RasterSource(str(tile.path), name=str(tile.path), on_damage=self.on_damage)
 
         def work(ds: Any) -> np.ndarray:
             if (ds.width, ds.height, ds.count, ds.dtypes[0]) != (
@@ -547,12 +548,13 @@ def _user_chunks(chunks: Any, dims: Sequence[str]) -> Any:
 
 
 def stack(groups: Sequence[tuple[np.datetime64 | None, Mosaic]], bbox: Sequence[float] | None = None,
-          chunks: Any = None, name: str = "band_data") -> xr.DataArray:
+          chunks: Any = None, name: str = "band_data", on_damage: Any = None) -> xr.DataArray:
     """Crop each date's mosaic to the lon/lat ``bbox`` on their common grid (:mod:`.grid`'s rule: the pixels
     whose centres lie in it), stack along ``time``; raw values, the CRS and packing left to the contract.
 
     Every date shares one pixel grid (checked: CRS, resolution, dtype, nodata, alignment), so the
-    window is the same for all and a date missing a tile shows nodata there.  Nothing is read here.
+    window is the same for all and a date missing a tile shows nodata there.  Nothing is read here;
+    ``on_damage`` says what a tile's read error means when the pixels are (:mod:`.damage`).
     """
     import dask.array as da
     from affine import Affine
@@ -595,7 +597,7 @@ def stack(groups: Sequence[tuple[np.datetime64 | None, Mosaic]], bbox: Sequence[
         dask_chunks = user
     layers = []
     for m, (dr, dc) in zip(mosaics, shifts):
-        reader = _Reader(m, row0 - dr, col0 - dc, height, width)
+        reader = _Reader(m, row0 - dr, col0 - dc, height, width, on_damage)
         token = tokenize([(str(t.path), t.row, t.col) for t in m.tiles], str(m.vrt), row0 - dr, col0 - dc,
                          height, width, m.dtype, m.nodata, dask_chunks)  # the index name hashes the tile sizes
         layers.append(da.from_array(reader, chunks=dask_chunks, name=f"mosaic-{token}", lock=False, asarray=False,

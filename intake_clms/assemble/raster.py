@@ -12,8 +12,9 @@ credentials, its connection budget).  This module imports no service.
 - :func:`using`: work on one open file; local datasets stay open per thread (a dask
   worker thread reads many chunks of one tile: the mosaic reader goes through here),
   remote reads run inside the access's scoped GDAL environment and one slot of its
-  connection budget, and a failure names the file (an :class:`IntegrityError` for a
-  local file: a damaged tile never reads as nodata);
+  connection budget, and a failure names the file (for a local file, what the source's
+  ``on_damage`` hook makes of it, see :mod:`.damage`, else an :class:`IntegrityError`: a
+  damaged tile never reads as nodata);
 - :func:`read_window`: one open of a remote file for its header and the pixels under a
   bbox (the crop rule of :mod:`.grid`), with the compressed bytes of the tiles it covered;
 - :func:`write_window`: the pixels read, kept as a small GeoTIFF with the same band
@@ -34,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from ..errors import ClmsError, IntegrityError
-from . import grid
+from . import damage, grid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +69,7 @@ class RasterSource:
     path: str
     access: Any = None  # a RasterAccess for a remote path; None for a local file
     name: str = ""  # what messages show (a file name, never a URL with its query)
+    on_damage: Any = None  # a local stored file: what a read error means (a picklable :data:`.damage.OnDamage`)
 
     @property
     def shown(self) -> str:
@@ -186,10 +188,7 @@ def using(src: RasterSource, work: Callable[[Any], T], level: int | None = None,
         except ClmsError:
             raise
         except Exception as exc:  # rasterio, GDAL or OS errors: the stored file is damaged or gone
-            from ..store.products import damaged_on_read  # recorded: the next open fetches its product again
-
-            raise (damaged_on_read(src.path, exc) or IntegrityError(
-                f"cannot read {src.shown}: {exc}; `intake-clms cache verify` checks stored files")) from exc
+            raise damage.read_error(src.path, src.shown, exc, src.on_damage) from exc
     attempt = 0
     while True:
         attempt += 1

@@ -48,8 +48,9 @@ def index(files: Sequence[Path], times: Sequence[str | None], names: Sequence[st
 
 
 def open_tiles(files: Sequence[Path], times: Sequence[str | None], names: Sequence[str], bbox: Sequence[float] | None,
-               chunks: Any = None, index_dir: Path | None = None) -> tuple[xr.Dataset, Any]:
-    """(raw Dataset of every variable's mosaics, cropped and stacked along ``time``, its CRS)."""
+               chunks: Any = None, index_dir: Path | None = None, on_damage: Any = None) -> tuple[xr.Dataset, Any]:
+    """(raw Dataset of every variable's mosaics, cropped and stacked along ``time``, its CRS); ``on_damage``:
+    what a tile's read error means (:mod:`.damage`)."""
     variables: dict[str, xr.DataArray] = {}
     crs = None
     for variable, dated in _groups(files, times, names).items():
@@ -57,7 +58,7 @@ def open_tiles(files: Sequence[Path], times: Sequence[str | None], names: Sequen
                   for when, paths in dated]
         first = groups[0][1]
         crs = crs or first.crs
-        data = mosaic.stack(groups, bbox, chunks if chunks is not None else True, name=variable)
+        data = mosaic.stack(groups, bbox, chunks if chunks is not None else True, name=variable, on_damage=on_damage)
         band = first.band
         data.attrs = {**band.attrs, "scale_factor": band.scale, "add_offset": band.offset,
                       **({} if first.nodata is None else {"_FillValue": first.nodata})}

@@ -43,7 +43,7 @@ from ..store import FileRecord, Job, ProductRecord, Store, View, ViewProduct
 from ..store.activity import holder as lock_holder
 from ..store.fsutil import is_local_fault, local_faults, read_json, safe_name, storage_error, write_json_atomic
 from ..store.jobs import SPENT
-from ..store.products import hash_file
+from ..store.products import damaged_on_read, hash_file
 from .. import assemble
 from ..assemble import Provenance
 from . import windows
@@ -105,7 +105,8 @@ def open_view(store: Store, request: Request, chunks: Any = None, options: Optio
         if size == view.stack["size"]:
             store.views.touch(view.key)
             store.activity().use([vp.key for vp in view.products])
-            return assemble.open_stack(stack, chunks=chunks, decode=options.decode, provenance=provenance)
+            return assemble.open_stack(stack, chunks=chunks, decode=options.decode, provenance=provenance,
+                                       on_damage=damaged_on_read)
         log.warning("the stacked windows of request %s are missing or damaged; rebuilding them", view.key)
         return None
     files: list[Path] = []
@@ -124,7 +125,7 @@ def open_view(store: Store, request: Request, chunks: Any = None, options: Optio
                                    chunks=chunks, index_dir=store.views.path(view.key),
                                    names=view.names or None, period=(request.start, request.end),
                                    decode=options.decode, provenance=provenance,
-                                   steps=[vp.start for vp in view.products])
+                                   steps=[vp.start for vp in view.products], on_damage=damaged_on_read)
     except ClmsError:
         raise
     except Exception as exc:  # name the file a reader chokes on, not just the library's words
@@ -652,7 +653,8 @@ class Engine:
             if stacked:  # kept windows: stacked into one file of the view, so a reopen is one open
                 from dataclasses import replace
 
-                size, found = assemble.write_stack(files, times, [h.start for h in ordered], staging / STACK)
+                size, found = assemble.write_stack(files, times, [h.start for h in ordered], staging / STACK,
+                                                   on_damage=damaged_on_read)
                 holder["view"] = replace(view, stack={"file": STACK, "size": size}, names=tuple(found))
             elif kind == "geotiff":  # written once, before the view is published
                 from ..assemble.tiles import index as index_tiles

@@ -239,7 +239,9 @@ class ProductStore:
 
 def damaged_on_read(path: str | os.PathLike[str], exc: BaseException) -> DamagedProductError | None:
     """A read error in a stored file: recorded as damage of its product (named with the file), or None when
-    ``path`` is not a file of a stored product (``<store>/products/<key>/...``)."""
+    ``path`` is not a file of a stored product (``<store>/products/<key>/...``).  The engine hands it to
+    assembly as its ``on_damage`` hook (:mod:`intake_clms.assemble.damage`): a module-level function, so dask
+    worker processes run it too (the store is found from the path; no credential involved)."""
     p = Path(os.path.normpath(os.fspath(path)))  # a VRT names its tiles relative to the view: ../../products/...
     parts = p.parts
     for i in range(len(parts) - 2, 0, -1):
@@ -248,7 +250,8 @@ def damaged_on_read(path: str | os.PathLike[str], exc: BaseException) -> Damaged
             key = parts[i + 1]
             if not store.path(key).is_dir():
                 return None
-            problem = (f"cannot read it ({type(exc).__name__}: {str(exc)[:200]}); `intake-clms cache verify` checks "
-                       "every file, the next open fetches the product again")
+            problem = (f"cannot read it ({type(exc).__name__}: {str(exc)[:200]}); the next open fetches the product "
+                       "again (`intake-clms cache clean --failed` removes it, `intake-clms cache verify` checks every "
+                       "file)")
             return store.mark_damaged(key, str(p), problem)
     return None
