@@ -41,6 +41,7 @@ EXPECTED: dict[str, set[str]] = {
     "mosaic": {"open_s", "reopen_s", "read_direct_s", "read_ours_s", "read_ratio", "tile_bytes", "product_bytes",
                "bytes_ratio"},
     "series": {"latency_s", "budget", "bbox", "series"},
+    "refusal": {"latency_s", "page_cap", "runs", "wall_s", "orders", "catalogue_requests"},
 }
 EXTRA_ARGS = {"download": ["--runs", "1"], "cdse_download": ["--runs", "1"]}
 TIMEOUT = 180.0
@@ -113,6 +114,11 @@ def test_figures_are_plausible(runs: dict[str, tuple[int, str, str]]) -> None:
         (n, row), = res["series"]["series"].items()
         assert row["products"] == int(n) == 3 and 0 < row["requests_per_product"] <= 4 and row["floor_s"] > 0
         assert row["reopen_s"] > 0 and row["netcdf_s"] > 0 and row["catalogue_pages"] >= 1
+    if "refusal" in res:
+        runs = res["refusal"]["runs"]["small"]  # --quick: the small pages only
+        assert set(runs) == {"wekeo", "cdse", "clms", "clms_files"} and res["refusal"]["orders"] == 0
+        assert all(r["refused"] and r["wall_s"] > 0 and r["catalogue_requests"] >= 1 for r in runs.values())
+        assert runs["cdse"]["catalogue_requests"] == 1 and runs["wekeo"]["catalogue_requests"] == 5
     if "cdse_window" in res:
         w = res["cdse_window"]
         assert w["rss_steps"] == 6 and w["tile_bytes"] <= w["bytes_sent"] < w["file_bytes"] / 20

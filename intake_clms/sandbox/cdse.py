@@ -268,6 +268,8 @@ async def _products(request: web.Request) -> web.Response:
         predicates = parse_filter(query.get("$filter", ""))
         target = "$top"
         top = _int_option(query, "$top", TOP_DEFAULT, TOP_MAX)
+        if st.ctx.page_cap is not None:
+            top = min(top, st.ctx.page_cap)
         target = "$skip"
         skip = _int_option(query, "$skip", 0, SKIP_MAX)
         target = "$orderby"

@@ -886,6 +886,8 @@ async def _search(request: web.Request, call: _Call) -> web.StreamResponse:
         return _plone_error(400, "BadRequest", "b_start and b_size must be integers")
     if b_size <= 0:
         b_size = DEFAULT_BATCH
+    if ctx.page_cap is not None:
+        b_size = min(b_size, ctx.page_cap)
     catalog = await asyncio.get_running_loop().run_in_executor(None, st.catalog, ctx)
     filters = [(k, v) for k, v in query if k not in ("portal_type",)]
     wanted = not portal_types or "DataSet" in portal_types

@@ -187,6 +187,10 @@ class SandboxContext:
     log: EventLog
     base_url: str = ""  # filled in once the server is bound, e.g. http://127.0.0.1:8765
     latency: float = 0.0  # seconds added to every response (real time)
+    #: the most items one catalogue page holds (CDSE ``$top``, HDA ``itemsPerPage``, CLMS ``b_size``); a larger
+    #: page asked for is cut to this size and the paging links go on from there, as a server with small pages
+    #: answers (None: each protocol's own maximum)
+    page_cap: int | None = None
     queue_delay: float = 30.0  # sandbox seconds an order/task spends queued + in progress
     token_lifetime: float = 3600.0  # sandbox seconds
     hda_quota: int = 100  # HDA orders per hour per user

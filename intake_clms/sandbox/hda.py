@@ -632,6 +632,8 @@ async def search(request: web.Request, ctx: SandboxContext) -> web.StreamRespons
     per_page = _int_param(query.get("itemsPerPage"), "itemsPerPage", 100)
     if per_page == 0 or per_page > MAX_ITEMS_PER_PAGE:
         raise HdaError(400, f"itemsPerPage must be between 1 and {MAX_ITEMS_PER_PAGE}")
+    if ctx.page_cap is not None:
+        per_page = min(per_page, ctx.page_cap)
     loop = asyncio.get_running_loop()
     page, more, total = await loop.run_in_executor(
         None, _search_page, ctx, dataset_id, specs, bbox, start, end, first, per_page

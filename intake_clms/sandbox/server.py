@@ -247,7 +247,8 @@ class Sandbox:
 
     Use as a context manager, or ``start()`` / ``stop()``.  ``speed`` accelerates
     the sandbox clock (queue delays and token lifetimes are in sandbox seconds);
-    ``latency`` adds real seconds to every response.
+    ``latency`` adds real seconds to every response; ``page_cap`` cuts every catalogue page to
+    that many items (a server with small pages; also settable later as ``ctx.page_cap``).
     """
 
     def __init__(
@@ -263,6 +264,7 @@ class Sandbox:
         size: str = "tiny",
         seed: int = 0,
         store: Any = None,
+        page_cap: int | None = None,
     ):
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.host = host
@@ -276,6 +278,7 @@ class Sandbox:
             faults=self.faults,
             log=self.log,
             latency=float(latency),
+            page_cap=None if page_cap is None else int(page_cap),
             queue_delay=float(queue_delay),
             token_lifetime=float(token_lifetime),
             hda_quota=int(hda_quota),
