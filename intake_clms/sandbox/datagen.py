@@ -1485,7 +1485,8 @@ class ProductStore:
 
         Layouts: ``results_inner`` (``Results/<name>.zip`` holding ``<name>/DATA/<tiles>``,
         metadata .xml and a user-manual .pdf), ``flat`` (tiles and metadata at the top, no
-        ``Results/``), ``folder`` (the same under one folder ``<name>/``, as WEkEO delivers old IDs), ``multi_inner`` (several inner zips), ``nested3`` (a zip in a zip in a zip).
+        ``Results/``), ``folder`` (the same under one folder ``<name>/``, as WEkEO delivers old IDs),
+        ``multi_inner`` (several inner zips), ``nested3`` (a zip in a zip in a zip).
         ``corrupt``: one data member's stored bytes are flipped (its CRC check fails; the central
         directory is intact).  ``hostile``: adds one entry of the kind named (see ``HOSTILE_NAMES``):
         ``slip``, ``absolute``, ``symlink``, ``bomb`` (``bomb_bytes`` of zeros deflated to ~1/1000),

@@ -40,7 +40,8 @@ Behaviour worth knowing:
   answers 404).  Old IDs page with ``totalResults``/``startIndex``/``itemsPerPage``.
 - Delivered files: the new ID gives the CDSE product folder zipped
   (``<product_name>.zip``); an old ID gives its NetCDF as is, or a flat zip of
-  the tile / vector file with its metadata.  The catalogue ``size`` is "ND" for
+  the tile / vector file with its metadata (with ``old_zips="folder"``, below:
+  ``<id>.zip`` holding ``<id>/``, whatever the format).  The catalogue ``size`` is "ND" for
   about a fifth of the products and a stale figure for another fifth: only
   ``Content-Length`` is true.
 - Orders queue for ``ctx.queue_delay`` sandbox seconds ("Queued" for the first
