@@ -30,8 +30,8 @@ def _norm(text: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _load(path: str, mtime: float) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh) or {}
+    with open(path, encoding="utf-8") as fh:  # libyaml's loader where built: the catalog is thousands of lines
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
 def load_sources(catalog: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -373,6 +373,9 @@ async def _download(request: web.Request) -> web.Response:
     if st.payload == "zip" and node is None:  # live: 301 to zipper, which wants the token too
         location = f"{_transfer_origin(request, st)}{ZIPPER_PATH}/Products({request.match_info['pid']})/$value"
         return web.Response(status=301, headers={"Location": location})
+    if st.nodes_value == "zipper" and node is not None:  # the same path on zipper, token wanted there too
+        location = f"{_transfer_origin(request, st)}{ZIPPER_PATH}{request.path[len(DOWNLOAD_PATH):]}"
+        return web.Response(status=301, headers={"Location": location})
     st.remember_s3(product)
     location = st.presign(_transfer_origin(request, st), product, user or "")
     return web.Response(status=st.redirect_status, headers={"Location": location})
@@ -391,6 +394,23 @@ async def _zipper(request: web.Request) -> web.StreamResponse:
     await st.ensure_contents([product])
     path = await asyncio.to_thread(st.payload_path, product)
     return await serve_file(request, path, st.ctx, filename=f"{product.name}.zip", content_type="application/zip")
+
+
+async def _zipper_node(request: web.Request) -> web.StreamResponse:
+    """``zipper``'s ``Nodes(..)/Nodes(..)/$value`` (``nodes_value = "zipper"``): the file, with Range, for a valid
+    bearer token only."""
+    st = _state(request)
+    _consume_faults(request, st)
+    _, problem = _bearer_user(request, st)
+    if problem is not None:
+        return problem
+    product = await _product_or_404(st, request.match_info["pid"])
+    node, file = request.match_info["node"], request.match_info["file"]
+    if product is None or _strip_key(node) != product.name or _strip_key(file) != product.file_name:
+        return json_error(404, {"detail": "Not Found"})
+    await st.ensure_contents([product])
+    return await serve_file(request, st.path(product), st.ctx, filename=product.file_name,
+                            content_type="application/octet-stream")
 
 
 async def _transfer(request: web.Request) -> web.StreamResponse:
@@ -540,6 +560,8 @@ def setup(app: web.Application, ctx: SandboxContext) -> None:
               name="cdse.download.node")
     r.add_get(S3_PATH + "/eodata/{key:.+}", _transfer, name="cdse.download.s3")
     r.add_get(ZIPPER_PATH + "/Products({pid})/$value", _zipper, name="cdse.download.zipper")
+    r.add_get(ZIPPER_PATH + "/Products({pid})/Nodes({node})/Nodes({file})/$value", _zipper_node,
+              name="cdse.download.zipper_node")
     cdse_s3.setup(app, st)
 
 

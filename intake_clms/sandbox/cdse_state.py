@@ -26,7 +26,12 @@ listing, since sizes and checksums are computed once per product):
 - ``nodes_key``: ``"result"`` (as live and in the CDSE documentation) or
   ``"value"`` (the OData collection key);
 - ``nodes_redirect``: False, or True (as live for anonymous calls: a ``Nodes``
-  listing asked of the catalogue answers 301 to the download service's).
+  listing asked of the catalogue answers 301 to the download service's);
+- ``nodes_value``: ``"transfer"`` (a file's ``Nodes(..)/Nodes(..)/$value`` answers
+  307 to a presigned transfer URL, as a product's ``$value`` does) or ``"zipper"``
+  (301 to the same path on the ``zipper`` host, the other host name, which wants the
+  bearer token and serves the file with Range: the shape of a product's live
+  ``$value``, where curl drops a token it was given as a header).
 
 Counters a client test reads: :meth:`CdseState.concurrency` (``peak``: most
 requests of a user in flight at once, refused ones included, so ``peak <=
@@ -125,6 +130,7 @@ class CdseState:
         self.payload: str = str(overrides.pop("payload", "file"))
         self.nodes_key: str = str(overrides.pop("nodes_key", "result"))
         self.nodes_redirect: bool = bool(overrides.pop("nodes_redirect", False))
+        self.nodes_value: str = str(overrides.pop("nodes_value", "transfer"))
         if overrides:
             raise ValueError(f"unknown cdse settings: {sorted(overrides)}")
         self.access_min_seq = 0  # access tokens of an older grant are refused (a 401 mid-transfer fault)

@@ -39,6 +39,9 @@ recorded from production), attributes of ``state(ctx)``:
 - ``status_case``: ``"documented"`` (``Queued``) or ``"upper"`` (``QUEUED``, as the
   server code stores CDSE child tasks; the ``status`` filter of
   ``@datarequest_search`` then ignores case);
+- ``status_filter``: ``"any_case"`` (the ``status`` filter of ``@datarequest_search``
+  ignores case) or ``"exact"`` (it compares the stored spelling as given, so
+  ``status=Queued`` misses ``QUEUED`` tasks: nothing documents the comparison);
 - ``duplicate_of``: ``"active"`` (``DUPLICATED`` when a queued or running task of
   the user holds an item) or ``"live"`` (a finished task counts too: what a client
   sees when the duplicated task finished before it looked for it).
@@ -394,6 +397,7 @@ class ClmsApiState:
         self.result_layout = str(getattr(ctx, "clms_result_layout", "results_inner"))
         self.listing_shape = str(getattr(ctx, "clms_listing_shape", "documented"))
         self.status_case = str(getattr(ctx, "clms_status_case", "documented"))
+        self.status_filter = str(getattr(ctx, "clms_status_filter", "any_case"))
         self.duplicate_of = str(getattr(ctx, "clms_duplicate_of", "active"))
         self._catalog: list[ApiDataset] | None = None
 
@@ -1250,7 +1254,9 @@ async def _datarequest_search(request: web.Request, call: _Call) -> web.StreamRe
     await _settle(ctx, mine)
     now = ctx.clock.now()
     body = {t.task_id: _task_json(ctx, request, t, now) for t in mine}
-    if wanted:
+    if wanted and st.status_filter == "exact":
+        body = {k: v for k, v in body.items() if str(v["Status"]) == wanted}
+    elif wanted:
         body = {k: v for k, v in body.items() if str(v["Status"]).lower() == wanted.lower()}
     return web.json_response(body)
 

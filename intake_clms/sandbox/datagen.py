@@ -79,7 +79,7 @@ ZIP_TIME = (2024, 1, 1, 0, 0, 0)
 EEA_CRS = "EPSG:3035"
 PATTERNS = ("global_nc", "europe_tiles", "europe_tiles_nogrid", "global_tiles", "vector")
 FREQUENCIES = ("hourly", "daily", "10daily", "monthly", "yearly", "3yearly", "6yearly", "static")
-LAYOUTS = ("results_inner", "flat", "multi_inner", "nested3")
+LAYOUTS = ("results_inner", "flat", "folder", "multi_inner", "nested3")
 HOSTILE_VARIANTS = ("slip", "absolute", "symlink", "bomb", "many")
 #: The member names the hostile variants add, so tests can check nothing was written there.
 HOSTILE_NAMES = {
@@ -148,6 +148,7 @@ class DatasetSpec:
     frequency: str  # hourly | daily | 10daily | monthly | yearly | 3yearly | 6yearly | static
     product_type: str | None
     # ---- added by the generator (all have defaults) ----
+    old_product_types: tuple[str, ...] = ()  # the old WEkEO productType values (the table's "Old productType")
     entry: str = ""  # catalog entry name ("" for CLMS-API datasets)
     title: str = ""
     short_name: str = ""  # product short name in file names (NDVI300, TCD, FTY, ...)
@@ -506,6 +507,7 @@ def _catalog_entries(path: str, mtime: float) -> tuple[tuple[str, dict[str, Any]
             out.append((prod.name, {
                 "identifier": prod.key, "dataset_id": prod.dataset_id,
                 "dataset_identifier": prod.dataset_identifier, "old_ids": list(prod.old_ids),
+                "old_product_types": list(prod.old_product_types),
                 "product_type": prod.product_type, "spatial_coverage": prod.spatial_coverage,
                 "coverage_bbox": coverage_bbox(prod.spatial_coverage) if prod.spatial_coverage else None,
                 "resolution": prod.resolution, "frequency": prod.frequency,
@@ -728,6 +730,7 @@ def _spec_from_entry(name: str, meta: Mapping[str, Any], present: dt.date) -> Da
     return DatasetSpec(
         key=key, dataset_id=dataset_id, dataset_identifier=ident, old_ids=old_ids, pattern=pattern, bbox=bbox,
         start=start, end=end, frequency=freq, product_type=meta.get("product_type"), entry=name,
+        old_product_types=tuple(str(x) for x in (meta.get("old_product_types") or ())),
         title=str(meta.get("title") or key), short_name=short, resolution=resolution, spatial_coverage=coverage,
         migration_status=meta.get("migration_status"), is_vector=is_vector, ongoing=ongoing, crs=crs, version=ver,
         native_format=native, formats=formats, component=component, variable=variable, tile_size=tile_size,
@@ -1482,7 +1485,8 @@ class ProductStore:
 
         Layouts: ``results_inner`` (``Results/<name>.zip`` holding ``<name>/DATA/<tiles>``,
         metadata .xml and a user-manual .pdf), ``flat`` (tiles and metadata at the top, no
-        ``Results/``), ``multi_inner`` (several inner zips), ``nested3`` (a zip in a zip in a zip).
+        ``Results/``), ``folder`` (the same under one folder ``<name>/``, as WEkEO delivers old IDs),
+        ``multi_inner`` (several inner zips), ``nested3`` (a zip in a zip in a zip).
         ``corrupt``: one data member's stored bytes are flipped (its CRC check fails; the central
         directory is intact).  ``hostile``: adds one entry of the kind named (see ``HOSTILE_NAMES``):
         ``slip``, ``absolute``, ``symlink``, ``bomb`` (``bomb_bytes`` of zeros deflated to ~1/1000),
@@ -1705,11 +1709,12 @@ def _write_layout(zf: zipfile.ZipFile, layout: str, base: str, members: Sequence
     scratch = workdir / f".inner-{os.getpid()}-{threading.get_ident()}"
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        if layout == "flat":
+        if layout in ("flat", "folder"):
+            top = f"{base}/" if layout == "folder" else ""
             for m in members:
-                _add_file(zf, m.name, m, zipfile.ZIP_STORED)
-            zf.writestr(_zinfo(f"{base}.xml"), _metadata_xml(base))
-            zf.writestr(_zinfo(f"{base}_Product_User_Manual.pdf"), _pdf_bytes(base))
+                _add_file(zf, f"{top}{m.name}", m, zipfile.ZIP_STORED)
+            zf.writestr(_zinfo(f"{top}{base}.xml"), _metadata_xml(base))
+            zf.writestr(_zinfo(f"{top}{base}_Product_User_Manual.pdf"), _pdf_bytes(base))
         elif layout == "results_inner":
             inner = scratch / f"{base}.zip"
             _inner_zip(inner, base, members)

@@ -40,7 +40,8 @@ Behaviour worth knowing:
   answers 404).  Old IDs page with ``totalResults``/``startIndex``/``itemsPerPage``.
 - Delivered files: the new ID gives the CDSE product folder zipped
   (``<product_name>.zip``); an old ID gives its NetCDF as is, or a flat zip of
-  the tile / vector file with its metadata.  The catalogue ``size`` is "ND" for
+  the tile / vector file with its metadata (with ``old_zips="folder"``, below:
+  ``<id>.zip`` holding ``<id>/``, whatever the format).  The catalogue ``size`` is "ND" for
   about a fifth of the products and a stale figure for another fifth: only
   ``Content-Length`` is true.
 - Orders queue for ``ctx.queue_delay`` sandbox seconds ("Queued" for the first
@@ -77,7 +78,15 @@ sandbox's first shape, then the one live clients show):
 - ``titles``: ``"title"`` (features carry ``properties.title``) or ``"id"`` (no
   title: a feature is named by its ``id``, as eodag maps it);
 - ``repeat_pages``: False, or True (a broken broker that ignores ``startIndex``
-  and answers the first page again, while ``totalResults`` says more follow).
+  and answers the first page again, while ``totalResults`` says more follow);
+- ``old_keys``: ``"optional"`` (an old-ID search may leave out its filters) or
+  ``"required"`` (as notebook runs against the live broker send them: an old ID
+  whose products have an old ``productType`` needs one of them, CORINE needs a
+  ``format``, HR-S&I takes its dates as ``startdate``/``enddate`` only; a search
+  without them answers 400 naming the key);
+- ``old_zips``: ``"flat"`` (an old ID's zip holds its files at the top) or
+  ``"folder"`` (every old-ID delivery is ``<id>.zip`` holding a folder ``<id>/``,
+  NetCDFs included, as the live broker delivers HR-S&I products).
 """
 
 from __future__ import annotations
@@ -109,6 +118,10 @@ GENERAL_TERM = "Copernicus_General_License"
 QUOTA_WINDOW = 3600.0  # sandbox seconds a quota slot stays used
 MAX_ITEMS_PER_PAGE = 1000
 HOSTILE_VARIANTS = ("slip", "absolute", "symlink", "bomb", "many")  # as datagen makes them
+#: Old IDs whose search must name a delivery format (``old_keys="required"``), and the formats offered.
+OLD_FORMATS = {"EO:EEA:DAT:CORINE": ("GeoTiff100mt", "GeoPackage", "ESRI fgdb")}
+#: Old ID prefixes that take their dates as ``startdate``/``enddate`` (HR-S&I).
+STARTDATE_PREFIXES = ("EO:CRYO:DAT:HRSI",)
 ORDER_FAULTS = frozenset({"terminal_failure", "server_cancel"})
 ZIP_FAULTS = frozenset({"corrupt_zip", "hostile_zip"})
 
@@ -160,6 +173,8 @@ class HdaState:
     listing_ids: str = "download_id"
     titles: str = "title"
     repeat_pages: bool = False
+    old_keys: str = "optional"
+    old_zips: str = "flat"
 
     def user(self, name: str) -> UserState:
         return self.users.setdefault(name, UserState())
@@ -386,11 +401,14 @@ def _queryable(dataset_id: str, specs: list[Any]) -> dict[str, Any]:
         props["enddate"] = {"title": "End date", "type": "string", "format": "date-time"}
         required.append("datasetIdentifier")
     else:
-        types = sorted({s.product_type for s in specs if s.product_type})
+        types = sorted({s.product_type for s in specs if s.product_type} | {t for s in specs for t in s.old_product_types})
         if types:
             props["productType"] = {"title": "Product type", "type": "string", "enum": types}
-        props["start"] = {"title": "Start date", "type": "string", "format": "date-time"}
-        props["end"] = {"title": "End date", "type": "string", "format": "date-time"}
+        if dataset_id in OLD_FORMATS:
+            props["format"] = {"title": "Format", "type": "string", "enum": list(OLD_FORMATS[dataset_id])}
+        first, last = ("startdate", "enddate") if dataset_id.startswith(STARTDATE_PREFIXES) else ("start", "end")
+        props[first] = {"title": "Start date", "type": "string", "format": "date-time"}
+        props[last] = {"title": "End date", "type": "string", "format": "date-time"}
     return {
         "type": "object",
         "title": dataset_id,
@@ -552,10 +570,24 @@ def _select(ctx: SandboxContext, dataset_id: str, query: dict[str, Any]) -> list
         return [s for s in specs if ident in (s.dataset_identifier, s.key)]
     product_type = query.get("productType")
     if product_type:
-        typed = [s for s in specs if s.product_type == product_type]
+        typed = [s for s in specs if product_type == s.product_type or product_type in s.old_product_types]
         if typed:
             return typed  # several products behind one old ID: productType picks
     return specs
+
+
+def _check_old_keys(dataset_id: str, specs: list[Any], query: dict[str, Any]) -> None:
+    """``old_keys="required"``: the keys an old ID's search must carry (400 naming the first one missing)."""
+    types = sorted({t for s in specs for t in s.old_product_types})
+    if types and query.get("productType") not in types:
+        raise HdaError(400, f"productType is required for {dataset_id}; expected one of {', '.join(types)}")
+    formats = OLD_FORMATS.get(dataset_id)
+    if formats and query.get("format") not in formats:
+        raise HdaError(400, f"format is required for {dataset_id}; expected one of {', '.join(formats)}")
+    if dataset_id.startswith(STARTDATE_PREFIXES):
+        wrong = [k for k in ("start", "end") if k in query]
+        if wrong:
+            raise HdaError(400, f"unknown parameter {wrong[0]!r} for {dataset_id}; its dates are startdate and enddate")
 
 
 def _item_format(spec: Any, dataset_id: str) -> str | None:
@@ -618,6 +650,8 @@ async def search(request: web.Request, ctx: SandboxContext) -> web.StreamRespons
         raise HdaError(400, "dataset_id is required")
     specs = _select(ctx, dataset_id, query)
     _require_terms(ctx, user, dataset_id)
+    if dataset_id != NEW_DATASET_ID and _state(ctx).old_keys == "required":
+        _check_old_keys(dataset_id, _specs_for(ctx, dataset_id), query)
     bbox = _parse_bbox(query.get("bbox"))
     start = end = None
     for name in ("startdate", "start", "dtstart"):
@@ -660,11 +694,14 @@ def _quota_headers(ctx: SandboxContext, limit: int, remaining: int, reset: float
     return headers
 
 
-def _served_kind(dataset_id: str, item: Any) -> str:
+def _served_kind(dataset_id: str, item: Any, old_zips: str = "flat") -> str:
     """``folder_zip`` (new ID: the CDSE product folder, zipped), ``raw`` (an old ID's NetCDF, as
-    is) or ``zip`` (an old ID's tile or vector file with its metadata, zipped flat)."""
+    is), ``zip`` (an old ID's tile or vector file with its metadata, zipped flat) or ``nested``
+    (``old_zips="folder"``: any old-ID product zipped in a folder named after it)."""
     if dataset_id == NEW_DATASET_ID:
         return "folder_zip"
+    if old_zips == "folder":
+        return "nested"
     return "raw" if item.format == "nc" else "zip"
 
 
@@ -704,7 +741,7 @@ async def order(request: web.Request, ctx: SandboxContext) -> web.StreamResponse
                 raise HdaError(429, "Quota exceeded: too many downloads in the last hour", headers)
             used.append((now, key))
         remaining = limit - len(used)
-    kind = _served_kind(dataset_id, item)
+    kind = _served_kind(dataset_id, item, st.old_zips)
     new = Order(
         download_id=secrets.token_hex(16),
         user=user,
@@ -813,7 +850,7 @@ def _build_product_file(ctx: SandboxContext, order: Order) -> tuple[Path, str, s
     """(path, file name, content type) of what an order delivers; generated once, cached under the data dir."""
     store = ctx.store
     item = store.item(order.product_id)
-    kind = _served_kind(order.dataset_id, item)
+    kind = _served_kind(order.dataset_id, item, _state(ctx).old_zips)
     name = _product_name(item, kind)
     hostile = corrupt = None
     if order.variant == "corrupt":
@@ -822,9 +859,10 @@ def _build_product_file(ctx: SandboxContext, order: Order) -> tuple[Path, str, s
         hostile = order.variant.split(":", 1)[1]
     if kind == "raw":
         path = Path(store.materialize(item))
-    elif kind == "zip":
+    elif kind in ("zip", "nested"):
         data = Path(store.materialize(item))
-        path = Path(store.result_zip([data], layout="flat", name=item.stem, hostile=hostile, corrupt=bool(corrupt)))
+        layout = "folder" if kind == "nested" else "flat"
+        path = Path(store.result_zip([data], layout=layout, name=item.stem, hostile=hostile, corrupt=bool(corrupt)))
     else:
         path = Path(store.product_zip(item))
         if order.variant is not None:

@@ -319,6 +319,12 @@ class Sandbox:
         self.ctx.base_url = f"http://{shown}:{self.port}"
         try:
             app = build_app(self.ctx)
+            # xarray is imported here, once, not first by a request thread while the client (same
+            # process, in tests and demos) imports it too: concurrent first imports of one package
+            # can see it half initialised (ImportError "partially initialized module").
+            from intake_clms.sandbox.datagen import _netcdf_lock
+
+            _netcdf_lock()
         except BaseException:
             sock.close()
             raise

@@ -125,7 +125,9 @@ def record_hda(rec: Recorder) -> None:
             assert len(found) == H.NEW_ID_COUNT, found
 
         with cassette("search_old_id"):
+            sb.ctx.state["hda"].old_keys = "required"  # the broker refuses an old-ID search without its keys
             found = client().search(H.OLD_ID)
+            sb.ctx.state["hda"].old_keys = "optional"
             assert len(found) == H.OLD_ID_COUNT, found
 
         with cassette("order_poll_download"):

@@ -46,10 +46,14 @@ def test_every_download_information_item_is_reachable_by_name(clms_env: Sandbox)
     assert source(file=TILE, download_information="RASTER").request.key() == source(file=TILE).request.key()
 
 
-@pytest.mark.parametrize("case", ["documented", "upper"])
-def test_statuses_are_compared_without_case(clms_env: Sandbox, case: str) -> None:
+@pytest.mark.parametrize("case, status_filter", [("documented", "any_case"), ("upper", "any_case"),
+                                                ("documented", "exact"), ("upper", "exact")])
+def test_statuses_are_compared_without_case(clms_env: Sandbox, case: str, status_filter: str) -> None:
+    """``exact``: a server whose ``status`` filter compares case-sensitively; the lookup must still find the
+    ``QUEUED`` task (it lists without a filter and compares without case)."""
     clms_env.ctx.queue_delay = 3600.0  # stays queued: the clock only moves when told
     clms_api.state(clms_env.ctx).status_case = case
+    clms_api.state(clms_env.ctx).status_filter = status_filter
     task_id = raw_post(clms_env, [_forest_cut_item(clms_env)])
     svc = client(bbox=BBOX, crs="EPSG:3035")
     assert svc.poll(task_id) == ("queued", None)

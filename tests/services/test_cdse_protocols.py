@@ -84,3 +84,44 @@ def test_nodes_listing_shapes(cdse_env, key, redirect):
     assert len(files) == 1 and files[0].name.endswith(".tif") and files[0].path.startswith("/vsis3/")
     moved = [e for e in cdse_env.log.entries(service="cdse") if e.status == 301 and "/Nodes" in e.path]
     assert bool(moved) == redirect
+
+
+WINDOW = [6.0, 46.0, 6.2, 46.2]  # inside the tiny sandbox's NDVI COGs
+
+
+@pytest.mark.parametrize("nodes_value", ["transfer", "zipper"])
+def test_https_window_reads_through_a_redirect_to_zipper(cdse_env, monkeypatch, nodes_value):
+    """``zipper``: a file's ``Nodes(..)/$value`` answers 301 to another host that wants the bearer token (as a
+    product's ``$value`` does live).  GDAL's curl drops an Authorization header on such a redirect, so the client
+    resolves a trusted redirect itself and hands GDAL the final URL; ``transfer``: the 307 to a presigned URL is
+    left to GDAL, which reaches it without the token."""
+    st = cdse_env.ctx.state["cdse"]
+    st.nodes_value = nodes_value
+    monkeypatch.delenv("CDSE_S3_ACCESS_KEY")  # HTTPS window reads
+    monkeypatch.setenv("CDSE_TRUSTED_HOSTS", "localhost")  # the zipper host of the sandbox
+    ds = ClmsSource(**NDVI, bbox=WINDOW, start="2020-01-01", end="2020-01-20", service="cdse", access="window",
+                    backoff=0.01).to_dask()
+    assert ds.sizes["time"] == 2 and float(ds["NDVI"].count()) > 0
+    zipper = [e for e in cdse_env.log.entries(service="cdse") if e.path.startswith("/zipper/")]
+    transfers = [e for e in cdse_env.log.entries(service="cdse") if e.path.startswith("/s3/")]
+    if nodes_value == "zipper":
+        assert zipper and {e.status for e in zipper} <= {200, 206} and not transfers
+        moved = [e for e in cdse_env.log.entries(service="cdse") if e.status == 301 and "/Nodes(" in e.path]
+        assert len(moved) == 1  # one redirect resolved; every later file read goes to zipper directly
+    else:
+        assert not zipper and transfers
+    assert st.bearer_on_transfer == 0
+
+
+def test_https_window_reads_send_no_token_to_an_untrusted_redirect(cdse_env, monkeypatch):
+    """A redirect to a host outside CDSE_TRUSTED_HOSTS is not resolved with the token: zipper answers 401 and
+    the read fails with a clear error naming it."""
+    cdse_env.ctx.state["cdse"].nodes_value = "zipper"
+    monkeypatch.delenv("CDSE_S3_ACCESS_KEY")
+    monkeypatch.setenv("CDSE_TRUSTED_HOSTS", ".dataspace.copernicus.eu")
+    with pytest.raises(Exception) as err:
+        ClmsSource(**NDVI, bbox=WINDOW, start="2020-01-01", end="2020-01-10", service="cdse", access="window",
+                   backoff=0.01).to_dask()
+    assert "401" in str(err.value)
+    zipper = [e for e in cdse_env.log.entries(service="cdse") if e.path.startswith("/zipper/")]
+    assert zipper and {e.status for e in zipper} == {401}

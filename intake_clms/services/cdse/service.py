@@ -17,7 +17,9 @@ token goes only to trusted hosts (:mod:`.hosts`: ``CDSE_TRUSTED_HOSTS``, default
 ``CDSE_DOWNLOAD_URL``), so it follows the 301 to ``zipper.dataspace.copernicus.eu``
 but never a presigned transfer URL on another domain.  The payload may be the
 product's one file or a zip of its folder (what zipper serves): the engine
-recognises a zip by its first bytes and unpacks it.
+recognises a zip by its first bytes and unpacks it.  Window reads over HTTPS resolve
+their links' trusted redirects the same way before GDAL reads them (GDAL's curl would
+drop the token at zipper): :meth:`CdseService._window_link`.
 Every request holds a slot of the process's connection budget; a download holds
 its slot until the engine closes the response.
 """
@@ -101,6 +103,8 @@ class CdseService:
         self._layout_lock = threading.Lock()
         self._listing: dict[str, threading.Event] = {}  # series being listed -> set when its names are known
         self._unpatterned: set[str] = set()  # series whose file names do not follow their products' stems
+        self._moved: dict[str, str] = {}  # window links: a base URL -> the trusted base its files redirect to
+        self._probing = threading.Lock()  # one window-link probe at a time: the others then find its answer
         #: hosts that may receive the bearer token (names and .domain patterns; see :mod:`.hosts`)
         self.trusted = trusted_hosts(urls=(self.odata_url, self.download_url))
 
@@ -206,10 +210,58 @@ class CdseService:
         access = s3.CdseAccess(self.window_mode, self.tokens, self.budget, self._cancel)
         found = []
         for fname in names:
+            href = f"{self.download_url}/Products({pid})/Nodes({quote(name, safe='')})/Nodes({quote(fname, safe='')})/$value"
             where = {"bucket": bucket or s3.BUCKET, "key": f"{folder}/{fname}" if folder else fname,
-                     "href": f"{self.download_url}/Products({pid})/Nodes({quote(name, safe='')})/Nodes({quote(fname, safe='')})/$value"}
+                     "href": self._window_link(href) if self.window_mode == s3.HTTPS else href}
             found.append(RasterSource(s3.vsi_path(where, self.window_mode), access, name=fname))
         return found
+
+    def _window_link(self, href: str) -> str:
+        """The URL GDAL reads a file's ``$value`` from over HTTPS: ``href`` with its trusted redirects resolved.
+
+        GDAL gets the token as a header (``GDAL_HTTP_HEADERS``), and curl drops such a header when a redirect
+        changes the host: a ``$value`` that answers 301 to ``zipper`` (live; it wants the token) would be read
+        without it (401).  So one request with the token follows the redirects that keep the resource's path
+        (``.../Products(..)/Nodes(..)/$value``) on a trusted host (:mod:`.hosts`), and GDAL gets the last such
+        URL; any other redirect (a presigned, expiring transfer URL, whose query is the credential) is left to
+        GDAL, which reaches it without the token.  Since only the base changes, the answer is kept per base URL:
+        a time series costs one such request, not one per product.  A failed probe changes nothing: GDAL's read
+        reports the error.
+        """
+        cut = href.find("/Products(")
+        base, rest = (href[:cut], href[cut:]) if cut > 0 else (href, "")
+        with self._layout_lock:
+            moved = self._moved.get(base)
+        if moved is not None:
+            return moved + rest
+        with self._probing:
+            with self._layout_lock:
+                moved = self._moved.get(base)
+            return moved + rest if moved is not None else self._probe(href, base, rest)
+
+    def _probe(self, href: str, base: str, rest: str) -> str:
+        url = href
+        try:
+            with self.budget.slot(self._cancel):
+                for _ in range(REDIRECTS):
+                    r = self.http.request("GET", url, auth=self.tokens, headers={"Range": "bytes=0-0"}, stream=True,
+                                          ok=(200, 206, 416, 301, 302, 303, 307, 308), what="window link",
+                                          allow_redirects=False)
+                    r.close()
+                    location = r.headers.get("Location")
+                    if r.status_code not in (301, 302, 303, 307, 308) or not location:
+                        break
+                    target = urljoin(url, location)
+                    if not is_trusted(target, self.trusted) or not (rest and target.endswith(rest)):
+                        break  # another host's own link (a presigned transfer): GDAL follows it, without the token
+                    url = target
+        except ServiceError as exc:
+            log.debug("cdse: could not resolve the window link of %s (%s); GDAL reads it as is", href, exc)
+            return href
+        if rest:
+            with self._layout_lock:
+                self._moved[base] = url[: len(url) - len(rest)]
+        return url
 
     def _known(self, series: str) -> list[str] | None:
         """A series' file names: known, or listed by the first caller while the others wait for it (a series

@@ -242,23 +242,27 @@ class ClmsApiService:
         return ids[0]
 
     def _find(self, digest: str, statuses: Sequence[str], since: float | None = None) -> str | None:
-        """The newest task of this user for exactly these items in one of ``statuses`` (best effort)."""
+        """The newest task of this user for exactly these items in one of ``statuses`` (best effort).
+
+        One listing without a ``status`` filter, statuses compared without case: the server stores CDSE
+        child tasks as ``QUEUED``, and a filter ``status=Queued`` compared case-sensitively would miss
+        them (and the items be ordered twice).  The whole history is one answer instead of one per status.
+        """
+        try:
+            body = _json(self._call("GET", "@datarequest_search", "task search"))
+        except ServiceError as exc:
+            log.info("clms: could not list the tasks (%s)", exc)
+            return None
         best: tuple[float, str] | None = None
-        for status in statuses:
-            try:
-                body = _json(self._call("GET", "@datarequest_search", f"{status} task search", params={"status": status}))
-            except ServiceError as exc:
-                log.info("clms: could not list %s tasks (%s)", status, exc)
+        for task_id, task in body.items():
+            if not isinstance(task, dict) or task_status(task.get("Status")) not in statuses \
+                    or items_hash(task.get("Datasets")) != digest:
                 continue
-            for task_id, task in body.items():
-                if not isinstance(task, dict) or task_status(task.get("Status", status)) != status \
-                        or items_hash(task.get("Datasets")) != digest:
-                    continue
-                registered = parse_stamp(task.get("RegistrationDateTime")) or 0.0
-                if since is not None and registered and registered < since:
-                    continue
-                if best is None or registered > best[0]:
-                    best = (registered, str(task_id))
+            registered = parse_stamp(task.get("RegistrationDateTime")) or 0.0
+            if since is not None and registered and registered < since:
+                continue
+            if best is None or registered > best[0]:
+                best = (registered, str(task_id))
         return best[1] if best else None
 
     # -- poll

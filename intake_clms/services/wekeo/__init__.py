@@ -17,7 +17,8 @@ Search pages follow ``properties.nextIndex`` or ``totalResults``/``startIndex``,
 whichever the answer carries, and stop at a page that brings no product not
 seen before (a broker that ignores ``startIndex`` would otherwise repeat its
 first page until ``totalResults``).  A feature without ``properties.title`` is
-named by its ``id``.
+named by its ``id``.  A search on an old dataset ID carries the keys that dataset expects
+(product type, format, its date key names: :mod:`.queries`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ...net.clock import SYSTEM, Clock
 from ...net.http import HttpClient, server_message
 from ..base import Hit, Ready, product_key
 from ...params import Request
+from .queries import date_keys, old_id_keys
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,9 @@ class WekeoService:
             if not request.dataset_identifier:
                 raise ServiceError(SERVICE, None, f"{NEW_DATASET_ID} needs a datasetIdentifier")
             query["datasetIdentifier"] = request.dataset_identifier
-        names = ("startdate", "enddate") if new else ("start", "end")
+        else:
+            query.update(old_id_keys(dataset_id))  # productType, format: what the old dataset expects
+        names = ("startdate", "enddate") if new else date_keys(dataset_id)
         for name, value in zip(names, (_iso(request.start, False), _iso(request.end, True))):
             if value:
                 query[name] = value
