@@ -61,17 +61,11 @@ class Guarded(NetCDF4BackendEntrypoint):
         ds = super().open_dataset(filename_or_obj, **kwargs)
         path = str(filename_or_obj)
 
-        def guard(name: Any) -> xr.Variable:
-            v = ds.variables[name]
+        for name, v in ds.variables.items():  # wrapped in place (a new Dataset would align everything again)
             if name in ds.xindexes:  # an index: read at open (damage there fails the open, named by the engine)
-                return v
-            lazy = indexing.LazilyIndexedArray(GuardedArray(v._data, path, on_damage))  # _data: still unread
-            return xr.Variable(v.dims, lazy, v.attrs, v.encoding)
-
-        out = xr.Dataset({n: guard(n) for n in ds.data_vars}, coords={n: guard(n) for n in ds.coords}, attrs=ds.attrs)
-        out.encoding = ds.encoding
-        out.set_close(ds.close)
-        return out
+                continue
+            v._data = indexing.LazilyIndexedArray(GuardedArray(v._data, path, on_damage))  # _data: still unread
+        return ds
 
 
 def grid_crs(ds: xr.Dataset) -> Any:

@@ -175,7 +175,7 @@ class Engine:
         try:
             cached = open_view(self.store, self.request, self.options.chunks, self.options)
             if cached is not None:
-                self.store.remove_leftovers(quiet=True)  # a reopen also clears what killed runs left (offline)
+                self.store.remove_leftovers(quiet=True, once=True)  # a reopen also clears what killed runs left
                 progress.stage("open")
                 return cached
         except DamagedProductError as exc:

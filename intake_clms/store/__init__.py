@@ -35,6 +35,8 @@ from .views import View, ViewProduct, ViewStore
 log = logging.getLogger(__name__)
 
 LAYOUT = "v1"
+#: Stores a reopen of this process has swept for leftovers (see :meth:`Store.remove_leftovers`).
+_SWEPT: set[Path] = set()
 _ACTIVITY: dict[Path, ProcessActivity] = {}
 
 __all__ = ["FileRecord", "Job", "ProductRecord", "Store", "View", "ViewProduct"]
@@ -73,9 +75,15 @@ class Store:
             act = _ACTIVITY[self.root] = ProcessActivity(self.root)
         return act
 
-    def remove_leftovers(self, quiet: bool = False) -> list[Path]:
+    def remove_leftovers(self, quiet: bool = False, once: bool = False) -> list[Path]:
         """Remove what dead processes left: staging folders, trash, temp files, status records; downloads of
-        stored products.  ``quiet``: a read-only store is left as it is (a reopen must still work)."""
+        stored products.  ``quiet``: a read-only store is left as it is (a reopen must still work).
+        ``once``: only if this process has not swept this store yet (a sweep scans the whole store: a reopen,
+        milliseconds however large the cache, must not pay it every time; a fetch always sweeps)."""
+        if once:
+            if self.root in _SWEPT:
+                return []
+            _SWEPT.add(self.root)
         try:
             return self._remove_leftovers()
         except OSError:
