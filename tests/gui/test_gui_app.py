@@ -251,7 +251,7 @@ def test_default_dates_are_the_newest_products_the_search_finds(sandbox: Sandbox
     items = sandbox.ctx.store.items(NDVI, bbox, "2026-01-01", AFTER_PRESENT.isoformat())
     newest = max(i.end for i in items).date()
     assert newest <= sandbox.ctx.store.present
-    assert gui.end_input.value == newest.isoformat()
+    assert gui.end_input.value == newest.isoformat(), gui.service_note.object
     assert gui.start_input.value == (newest - dt.timedelta(days=29)).isoformat()  # a few 10-day steps
     shown = yaml.safe_load(gui.sourceinf.value)["plot reads"]
     assert (shown["start"], shown["end"]) == (gui.start_input.value, gui.end_input.value)
