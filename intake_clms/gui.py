@@ -123,9 +123,9 @@ def quicklook_dates(md: Mapping[str, Any], default_start: str = "", default_end:
     return start.isoformat(), last.isoformat()
 
 
-#: Days the first search for an entry's newest products spans per frequency (a dozen time steps; each
+#: Days the first search for an entry's newest products spans per frequency (a few time steps; each
 #: further search spans 8 times more, see :func:`intake_clms.services.probe.windows`).
-_SEARCH_DAYS = {"hourly": 3, "daily": 30, "10daily": 120, "monthly": 366}
+_SEARCH_DAYS = {"hourly": 1, "daily": 7, "10daily": 40, "monthly": 120}
 
 
 def newest_request(source: Any, params: Mapping[str, Any], today: dt.date | None = None) -> tuple[dict[str, Any], Any]:
@@ -136,18 +136,19 @@ def newest_request(source: Any, params: Mapping[str, Any], today: dt.date | None
     asked (no credentials, offline: the answer says why) or when none finds a product.
     """
     from .config import available_services
-    from .services.probe import answer, windows
+    from .services.probe import CATALOGUES, answer, windows
 
     out = dict(params)
     chain = source.services()
-    if params.get("file") or not params.get("end") or not set(chain) <= available_services():
+    if (params.get("file") or not params.get("end") or not set(chain) <= available_services()
+            or not set(chain) & set(CATALOGUES)):  # no credentials, or no service that lists its products
         return out, None
     md = source.metadata or {}
     freq = _frequency(md)
     first = _day(md.get("time_start")) or _day(params.get("start"))
     ongoing = bool(md.get("time_ongoing")) or not md.get("time_end")
     last = (today or dt.date.today()) if ongoing else _day(params["end"])
-    days = _SEARCH_DAYS.get(freq, 3 * 366 if freq in _YEARLY else 120)
+    days = _SEARCH_DAYS.get(freq, 2 * 366 if freq in _YEARLY else 40)
     ranges = windows(last, days, first)
     if not ranges:  # the coverage starts after the anchor day: nothing to ask for
         return out, None
@@ -265,7 +266,8 @@ def _make_gui_class() -> type:
         """intake's catalog browser with a quicklook request per entry and a plot that reads only that.
 
         ``cats`` maps display names to catalogs (the first is selected at start); ``today``
-        anchors the quicklook dates of ongoing products (tests inject it).
+        ends the search for an ongoing product's newest products, and its quicklook dates when no
+        service can be asked (tests inject it).
         """
 
         def __init__(self, cats: Mapping[str, Any], today: dt.date | None = None):
@@ -279,7 +281,7 @@ def _make_gui_class() -> type:
             self.service_note = pn.pane.Alert("", alert_type="warning", visible=False, width=480)
             self._selected: tuple[str, Any] | None = None
             self._defaults: dict[str, Any] = {}
-            self._confirmed = ""  # the request key whose fall-through order the user confirmed
+            self._confirmed = ""  # the request the panel warned about: the next Plot of it orders
             self._editing = False
             super().__init__(cats=dict(cats))
             # intake's layout: row0 = (logo, catalogs, sources + plot button, source panel); row1 = plots.
@@ -332,7 +334,7 @@ def _make_gui_class() -> type:
 
                 found = Answer(None, problem=str(exc).splitlines()[0])
             self._defaults = params
-            self._say_service(found, guessed=bool(params.get("end")) and (found is None or found.newest() is None))
+            self._say_service(found, guessed=found is not None and found.service is None)
             self._editing = True  # filling the fields is no user edit
             try:
                 self.bbox_input.value = _show(params.get("bbox")) if "bbox" in params else ""
@@ -389,7 +391,7 @@ def _make_gui_class() -> type:
             if notice:
                 then = "Press **Plot** again to order it." if confirm else "Plot asks before it orders."
                 text = f"**Before plotting:** {notice}. {then}"
-            elif guessed and found is not None:
+            elif guessed:
                 why = found.problem or "no service found a product in this area in recent years"
                 text = f"The dates are a guess from the catalog ({why})."
             else:
@@ -407,9 +409,10 @@ def _make_gui_class() -> type:
             key = source.request.key()
             if len(chain) < 2 or key == self._confirmed:
                 return False
-            if Store(source_settings(source)["cache_dir"]).views.get(key) is not None:
+            settings = source_settings(source)
+            if Store(settings["cache_dir"]).views.get(key) is not None:  # read from the cache: no service asked
                 return False
-            found = answer(source.request, chain, source_settings(source))
+            found = answer(source.request, chain, settings)
             if not found.notice():
                 return False
             self._confirmed = key  # the next press of Plot on the same request orders

@@ -28,11 +28,14 @@ from .base import Hit
 #: Services whose search lists the products the server holds.  The CLMS download API's cut-to-order
 #: search turns any request into orders, so it cannot tell which dates exist.
 CATALOGUES = ("cdse", "wekeo")
+#: Services that place orders (a queue, quota) when the products they found are not known one by one.
+ORDERING = ("wekeo", "clms")
 #: How services are called in messages.
 LABELS = {"cdse": "CDSE", "wekeo": "WEkEO", "clms": "the CLMS download API"}
-#: A probe is a look, not a read: one retry, short waits, and a bounded listing.
+#: A probe is a look, not a read: one retry, short waits, and short listings (a range with more products
+#: is halved, the newer half first: a few counts instead of a long listing).
 PROBE_SETTINGS = {"attempts": 2, "backoff": 0.2}
-PROBE_LIMIT = 200
+PROBE_LIMIT = 12
 
 
 def label(service: str) -> str:
@@ -51,8 +54,7 @@ class Answer:
     @property
     def orders(self) -> bool:
         """Whether reading through the answering service places orders (a queue, quota)."""
-        return any(h.ordered for h in self.hits) or (self.service is not None and not self.hits
-                                                      and self.service not in CATALOGUES)
+        return any(h.ordered for h in self.hits) if self.hits else self.service in ORDERING
 
     @property
     def falls_through(self) -> bool:
@@ -92,6 +94,26 @@ def windows(end: dt.date, days: int, first: dt.date | None = None, steps: int = 
     return out
 
 
+def _search(service: Any, request: Request, start: dt.date | None, end: dt.date | None) -> tuple[bool, list[Hit]]:
+    """(any product?, the products) of [start, end]; the products are left out (``[]``) past PROBE_LIMIT."""
+    try:
+        hits = list(service.search(dataclasses.replace(request, start=start, end=end), limit=PROBE_LIMIT))
+    except TooManyProductsError:
+        return True, []
+    return bool(hits), hits if len(hits) <= PROBE_LIMIT else []
+
+
+def _newest(service: Any, request: Request, start: dt.date | None, end: dt.date | None) -> tuple[bool, list[Hit]]:
+    """:func:`_search` of [start, end], or of its newest part holding at most PROBE_LIMIT products (the
+    range halved, newer half first: a few short searches instead of a long listing)."""
+    found, hits = _search(service, request, start, end)
+    if not found or hits or start is None or end is None or end <= start:
+        return found, hits
+    middle = start + (end - start) / 2
+    newer = _newest(service, request, middle + dt.timedelta(days=1), end)
+    return newer if newer[0] else _newest(service, request, start, middle)
+
+
 def answer(request: Request, chain: Sequence[str], settings: dict[str, Any] | None = None,
            ranges: Iterable[tuple[dt.date | None, dt.date | None]] | None = None) -> Answer:
     """Ask the services of ``chain`` in turn, as a read would, which one has products for ``request``.
@@ -101,18 +123,19 @@ def answer(request: Request, chain: Sequence[str], settings: dict[str, Any] | No
     that only orders is asked for the first range.  Nothing is ordered.
     """
     spans = list(ranges) if ranges is not None else [(request.start, request.end)]
+    look = _newest if ranges is not None else _search  # the newest products, or whether there are any
     cancel = threading.Event()
     passed: list[str] = []
     for service in chain:
         try:
-            found = connector(service)({**(settings or {}), **PROBE_SETTINGS}, cancel, None)
-            for start, end in (spans if service in CATALOGUES else spans[:1]):
-                try:
-                    hits = found.search(dataclasses.replace(request, start=start, end=end), limit=PROBE_LIMIT)
-                except TooManyProductsError:  # the catalogue has plenty: this service answers
-                    return Answer(service, [], passed)
-                if hits or service not in CATALOGUES:
-                    return Answer(service, list(hits), passed)
+            connected = connector(service)({**(settings or {}), **PROBE_SETTINGS}, cancel, None)
+            if service not in CATALOGUES:  # its search is its orders (it lists no products to look at)
+                start, end = spans[0] if spans else (request.start, request.end)
+                return Answer(service, connected.search(dataclasses.replace(request, start=start, end=end)), passed)
+            for start, end in spans:
+                found, hits = look(connected, request, start, end)
+                if found:
+                    return Answer(service, hits, passed)
         except ClmsError as exc:
             return Answer(None, [], passed, f"{label(service)}: {str(exc).splitlines()[0]}")
         passed.append(service)
