@@ -11,12 +11,18 @@ its own.  ``ClmsGUI`` (:func:`gui_class`) keeps intake's layout and fixes those:
 * selecting an entry shows, in the source panel, the *request the plot button
   will read*: the entry's parameters with a small area (about
   :data:`QUICKLOOK_PIXELS` pixels across at the product's resolution, inside its
-  coverage) and a short date range (a few time steps before the end of its
-  coverage), editable in the bbox / start / end fields below it.  Pressing plot
+  coverage) and a short date range (a few time steps up to the newest products
+  the services' search finds there, :mod:`intake_clms.services.probe`; a guess
+  from the coverage only when no service can be asked), editable in the bbox /
+  start / end fields below it.  Pressing plot
   reads exactly that request through the public source API
   (``ClmsSource.preload()``): from the cache when it was fetched before (by the
   GUI, ``preload`` or ``to_dask()`` with the same arguments), otherwise it orders
   it, and says so while it runs;
+* when ``auto`` would fall through to a service that orders (the first services
+  have no product for the request), the panel says so when the entry is
+  selected, and the plot button asks to be pressed a second time before it
+  orders;
 * the plot is the entry's ``metadata.plots`` spec (:mod:`intake_clms.plots`)
   fitted to the data read;
 * a catalog that cannot be listed shows an error and no entries.
@@ -96,15 +102,8 @@ def quicklook_dates(md: Mapping[str, Any], default_start: str = "", default_end:
     reading the whole archive.
     """
     today = today or dt.date.today()
-
-    def day(text: object) -> dt.date | None:
-        try:
-            return dt.date.fromisoformat(str(text)[:10])
-        except ValueError:
-            return None
-
-    first = day(md.get("time_start")) or day(default_start)
-    last = day(md.get("time_end")) or day(default_end)
+    first = _day(md.get("time_start")) or _day(default_start)
+    last = _day(md.get("time_end")) or _day(default_end)
     ongoing = bool(md.get("time_ongoing")) or str(default_end).strip().lower() == "present"
     if first is None and last is None and not ongoing:
         return "", ""
@@ -122,6 +121,59 @@ def quicklook_dates(md: Mapping[str, Any], default_start: str = "", default_end:
     if first is not None and start < first:
         start = first
     return start.isoformat(), last.isoformat()
+
+
+#: Days the first search for an entry's newest products spans per frequency (a few time steps; each
+#: further search spans 8 times more, see :func:`intake_clms.services.probe.windows`).
+_SEARCH_DAYS = {"hourly": 1, "daily": 7, "10daily": 40, "monthly": 120}
+
+
+def newest_request(source: Any, params: Mapping[str, Any], today: dt.date | None = None) -> tuple[dict[str, Any], Any]:
+    """The quicklook ``params`` moved to the newest products the source's service chain finds in its bbox.
+
+    Returns (params, :class:`~intake_clms.services.probe.Answer`); the params are unchanged
+    (the coverage guess) when the request names a file or no dates, when no service can be
+    asked (no credentials, offline: the answer says why) or when none finds a product.
+    """
+    from .config import available_services
+    from .services.probe import CATALOGUES, answer, windows
+
+    out = dict(params)
+    chain = source.services()
+    if (params.get("file") or not params.get("end") or not set(chain) <= available_services()
+            or not set(chain) & set(CATALOGUES)):  # no credentials, or no service that lists its products
+        return out, None
+    md = source.metadata or {}
+    freq = _frequency(md)
+    first = _day(md.get("time_start")) or _day(params.get("start"))
+    ongoing = bool(md.get("time_ongoing")) or not md.get("time_end")
+    last = (today or dt.date.today()) if ongoing else _day(params["end"])
+    days = _SEARCH_DAYS.get(freq, 2 * 366 if freq in _YEARLY else 40)
+    ranges = windows(last, days, first)
+    if not ranges:  # the coverage starts after the anchor day: nothing to ask for
+        return out, None
+    found = answer(source(**params).request, chain, source_settings(source), ranges)
+    newest = found.newest()
+    if newest is not None:
+        end = _day(newest.end) or _day(newest.start)
+        out["start"], out["end"] = quicklook_dates({**md, "time_end": end.isoformat(), "time_ongoing": False},
+                                                   md.get("time_start") or "", "", today)
+    return out, found
+
+
+def source_settings(source: Any) -> dict[str, Any]:
+    """The settings a read of ``source`` connects its services with (its keywords and its cache folder)."""
+    from .store import Store
+
+    options = dict(getattr(source, "options", None) or {})
+    return {**options, "cache_dir": Store(options.get("cache_dir") or source.cache_dir).base}
+
+
+def _day(text: object) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(text)[:10])
+    except ValueError:
+        return None
 
 
 def quicklook_params(source: Any, today: dt.date | None = None) -> dict[str, Any]:
@@ -214,7 +266,8 @@ def _make_gui_class() -> type:
         """intake's catalog browser with a quicklook request per entry and a plot that reads only that.
 
         ``cats`` maps display names to catalogs (the first is selected at start); ``today``
-        anchors the quicklook dates of ongoing products (tests inject it).
+        ends the search for an ongoing product's newest products, and its quicklook dates when no
+        service can be asked (tests inject it).
         """
 
         def __init__(self, cats: Mapping[str, Any], today: dt.date | None = None):
@@ -224,7 +277,11 @@ def _make_gui_class() -> type:
             self.start_input = pn.widgets.TextInput(name="start", width=150)
             self.end_input = pn.widgets.TextInput(name="end", width=150)
             self.request_note = pn.pane.Markdown("", width=480)
+            #: said before a read falls through to a service that orders (and why the dates are a guess)
+            self.service_note = pn.pane.Alert("", alert_type="warning", visible=False, width=480)
             self._selected: tuple[str, Any] | None = None
+            self._defaults: dict[str, Any] = {}
+            self._confirmed = ""  # the request the panel warned about: the next Plot of it orders
             self._editing = False
             super().__init__(cats=dict(cats))
             # intake's layout: row0 = (logo, catalogs, sources + plot button, source panel); row1 = plots.
@@ -235,7 +292,8 @@ def _make_gui_class() -> type:
             row0[0][0] = pn.Spacer(width=0)  # intake's logo: its PNG is not in intake's wheel (a broken link)
             row0[0].param.update(visible=False)
             self.sourceinf.param.update(height=300, width=480)
-            row0[3].extend([pn.Row(self.bbox_input), pn.Row(self.start_input, self.end_input), self.request_note])
+            row0[3].extend([pn.Row(self.bbox_input), pn.Row(self.start_input, self.end_input), self.request_note,
+                         self.service_note])
             for widget in (self.bbox_input, self.start_input, self.end_input):
                 widget.param.watch(self._request_edited, "value")
             self.plots = PlotView()
@@ -268,7 +326,15 @@ def _make_gui_class() -> type:
             name = chosen[0]
             source = self._sources[name]
             self._selected = (name, source)
-            params = quicklook_params(source, self.today)
+            params, found = quicklook_params(source, self.today), None
+            try:
+                params, found = newest_request(source, params, self.today)
+            except ClmsError as exc:  # the guess stays; say why
+                from .services.probe import Answer
+
+                found = Answer(None, problem=str(exc).splitlines()[0])
+            self._defaults = params
+            self._say_service(found, guessed=found is not None and found.service is None)
             self._editing = True  # filling the fields is no user edit
             try:
                 self.bbox_input.value = _show(params.get("bbox")) if "bbox" in params else ""
@@ -289,7 +355,7 @@ def _make_gui_class() -> type:
             if self._selected is None:
                 raise ClmsError("select an entry first")
             _, source = self._selected
-            params = quicklook_params(source, self.today)
+            params = dict(self._defaults)
             if params.get("file"):
                 return params
             if "bbox" in params:
@@ -319,6 +385,40 @@ def _make_gui_class() -> type:
                         "is ordered and downloaded first (using your quota). Edit the fields to change it.")
             self.request_note.object = note
 
+        def _say_service(self, found: Any, guessed: bool = False, confirm: bool = False) -> None:
+            """Show what the service chain said: a fall-through to an ordering service, or dates that are a guess."""
+            notice = found.notice() if found is not None else ""
+            if notice:
+                then = "Press **Plot** again to order it." if confirm else "Plot asks before it orders."
+                text = f"**Before plotting:** {notice}. {then}"
+            elif guessed:
+                why = found.problem or "no service found a product in this area in recent years"
+                text = f"The dates are a guess from the catalog ({why})."
+            else:
+                text = ""
+            self.service_note.param.update(object=text, visible=bool(text))
+
+        def _needs_confirmation(self, source: Any) -> bool:
+            """Whether reading ``source`` would fall through to an ordering service the user has not agreed to.
+
+            Asked only when a read would ask the services (nothing stored yet) and ``auto`` has a choice."""
+            from .services.probe import answer
+            from .store import Store
+
+            chain = source.services()
+            key = source.request.key()
+            if len(chain) < 2 or key == self._confirmed:
+                return False
+            settings = source_settings(source)
+            if Store(settings["cache_dir"]).views.get(key) is not None:  # read from the cache: no service asked
+                return False
+            found = answer(source.request, chain, settings)
+            if not found.notice():
+                return False
+            self._confirmed = key  # the next press of Plot on the same request orders
+            self._say_service(found, confirm=True)
+            return True
+
         def quicklook_source(self) -> tuple[str, Any]:
             """(entry name, source) for the request the plot button reads; ParameterError if it is incomplete."""
             params = self.request_params()
@@ -336,6 +436,11 @@ def _make_gui_class() -> type:
                 name, source = self.quicklook_source()
             except (ValueError, ClmsError) as exc:
                 self._plot_failed(f"Cannot plot: {exc}")
+                return None
+            if self._needs_confirmation(source):
+                self.plots.panel.visible = True
+                self.plots.draw(None)
+                self.plots.say(f"Not read yet: {self.service_note.object}", "warning")
                 return None
             self.add.panel.visible = self.search.panel.visible = False
             self.plots.panel.visible = True

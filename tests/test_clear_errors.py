@@ -87,6 +87,42 @@ def test_an_unknown_entry_names_the_close_ones(cat):
     assert NDVI in cat and getattr(cat, NDVI).request.dataset_identifier == NDVI  # known entries unchanged
 
 
+def test_plain_intake_open_catalog_gives_the_same_helpful_error(tmp_path: Path):
+    """Issue 17: ``intake.open_catalog(path)`` on a generated catalog, in a fresh interpreter where nothing of
+    intake_clms was imported, answered a typo with intake's bare AttributeError; other catalogs keep intake's."""
+    other = tmp_path / "other.yaml"
+    other.write_text("metadata: {version: 1}\nsources:\n  thing: {driver: csv, args: {urlpath: x.csv}}\n")
+    code = textwrap.dedent(f"""
+        import intake
+        cat = intake.open_catalog({str(CATALOG)!r})
+        for probe in (lambda: cat.ndvi_global_300m_10dayly_v2, lambda: cat["ndvi_global_300m_10daily_v9"]):
+            try:
+                probe()
+            except Exception as exc:
+                print(type(exc).__name__, isinstance(exc, AttributeError), isinstance(exc, KeyError), exc)
+        print(len(list(cat)), type(cat).__name__, hasattr(cat, "nope"), getattr(cat, "nope", 7))
+        print(cat.{NDVI}(bbox=[5, 45, 10, 50]).request.dataset_identifier)
+        try:
+            intake.open_catalog({str(other)!r}).thinG
+        except AttributeError as exc:
+            print(type(exc).__name__, exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith("UnknownEntryError True True catalog clms has no entry 'ndvi_global_300m_10dayly_v2'; "
+                             "did you mean ndvi_global_300m_10daily_v2")
+    assert out[1].startswith("UnknownEntryError True True") and "did you mean" in out[1]
+    assert out[2:] == ["152 YAMLFileCatalog False 7", NDVI, "AttributeError thinG"]
+
+
+def test_the_generated_catalog_asks_plain_intake_for_the_clms_cat_lookups():
+    from intake_clms.catalog.generate import build_catalog
+    from intake_clms.catalog.lookup import DRIVER_KEY
+
+    built = build_catalog([])
+    assert built["metadata"][DRIVER_KEY] == "clms_cat"
+    assert built["plugins"] == {"source": [{"module": "intake_clms.catalog.lookup"}]}
+
+
 def test_the_clms_cat_driver_is_registered():
     assert type(intake.open_catalog(str(CATALOG), driver="clms_cat")).__name__ == "ClmsCatalog"
     assert len(list(intake_clms.open_catalog())) == 152  # the bundled catalog by default

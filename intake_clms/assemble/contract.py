@@ -9,7 +9,7 @@ opened with ``mask_and_scale=False``, GeoTIFFs as read), already cropped by
 - **variables**: the product's own names (``NDVI``, ``LAI``, ...: a NetCDF's variables with
   both spatial dimensions); a GeoTIFF band is named by its description, else by
   :func:`variable_name` from its file name (``c_gls_NDVI300_...`` -> ``NDVI``,
-  ``IMD_2018_010m_...`` -> ``IMD``), never ``band_data``;
+  ``IMD_2018_010m_...`` -> ``IMD``, ``U2018_CLC2018_...`` -> ``CLC``), never ``band_data``;
 - **dimensions**: ``time`` first, then ``lat``/``lon`` on a geographic grid or ``y``/``x`` on a
   projected one; pixel-centre coordinates (rounded to 1e-9 of a unit so both spellings of a
   grid agree); the product's own orientation;
@@ -67,17 +67,29 @@ class Provenance:
 
 
 _CGLS = re.compile(r"^c_gls_([A-Za-z][A-Za-z-]*?)(?:\d+)?(?:-RT\d+)?_", re.IGNORECASE)
-_TOKEN = re.compile(r"^([A-Za-z][A-Za-z0-9]*?)(?:\d+)?(?:[_.-]|$)")
+#: A file-name token that names something: letters (digits inside allowed), then digits (a year, a resolution).
+_WORD = re.compile(r"([A-Za-z][A-Za-z0-9]*?)\d*")
+_EXTENSION = re.compile(r"\.(?:tiff?|nc|vrt|zip)$", re.IGNORECASE)
 
 
 def variable_name(band_name: str, file_name: str) -> str:
-    """A GeoTIFF band's variable name: its description, else the product's short name from the file name."""
+    """A GeoTIFF band's variable name: its description, else the product's short name from the file name.
+
+    The short name is the first token of the file name made of letters (then digits): ``IMD_2018_010m_...``
+    -> ``IMD``, ``NDVI300`` -> ``NDVI``.  A single letter before digits is a code, not a name (CORINE's
+    update ``U2018``, a version ``V2020``, a tile ``E42N30``): ``U2018_CLC2018_V2020_20u1`` -> ``CLC``; it
+    is taken only when no token has a longer name.
+    """
     if band_name and band_name.strip() and not re.fullmatch(r"(?i)band[ _]?\d*", band_name.strip()):
         return band_name.strip()
     # a leading tile code (E000N60_) or the programme's prefix (CLMS_IMP_...) is no product's name
-    stem = re.sub(r"^(?:[EW]\d{2,3}[NS]\d{2,3}|CLMS)_", "", file_name.rsplit("/", 1)[-1])
-    m = _CGLS.match(stem) or _TOKEN.match(stem)
-    return m.group(1).upper() if m else "value"
+    stem = re.sub(r"^(?:[EW]\d{2,3}[NS]\d{2,3}|CLMS)_", "", _EXTENSION.sub("", file_name.rsplit("/", 1)[-1]))
+    m = _CGLS.match(stem)
+    if m:
+        return m.group(1).upper()
+    words = [w.group(1) for token in re.split(r"[_.-]", stem) if (w := _WORD.fullmatch(token))]
+    name = next((w for w in words if len(w) > 1), words[0] if words else "")
+    return name.upper() if name else "value"
 
 
 def spatial_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, str]:

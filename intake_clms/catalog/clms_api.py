@@ -28,7 +28,7 @@ from intake.catalog.local import LocalCatalogEntry, UserParameter
 from .. import __version__
 from ..services.clms_api.listing import FORMAT_CONVERSION, canonical_format
 from ..errors import ClmsError, ParameterError, ServiceError
-from .lookup import EntryLookup
+from .lookup import DRIVER_KEY, PLUGINS, EntryLookup
 from ..params import parse_bbox
 from .products import entry_name
 
@@ -284,7 +284,8 @@ def build_api_catalog(listing: Iterable[ApiDataset], *, source: str | None = Non
     if source:
         meta["generated_from"] = source
     meta["listing_only"] = listing_only(listing)
-    return {"metadata": meta, "sources": api_entries(listing)}
+    meta[DRIVER_KEY] = "clms_cat"  # plain intake.open_catalog answers unknown entries as clms_cat does
+    return {"metadata": meta, "plugins": PLUGINS, "sources": api_entries(listing)}
 
 
 # --------------------------------------------------------------------------- the catalog driver

@@ -20,6 +20,7 @@ import yaml
 
 from ..params import SERVICES
 from ..plots import plots_for
+from .lookup import DRIVER_KEY, PLUGINS, ClmsCatalog
 from .products import NOT_MIGRATED, Product, coverage_bbox
 
 DRIVER = "clms"
@@ -175,13 +176,15 @@ def build_catalog(
     }
     if source:
         meta["generated_from"] = source
+    meta[DRIVER_KEY] = ClmsCatalog.name  # plain intake.open_catalog answers unknown entries as clms_cat does
     sources = {name: entry(p) for name, p in named.items()}
     if clms_api:
         name = API_CATALOG_NAME
         while name in sources:  # a product would have to be called so; keep both, deterministically
             name += "_catalog"
         sources[name] = api_catalog_entry()
-    return {"metadata": meta, "sources": dict(sorted(sources.items()))}
+    # ``plugins`` makes intake import the module that honours ``catalog_driver`` (see catalog/lookup.py)
+    return {"metadata": meta, "plugins": PLUGINS, "sources": dict(sorted(sources.items()))}
 
 
 class _Dumper(yaml.SafeDumper):

@@ -93,9 +93,10 @@ def test_plot_reads_only_the_request_shown_then_the_cache(gui_env: Sandbox) -> N
     assert "success" == gui.plots.status.alert_type and "5, 44, 11, 48" in gui.plots.status.object
     assert "NDVI" in gui.plots.title.object
 
-    calls = len(gui_env.log.entries())
-    again = build_gui(today=TODAY)  # a new session: the same request comes from the cache, no HTTP at all
+    again = build_gui(today=TODAY)  # a new session: selecting asks for the newest products (a search) ...
     again.sourcesel.value = [NDVI]
+    assert (again.start_input.value, again.end_input.value) == (request["start"], request["end"])
+    calls = len(gui_env.log.entries())  # ... and the same request then comes from the cache, no HTTP at all
     again.bbox_input.value = "5, 44, 11, 48"
     _render(again.plot_now())
     assert len(gui_env.log.entries()) == calls
@@ -224,3 +225,58 @@ def test_an_emptied_or_garbled_bbox_is_refused_not_read_as_the_whole_coverage(tm
     assert "Cannot read the request" in gui.request_note.object and "bbox" in gui.request_note.object
     with pytest.raises(ParameterError, match="bbox"):
         gui.quicklook_source()
+
+
+AFTER_PRESENT = dt.date(2026, 12, 7)  # after the sandbox's "present" (2026-06-30): a guess from it finds nothing
+
+
+def _all_services(sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every service's URL and credentials pointing at the sandbox (so `auto` is CDSE, WEkEO, then the CLMS API)."""
+    for name, value in sb.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("INTAKE_CLMS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HDA_RC", str(tmp_path / "no-hdarc"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def test_default_dates_are_the_newest_products_the_search_finds(sandbox: Sandbox, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default request was a guess from today's date (past the newest products: 'no data found' after an
+    order); now it ends with the newest product the service chain's search finds, and nothing is ordered."""
+    _all_services(sandbox, tmp_path, monkeypatch)
+    gui = build_gui(today=AFTER_PRESENT)
+    gui.sourcesel.value = [NDVI]
+    assert gui._sources[NDVI].services()[:2] == ["cdse", "wekeo"]
+    bbox = [float(v) for v in gui.bbox_input.value.split(",")]
+    items = sandbox.ctx.store.items(NDVI, bbox, "2026-01-01", AFTER_PRESENT.isoformat())
+    newest = max(i.end for i in items).date()
+    assert newest <= sandbox.ctx.store.present
+    assert gui.end_input.value == newest.isoformat(), gui.service_note.object
+    assert gui.start_input.value == (newest - dt.timedelta(days=29)).isoformat()  # a few 10-day steps
+    shown = yaml.safe_load(gui.sourceinf.value)["plot reads"]
+    assert (shown["start"], shown["end"]) == (gui.start_input.value, gui.end_input.value)
+    assert not gui.service_note.visible  # CDSE, the first service, has them: no fall-through
+    assert sandbox.log.count("cdse", "odata") or sandbox.log.count("cdse")  # the search asked CDSE
+    assert sandbox.log.count("clms", "datarequest_post") == 0 and sandbox.log.count("hda", "order") == 0
+
+
+def test_falling_through_to_an_ordering_service_is_said_before_it_happens(sandbox: Sandbox, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dates no catalogue has: `auto` would pass over CDSE and WEkEO to a CLMS API order; the panel says so and
+    Plot orders only when pressed again."""
+    from intake_clms.errors import ClmsError
+
+    _all_services(sandbox, tmp_path, monkeypatch)
+    gui = build_gui(today=AFTER_PRESENT)
+    gui.sourcesel.value = [NDVI]
+    gui.start_input.value, gui.end_input.value = "2026-09-01", "2026-09-30"  # after the newest products
+    with pytest.raises(ClmsError, match="Not read yet"):
+        gui.plot_now()
+    note = gui.service_note.object
+    assert gui.service_note.visible and gui.plots.status.alert_type == "warning"
+    assert "CDSE and WEkEO found no product" in note and "the CLMS download API" in note and "orders" in note
+    assert "Press **Plot** again" in note
+    assert sandbox.log.count("clms", "datarequest_post") == 0 and sandbox.log.count("hda", "order") == 0
+    with pytest.raises(ClmsError, match="no data found"):  # confirmed: it orders (the CLMS API has no data)
+        gui.plot_now()
+    assert sandbox.log.count("clms", "datarequest_post") >= 1

@@ -492,3 +492,21 @@ def test_tiled_entry_through_the_whole_lifecycle(hda_env: Any) -> None:
     for i, year in enumerate((2018, 2019)):
         tiles = store.tiles(tcd, bbox=bbox, year=year)
         assert _assert_tiles_in_mosaic(var.isel(time=i), tiles) == var.isel(time=i).size  # every pixel checked
+
+
+def test_a_corine_file_without_band_description_is_named_after_the_product(tmp_path: Path) -> None:
+    """Issue 17: CORINE's U2018_CLC2018_V2020_20u1.tif gave the variable ``U`` (its update code); the short
+    name rule skips one-letter codes before digits (U2018, V2020, E42N30) and keeps the product's name."""
+    from intake_clms.assemble.contract import variable_name
+
+    files = [write_tile(tmp_path / "U2018_CLC2018_V2020_20u1.tif", tile_values(1), 0, 0)]
+    with rasterio.open(files[0]) as src:
+        assert not src.descriptions[0]  # as the real files: no band description to name it
+    ds = assemble.open_files("geotiff", files, [None], None)
+    assert list(ds.data_vars) == ["CLC"]
+    assert variable_name("", "U2018_CHA1218_V2020_20u1_E42N30.tif") == "CHA"  # the changes layer, a tile
+    for name, expected in [("IMD_2018_010m_E48N27_03035_v020.tif", "IMD"), ("U2018.tif", "U"),
+                           ("c_gls_NDVI300_202401010000_GLOBE_OLCI_V2.0.1.nc", "NDVI"), ("2018.tif", "value"),
+                           ("E000N60_PROBAV_LC100_global_v3.0.1_2019-nrt_Discrete-Classification-map_EPSG-4326.tif",
+                            "PROBAV"), ("CLMS_CLCplus_RASTER_2018_010m_eu_03035_V1_1_part001.tif", "CLCPLUS")]:
+        assert variable_name("", name) == expected, name
