@@ -171,7 +171,7 @@ def main() -> None:
     results = {
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in win.items()},
         "size_class": size, "rss_size_class": rss_size, "rss_steps": rss["steps"], "peak_rss_mib": rss["peak_rss_mib"],
-        "after_imports_mib": rss["after_imports_mib"], "array_mib": rss["array_mib"], "rss_over_array": over,
+        "after_imports_mib": rss["after_imports_mib"], "after_open_mib": rss["after_open_mib"], "array_mib": rss["array_mib"], "rss_over_array": over,
         "quick": args.quick,
         "targets": {"bytes_ratio": "<= 1.2 (sent / tiles under the bbox)",
                     "rss_over_array": f"<= 2.2 ((peak - imports) / the array returned, {steps} dekads)"},

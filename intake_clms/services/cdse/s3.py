@@ -47,8 +47,8 @@ TUNING: dict[str, str] = {
     "GDAL_HTTP_RETRY_DELAY": "1",
     "GDAL_HTTP_TIMEOUT": "120",
     "GDAL_HTTP_CONNECTTIMEOUT": "30",
-    "CPL_VSIL_CURL_USE_HEAD": "NO",
-    "GDAL_CACHEMAX": "64",  # MB of GDAL block cache: a window is read once, so a large cache only holds memory  # no HEAD before the first read: a window costs one header and one tile read
+    "CPL_VSIL_CURL_USE_HEAD": "NO",  # no HEAD before the first read: a window costs one header and one tile read
+    "GDAL_CACHEMAX": "64",  # MB of GDAL block cache: a window is read once, so a large cache only holds memory
     # Read granularity of /vsicurl/ and /vsis3/ (16 KiB by default): a COG's header fits in 4 KiB and
     # every tile is read rounded to this size, so 4 KiB cuts the overhead.
     "CPL_VSIL_CURL_CHUNK_SIZE": "4096",
