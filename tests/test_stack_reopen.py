@@ -92,3 +92,17 @@ def test_the_cached_crs_form_is_rioxarrays(crs, dims):
     xr.testing.assert_identical(ours, theirs)
     assert ours.v.encoding["grid_mapping"] == theirs.v.encoding["grid_mapping"] == "spatial_ref"
     assert ours.rio.crs == theirs.rio.crs
+
+
+def test_a_reopened_stack_has_the_rio_accessor_in_a_fresh_process(tmp_path):
+    """Users read ``ds.rio.crs`` from what a reopen returns, without importing rioxarray themselves."""
+    import subprocess
+    import sys
+
+    files, dates = windows(tmp_path, "imd", steps=2)
+    write_stack(files, dates, dates, tmp_path / "windows.nc")
+    code = ("import sys; from pathlib import Path; from intake_clms.assemble import open_stack; "
+            "ds = open_stack(Path(sys.argv[1])); print(ds.rio.crs.to_epsg())")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "windows.nc")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "3035"

@@ -220,6 +220,8 @@ def _crs_form(crs: str, nx: str, ny: str) -> tuple[dict[str, Any], dict[str, Any
 def normalise(ds: xr.Dataset, *, crs: Any, times: Sequence[Any] | None, decode: bool = True,
               provenance: Provenance | None = None) -> xr.Dataset:
     """The contract's Dataset from a reader's raw one (see the module docstring)."""
+    import rioxarray  # noqa: F401  (registers .rio: users read ds.rio.crs from what we return)
+
     x, y = spatial_dims(ds)
     geographic = grid.is_geographic(crs)
     nx, ny = ("lon", "lat") if geographic else ("x", "y")
@@ -265,6 +267,8 @@ def from_stored(ds: xr.Dataset, *, decode: bool, provenance: Provenance | None =
     arithmetic as :func:`normalise`'s, one task per chunk instead of four array operations) and the stored
     attributes re-labelled, with no CRS parsed again.  None when the file is not in that form (the caller
     then normalises it)."""
+    import rioxarray  # noqa: F401  (registers .rio: users read ds.rio.crs from what we return)
+
     if "spatial_ref" not in ds.coords or "time" not in ds.dims:
         return None
     names = list(ds.data_vars)
