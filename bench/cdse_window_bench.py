@@ -68,6 +68,15 @@ def peak_rss_mib() -> float:
 
 def client(args: argparse.Namespace) -> None:
     """The child: read the window over many dekads, print steps, shape and peak RSS as JSON (no sandbox imported)."""
+    import dask.array  # noqa: F401  (the stack the preload uses, imported before the baseline is read:
+    import netCDF4  # noqa: F401  # measured after the light ClmsSource import alone, the "imports" figure
+    import rasterio  # noqa: F401  # missed ~250 MiB of native libraries loaded later, inside the preload)
+    import rioxarray  # noqa: F401
+    import xarray  # noqa: F401
+
+    import intake_clms.assemble.netcdf  # noqa: F401
+    import intake_clms.engine.core  # noqa: F401
+    import intake_clms.services.cdse.service  # noqa: F401
     from intake_clms.source import ClmsSource
 
     imported = peak_rss_mib()
