@@ -239,11 +239,9 @@ def _entry(store: Store, req: _Request, spec: dict[str, Any], dest: Path, fmt: s
 def _open_ours(store: Store, req: _Request) -> Any:
     """The request's Dataset exactly as ``to_dask()`` opens it from the cache (no network)."""
     from .engine.core import Options, open_view
-    from .params import Request
+    from .params import REQUEST_PARAMETERS, Request
 
-    request = Request.build(**{k: v for k, v in req.view.request.items()
-                               if k in ("dataset_id", "dataset_identifier", "bbox", "start", "end", "file",
-                                        "output_format", "crs")})
+    request = Request.build(**{k: v for k, v in req.view.request.items() if k in REQUEST_PARAMETERS})
     ds = open_view(store, request, options=Options(entry=req.entry))
     if ds is None:
         raise ExportError(f"the cached request {req.view.key} can no longer be opened offline; preload it again")

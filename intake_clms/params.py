@@ -22,7 +22,7 @@ _OPEN_END = {"present", "now", "today", "ongoing"}
 
 #: The keywords of ``ClmsSource`` that describe the request (validated into a :class:`Request`).
 REQUEST_PARAMETERS = ("dataset_id", "dataset_identifier", "bbox", "start", "end", "service", "file", "output_format", "crs",
-                      "download_information")
+                      "download_information", "overview_level")
 
 #: Every option a source keyword may set besides the request: what the engine and the backends read
 #: (``workers=3``, ``poll_deadline=3600``, ``service_key=...``).  The one list of them: a keyword
@@ -36,7 +36,6 @@ ENGINE_OPTIONS = frozenset({
     "service_key", "link_max_age", "listing_max_age", "files_rate",  # CLMS download API
     "max_products",  # refuse a request needing more products than this (quota guard)
     "access", "max_connections", "totp",  # CDSE: how products are reached, connection budget, two-factor code
-    "overview_level",  # CDSE window reads: an overview instead of full resolution
     "decode",  # False: the stored integers with their scale_factor/add_offset/_FillValue instead of decoded values
     "entry",  # the catalog entry's name, shown by `intake-clms cache list` and `status`
     "clock",  # a lifecycle clock (tests and benchmarks pass a FakeClock)
@@ -180,6 +179,9 @@ class Request:
     #: CLMS download API only: which ``dataset_download_information`` item a cut-to-order or auxiliary
     #: request uses (its name or ``@id``; None: the first that can be requested).  It changes the data.
     download_information: str | None = None
+    #: CDSE window reads: an overview (0 = the first) instead of full resolution.  It changes the data, so it
+    #: is part of the request (None: full resolution, absent from the canonical form).
+    overview_level: int | None = None
 
     @classmethod
     def build(
@@ -195,6 +197,7 @@ class Request:
         output_format: object = None,
         crs: object = None,
         download_information: object = None,
+        overview_level: object = None,
         today: dt.date | None = None,
     ) -> Request:
         if not dataset_id or not str(dataset_id).strip():
@@ -211,6 +214,7 @@ class Request:
             str(dataset_id).strip(), ident, box, first, last, parse_service(service),
             file=_optional_text(file), output_format=_optional_text(output_format), crs=parse_crs(crs),
             download_information=_optional_text(download_information),
+            overview_level=_overview(overview_level),
         )
 
     def canonical(self) -> dict[str, object]:
@@ -220,11 +224,11 @@ class Request:
         out["bbox"] = [round(v, 6) for v in self.bbox]
         out["start"] = self.start.isoformat() if self.start else None
         out["end"] = self.end.isoformat() if self.end else None
-        for name in ("file", "output_format", "crs", "download_information"):
+        for name in ("file", "output_format", "crs", "download_information", "overview_level"):
             if out[name] is None:
                 del out[name]
         if self.file is not None:  # a pre-packaged file is the same download whatever the area and dates
-            for name in ("bbox", "start", "end", "output_format", "crs", "download_information"):
+            for name in ("bbox", "start", "end", "output_format", "crs", "download_information", "overview_level"):
                 out.pop(name, None)
         return out
 
@@ -232,6 +236,18 @@ class Request:
         """Stable hash of the canonical request (the cache key)."""
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _overview(value: object) -> int | None:
+    if value in (None, "", "None"):
+        return None
+    try:
+        level = int(str(value))
+    except ValueError:
+        raise ParameterError("overview_level", f"{value!r} is not an overview number (0 = the first overview)") from None
+    if level < 0:
+        raise ParameterError("overview_level", f"{level} is negative; 0 is the first overview")
+    return level
 
 
 def _day(value: object) -> dt.date | None:

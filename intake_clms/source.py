@@ -42,12 +42,13 @@ class ClmsSource(DataSource):
         output_format: str | None = None,
         crs: str | None = None,
         download_information: str | None = None,
+        overview_level: int | None = None,
         **kwargs: Any,
     ):
         check_keywords(kwargs)  # a typo (bbx=, wrokers=) must not silently run on the defaults
         self.request = Request.build(
             dataset_id, dataset_identifier, bbox, start, end, service, file=file, output_format=output_format, crs=crs,
-            download_information=download_information,
+            download_information=download_information, overview_level=overview_level,
         )
         check_coverage(self.request, metadata)
         check_credentials(self.request.service, kwargs)

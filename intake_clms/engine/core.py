@@ -79,7 +79,6 @@ class Options:
     chunks: Any = None  # dask chunks for opening (None: the files' own)
     max_products: int = 20  # products a request may fetch without the user raising the limit
     entry: str = ""  # the catalog entry asked through (shown by `cache list` and `status`)
-    overview_level: int | None = None  # window reads: an overview (0 = first) instead of full resolution
     decode: bool = True  # the contract's values: decoded (scale, offset, fill -> NaN), or the stored integers
 
 
@@ -277,7 +276,7 @@ class Engine:
         from dataclasses import replace
 
         product = hit.extra.get("product_key") or hit.key
-        return replace(hit, key=windows.window_key(product, self.request.bbox, self.options.overview_level),
+        return replace(hit, key=windows.window_key(product, self.request.bbox, self.request.overview_level),
                        extra={**hit.extra, "product_key": product})
 
     def _stored(self, key: str) -> bool:
@@ -432,7 +431,7 @@ class Engine:
         if hit.access == WINDOW:
             progress.product(hit.key, hit.name, "reading")
             windows.fetch(self.store, service, hit, hit.extra.get("product_key", hit.key), self.request.bbox,
-                          self.options.overview_level, lambda done, total: progress.bytes(hit.key, done, total),
+                          self.request.overview_level, lambda done, total: progress.bytes(hit.key, done, total),
                           cancel, self.clock.time())
             progress.product(hit.key, hit.name, "ready")
             return

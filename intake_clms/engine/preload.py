@@ -34,8 +34,7 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() not in ("false", "0", "no", "off")
 
 
-_OPTION_NAMES = {"workers": int, "chunk": int, "chunks": None, "max_products": int, "overview_level": int,
-                 "decode": _flag}
+_OPTION_NAMES = {"workers": int, "chunk": int, "chunks": None, "max_products": int, "decode": _flag}
 _POLL_NAMES = {"poll_first": "first", "poll_factor": "factor", "poll_cap": "cap", "poll_deadline": "deadline"}
 
 

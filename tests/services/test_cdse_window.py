@@ -14,7 +14,7 @@ import pytest
 
 rasterio = pytest.importorskip("rasterio")
 
-from intake_clms.errors import ClmsError, CredentialsError  # noqa: E402
+from intake_clms.errors import ClmsError, CredentialsError, ParameterError  # noqa: E402
 from intake_clms.sandbox import cog  # noqa: E402
 from intake_clms.services.cdse import s3  # noqa: E402
 from intake_clms.source import ClmsSource  # noqa: E402
@@ -204,12 +204,16 @@ def test_overview_only_on_request(cdse_env, tmp_path):
         source(overview_level=9, cache_dir=str(tmp_path / "third")).to_dask()
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: overview_level is not part of the request's key, so a "
-                   "stored full-resolution view answers an overview request (reported to the lead)")
 def test_an_overview_after_a_full_read_is_not_the_full_read(cdse_env):
+    """overview_level changes the data, so it is part of the request: a stored full-resolution view never
+    answers an overview request (nor the other way round), and a bad level is named before any call."""
     full = source().to_dask()
     over = source(overview_level=0).to_dask()
     assert over.sizes["lat"] == full.sizes["lat"] // 2
+    assert source(overview_level=0).request.key() != source().request.key()
+    assert source().to_dask().sizes == full.sizes  # the full view is still there, unchanged
+    with pytest.raises(ParameterError, match="overview_level"):
+        source(overview_level=-1)
 
 
 # --------------------------------------------------------------------------- connection budget
