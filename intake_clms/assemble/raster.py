@@ -151,19 +151,27 @@ _LOCAL = threading.local()
 
 
 def _cached(path: str) -> Any:
-    """A local dataset opened once per thread (closed when evicted)."""
+    """A local dataset opened once per thread (closed when evicted), opened again when the file changed: a
+    product fetched again after damage sits at the same path, and a handle on the old file (or GDAL's cache
+    of its blocks) must not answer for the new one."""
+    import os
+
     import rasterio
 
-    cache: OrderedDict[str, Any] = _LOCAL.__dict__.setdefault("open", OrderedDict())
-    ds = cache.get(path)
-    if ds is not None and not ds.closed:
+    cache: OrderedDict[str, tuple[Any, tuple[int, int, int]]] = _LOCAL.__dict__.setdefault("open", OrderedDict())
+    st = os.stat(path)
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    held = cache.get(path)
+    if held is not None and not held[0].closed and held[1] == stamp:
         cache.move_to_end(path)
-        return ds
+        return held[0]
+    if held is not None:
+        held[0].close()
     with rasterio.Env(**LOCAL_ENV):
         ds = rasterio.open(path)
-    cache[path] = ds
+    cache[path] = (ds, stamp)
     while len(cache) > OPEN_PER_THREAD:
-        _, old = cache.popitem(last=False)
+        _, (old, _) = cache.popitem(last=False)
         old.close()
     return ds
 
