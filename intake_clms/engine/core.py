@@ -529,7 +529,7 @@ class Engine:
 
         meta, _ = read_json(folder / PAYLOAD)
         if not isinstance(meta, dict):
-            return None
+            return self._unrecorded_payload(folder, hit)
         try:
             path = folder / safe_name(str(meta["name"]))
             size, hashes, checks = int(meta["size"]), dict(meta["hashes"]), dict(meta.get("checks") or {})
@@ -540,6 +540,27 @@ class Engine:
             shutil.rmtree(folder, ignore_errors=True)
             return None
         return Downloaded(path, size, hashes), checks
+
+    def _unrecorded_payload(self, folder: Path, hit: Hit) -> tuple[Any, dict[str, str]] | None:
+        """A complete download a killed run renamed into place but did not record (the kill fell between the
+        rename and ``payload.json``): reused when the catalogue gave its size and a checksum (CDSE) and the file
+        matches both; otherwise (the checks come with the order) it is fetched again."""
+        from ..net.download import Downloaded
+
+        checks = {a: str(v).lower() for a, v in hit.checksums.items() if a in ("md5", "sha256", "sha1")}
+        path = folder / safe_name(hit.name)
+        try:
+            if not checks or hit.size is None or not path.is_file() or path.stat().st_size != hit.size:
+                return None
+            hashes = hash_file(path, tuple(checks))
+            if any(hashes.get(a, "").lower() != v for a, v in checks.items()):
+                return None
+            with local_faults(folder):
+                write_json_atomic(folder / PAYLOAD, {"name": path.name, "size": hit.size, "hashes": hashes,
+                                                     "checks": dict(hit.checksums)})
+        except OSError:
+            return None
+        return Downloaded(path, hit.size, hashes), dict(hit.checksums)
 
     @staticmethod
     def _verify(hit: Hit, ready: Ready, size: int, hashes: dict[str, str], checks: dict[str, str]) -> None:

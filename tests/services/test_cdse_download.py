@@ -168,3 +168,28 @@ def test_a_fault_while_storing_reuses_the_payload_not_a_second_transfer(cdse_env
     transfers = [e for e in cdse_env.log.entries(service="cdse", endpoint="download") if e.path.startswith("/s3/")]
     assert [e.status for e in transfers] == [200]  # one transfer over both runs
     assert not [p for p in store().downloads.rglob("*") if p.is_file()]
+
+
+def test_a_kill_between_the_download_and_its_record_reuses_the_file(cdse_env, monkeypatch):
+    """A kill after the payload's rename into place but before ``payload.json`` (the CDSE kill trial that
+    downloaded all three payloads twice): the rerun checks the file against the catalogue's size and MD5 and
+    reuses it, no second transfer."""
+    from intake_clms.engine import core as core_module
+
+    real = core_module.write_json_atomic
+
+    def killed(path, data, *a, **kw):
+        if path.name == core_module.PAYLOAD:
+            raise KeyboardInterrupt("killed before the payload was recorded")
+        return real(path, data, *a, **kw)
+
+    monkeypatch.setattr(core_module, "write_json_atomic", killed)
+    with pytest.raises(BaseException, match="killed before"):
+        source(cdse_env, end="2024-01-10").to_dask()
+    monkeypatch.setattr(core_module, "write_json_atomic", real)
+    left = [p for p in store().downloads.rglob("*") if p.is_file()]
+    assert left and not [p for p in left if p.name == core_module.PAYLOAD]  # the file, unrecorded
+    ds = source(cdse_env, end="2024-01-10").to_dask()
+    assert ds.sizes["time"] == 1
+    transfers = [e for e in cdse_env.log.entries(service="cdse", endpoint="download") if e.path.startswith("/s3/")]
+    assert [e.status for e in transfers] == [200]  # one transfer over both runs
