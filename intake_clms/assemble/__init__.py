@@ -189,16 +189,14 @@ def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenanc
     from .netcdf import _OPEN_LOCK, Guarded, grid_crs
 
     def opened(mask_and_scale: bool) -> Any:
-        with _OPEN_LOCK:  # dask-backed at once (a stack is stored contiguous: one chunk a variable); read
-            raw = xr.open_dataset(path, engine=Guarded, mask_and_scale=mask_and_scale,  # errors name the file
-                                  decode_coords="all", chunks={}, on_damage=on_damage)
+        with _OPEN_LOCK:  # lazily indexed, then chunked: each chunk reads its own steps (opened with
+            raw = xr.open_dataset(path, engine=Guarded, mask_and_scale=mask_and_scale,  # chunks={}, a stack is
+                                  decode_coords="all", on_damage=on_damage)  # one chunk: every task reads all)
         pixels = 1
         for dim, size in raw.sizes.items():
             if dim != "time":
                 pixels *= max(1, size)
         rule = {"time": max(1, STACK_CHUNK_BYTES // (4 * pixels))}
-        if chunks is None and rule["time"] >= raw.sizes.get("time", 1):
-            return raw  # a point's series: already one chunk
         return raw.chunk({**rule, **chunks} if isinstance(chunks, dict) else (rule if chunks is None else chunks))
 
     fast = from_stored(opened(decode), decode=decode, provenance=provenance)
