@@ -106,3 +106,23 @@ def test_a_reopened_stack_has_the_rio_accessor_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "windows.nc")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "3035"
+
+
+def test_a_long_stack_is_chunked_so_one_step_reads_its_own_chunk(tmp_path, monkeypatch):
+    """Each chunk of a stacked view reads only its own time steps (no single whole-stack chunk rechunked:
+    selecting one step of a long large window must not read the whole stack)."""
+    import intake_clms.assemble as assemble
+
+    files, dates = windows(tmp_path, "ndvi", steps=5)
+    write_stack(files, dates, dates, tmp_path / "windows.nc")
+    monkeypatch.setattr(assemble, "STACK_CHUNK_BYTES", 6 * 7 * 4 * 2)  # two steps a chunk
+    ds = open_stack(tmp_path / "windows.nc")
+    assert ds.NDVI.data.chunks[0] == (2, 2, 1)
+    layers = list(ds.NDVI.data.__dask_graph__().layers)
+    assert not [name for name in layers if name.startswith("rechunk")], layers
+    from dask.core import flatten
+
+    one = ds.NDVI.isel(time=0).data
+    needed = one.__dask_graph__().cull(set(flatten(one.__dask_keys__())))
+    reads = [k for k in dict(needed) if isinstance(k, tuple) and str(k[0]).startswith("xarray-NDVI")]
+    assert len(reads) == 1  # the one chunk holding step 0, not all three
