@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import IntegrityError
 from .contract import Provenance, normalise
 from .damage import OnDamage
+from .stack import StackWriter
 
 NETCDF = (".nc", ".nc4", ".cdf")
 GEOTIFF = (".tif", ".tiff")
@@ -79,97 +80,47 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
                 target: Path, on_damage: OnDamage | None = None) -> tuple[int, list[str]]:
     """Stack a window view's kept GeoTIFFs into one NetCDF in the contract's stored form (integers, packing,
     coordinates, CRS); (its size, each file's variable name).  ``times``: each file's product date; ``steps``:
-    each product's.  Windows of one grid (one product per date) are stacked from their headers and written a
-    product at a time (memory: one window, however long the series); windows of several tiles are mosaicked
-    first, as stored tiles are."""
+    each product's.  Windows of one grid (one product per date) are written a product at a time by a
+    :class:`.stack.StackWriter` (memory: one product's windows, however long the series), which the engine
+    also feeds while the reads run; windows of several tiles are mosaicked first, as stored tiles are."""
     import dask
-    import dask.array as da
-    import numpy as np
-    import rasterio
-    import xarray as xr
 
-    from . import damage, grid, mosaic, raster
+    from .stack import StackWriter
+
+    writer = StackWriter(target, steps, on_damage)
+    groups = [[p for p, t in zip(files, times) if t == s] for s in steps]
+    if writer.broken is None and sum(map(len, groups)) == len(files):
+        for index, group in enumerate(groups):
+            if not writer.add(index, group):
+                break
+    done = writer.finish()
+    if done is not None:
+        return done
+    from . import damage, raster
     from .contract import variable_name
+    import rasterio
 
-    heads, names = [], []
+    names = []
     with rasterio.Env(**raster.LOCAL_ENV):  # one GDAL environment for every header (entering one costs)
         for path in files:
             try:
                 with rasterio.open(path) as ds:
-                    heads.append(raster.header_of(ds))
+                    names.append(variable_name(raster.band_of(ds).name, path.name))
             except Exception as exc:  # noqa: BLE001 - a kept window damaged since it was read
                 raise damage.read_error(str(path), path.name, exc, on_damage) from exc
-            names.append(variable_name(heads[-1].band.name, path.name))
-    first = heads[0]
-    if any((h.transform, h.width, h.height, h.dtype) != (first.transform, first.width, first.height, first.dtype)
-           for h in heads):  # windows of several tiles: mosaicked like stored tiles, then stacked all the same
-        scratch = target.parent / ".mosaic-index"
-        scratch.mkdir(exist_ok=True)
-        try:
-            raw = open_files("geotiff", files, times, None, index_dir=scratch, names=names, decode=False,
-                             steps=list(steps), on_damage=on_damage)
-            with dask.config.set(scheduler="synchronous"):
-                raw.to_netcdf(target, engine="netcdf4")
-        finally:
-            import shutil
+    # windows of several tiles (or products sharing a date): mosaicked like stored tiles, then stacked the same
+    scratch = target.parent / ".mosaic-index"
+    scratch.mkdir(exist_ok=True)
+    try:
+        raw = open_files("geotiff", files, times, None, index_dir=scratch, names=names, decode=False,
+                         steps=list(steps), on_damage=on_damage)
+        with dask.config.set(scheduler="synchronous"):
+            raw.to_netcdf(target, engine="netcdf4")
+    finally:
+        import shutil
 
-            shutil.rmtree(scratch, ignore_errors=True)
-        return target.stat().st_size, names
-
-    t = first.affine
-    coords = {"time": np.array([mosaic.parse_time(s) for s in _distinct(list(steps))], dtype="datetime64[ns]"),
-              "y": xr.DataArray(grid.centres(t.f, t.e, 0, first.height), dims="y", attrs={"step": t.e}),
-              "x": xr.DataArray(grid.centres(t.c, t.a, 0, first.width), dims="x", attrs={"step": t.a})}
-    shape = (len(coords["time"]), first.height, first.width)
-    variables, rows = {}, {}
-    for name in dict.fromkeys(names):
-        picked = [p for p, n in zip(files, names) if n == name]
-        band = heads[names.index(name)].band
-        placeholder = da.zeros((len(picked),) + shape[1:], dtype=first.dtype)  # lazy: never computed
-        var = xr.DataArray(placeholder, dims=("time", "y", "x"), coords=coords, name=name)
-        var.attrs = {**band.attrs, "scale_factor": band.scale, "add_offset": band.offset,
-                     **({} if first.nodata is None else {"_FillValue": first.nodata})}
-        variables[name], rows[name] = var, picked
-    form = normalise(xr.Dataset(variables), crs=first.crs, times=None, decode=False)
-    _write_rows(form, rows, target, on_damage)
+        shutil.rmtree(scratch, ignore_errors=True)
     return target.stat().st_size, names
-
-
-def _write_rows(form: Any, rows: dict[str, list[Path]], target: Path, on_damage: OnDamage | None) -> None:
-    """Write the stored form ``form`` (its data variables placeholders) to NetCDF, each data variable's time
-    steps read from its kept windows one at a time (memory: one window).  netCDF4 directly, with xarray's
-    own CF encoder for names, coordinates and attributes: ``to_netcdf`` would ask dask for its scheduler,
-    which imports dask.distributed (a third of a second, more than a short series' whole publish)."""
-    import netCDF4
-    import numpy as np
-    import rasterio
-    import xarray as xr
-
-    from . import damage, raster
-
-    encoded, attrs = xr.conventions.cf_encoder(*xr.conventions.encode_dataset_coordinates(form))
-    with rasterio.Env(**raster.LOCAL_ENV), netCDF4.Dataset(target, "w", format="NETCDF4") as nc:
-        for dim, size in form.sizes.items():
-            nc.createDimension(str(dim), size)
-        nc.setncatts(attrs)
-        for name, var in encoded.items():
-            meta = dict(var.attrs)
-            fill = meta.pop("_FillValue", None)
-            out = nc.createVariable(str(name), var.dtype, tuple(str(d) for d in var.dims),
-                                    fill_value=False if fill is None else fill)
-            out.set_auto_maskandscale(False)  # the stored integers as they are: no packing on write
-            out.setncatts(meta)
-            if name in rows:
-                for i, path in enumerate(rows[str(name)]):
-                    try:
-                        with rasterio.open(path) as ds:
-                            out[i] = ds.read(1)
-                    except Exception as exc:  # noqa: BLE001 - a kept window damaged since it was read
-                        raise damage.read_error(str(path), path.name, exc, on_damage) from exc
-            elif var.ndim:
-                out[:] = np.asarray(var.values)
-            else:
-                out.assignValue(np.asarray(var.values))
 
 
 #: Bytes of decoded values per chunk of a stacked window view (time steps are grouped up to it).
@@ -197,13 +148,26 @@ def open_stack(path: Path, *, chunks: Any = None, decode: bool = True, provenanc
             if dim != "time":
                 pixels *= max(1, size)
         rule = {"time": max(1, STACK_CHUNK_BYTES // (4 * pixels))}
-        return raw.chunk({**rule, **chunks} if isinstance(chunks, dict) else (rule if chunks is None else chunks))
+        return raw.chunk({**rule, **chunks} if isinstance(chunks, dict) else (rule if chunks is None else chunks),
+                         token=_token(path, mask_and_scale))
 
     fast = from_stored(opened(decode), decode=decode, provenance=provenance)
     if fast is not None:
         return fast
     raw = opened(False)
     return normalise(raw, crs=grid_crs(raw), times=None, decode=decode, provenance=provenance)
+
+
+def _token(path: Path, decode: bool) -> str:
+    """The dask token of a stack's arrays: the file (path, inode, size, mtime) and how it is decoded.  Without
+    it, ``chunk`` tokenizes each lazily indexed array by pickling it with its file manager (a third of a
+    reopen); xarray names arrays opened with ``chunks=`` from the file's path and mtime the same way."""
+    import hashlib
+    import os
+
+    st = os.stat(path)
+    blob = f"{os.path.abspath(path)}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{decode}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 def _distinct(times: Sequence[str | None]) -> list[str | None]:
@@ -214,4 +178,5 @@ def _distinct(times: Sequence[str | None]) -> list[str | None]:
     return seen
 
 
-__all__ = ["DATA_SUFFIXES", "GEOTIFF", "NETCDF", "VECTOR", "Provenance", "data_kind", "normalise", "open_files"]
+__all__ = ["DATA_SUFFIXES", "GEOTIFF", "NETCDF", "VECTOR", "Provenance", "StackWriter", "data_kind", "normalise",
+           "open_files"]

@@ -16,6 +16,8 @@ bbox's middle.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +36,15 @@ def is_geographic(crs: Any) -> bool:
         return True
     if str(crs).upper() in GEOGRAPHIC:
         return True
+    if isinstance(crs, str):  # a header's WKT: parsed once per process, not once per product of a series
+        return _geographic(crs)
+    from pyproj import CRS
+
+    return bool(CRS.from_user_input(crs).is_geographic)
+
+
+@functools.lru_cache(maxsize=64)
+def _geographic(crs: str) -> bool:
     from pyproj import CRS
 
     return bool(CRS.from_user_input(crs).is_geographic)

@@ -51,11 +51,12 @@ OPEN_PER_THREAD = 32
 class RasterAccess(Protocol):
     """How a remote raster is reached; a service implements it (no secret in its repr or pickle)."""
 
-    def env(self) -> contextlib.AbstractContextManager[Any]:
-        """GDAL settings and credentials for reads, scoped to the block."""
+    def env(self, path: str = "") -> contextlib.AbstractContextManager[Any]:
+        """GDAL settings and credentials for reads of ``path``, scoped to the block."""
 
-    def slot(self) -> contextlib.AbstractContextManager[Any]:
-        """One connection of the service's budget, held for the read."""
+    def slot(self, opening: bool = False) -> contextlib.AbstractContextManager[Any]:
+        """One connection of the service's budget, held for the read; ``opening``: the request opens a file
+        (its header), which a budget may serve first so that every file's read starts early."""
 
     def failed(self, exc: Exception, shown: str, attempt: int) -> bool:
         """A read failed: True to try again (credentials renewed, a transient fault), else False; may instead
@@ -201,9 +202,9 @@ def using(src: RasterSource, work: Callable[[Any], T], level: int | None = None,
     while True:
         attempt += 1
         try:
-            with src.access.env():
+            with src.access.env(src.path):
                 kwargs = {} if level is None else {"overview_level": level}
-                with src.access.slot():
+                with src.access.slot(opening=True):
                     ds = rasterio.open(src.path, **kwargs)
                 with ds:
                     if head is None:
@@ -230,6 +231,17 @@ class Window:
     header: Header
     window: tuple[int, int, int, int]
     tile_bytes: int
+
+    def kept_header(self) -> Header:
+        """What the window kept as a GeoTIFF (:func:`write_window`) says of its grid, CRS, dtype, nodata and band:
+        the file's header on the window's grid (its internal tiling is left as the remote file's)."""
+        from dataclasses import replace
+
+        from affine import Affine
+
+        row, col, h, w = self.window
+        return replace(self.header, transform=tuple(self.header.affine * Affine.translation(col, row))[:6],
+                       width=w, height=h, overviews=())
 
 
 def read_window(src: RasterSource, bbox: Sequence[float] | None, level: int | None = None) -> Window:
@@ -269,8 +281,9 @@ def write_window(path: Path, win: Window) -> None:
     """Keep a window read remotely as a GeoTIFF with the file's grid, nodata, band name, packing and CF tags."""
     import rasterio
 
-    head, (row, col, h, w) = win.header, win.window
-    transform = head.affine * __import__("affine").Affine.translation(col, row)
+    head, kept = win.header, win.kept_header()
+    h, w = kept.height, kept.width
+    transform = kept.affine
     tiled = h >= 256 and w >= 256
     with rasterio.Env(GDAL_PAM_ENABLED="NO"):
         with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype=head.dtype, crs=head.crs,

@@ -156,6 +156,8 @@ class Engine:
         self.store = store or Store()
         self.options = options or Options()
         self.clock = clock
+        self._stacker: assemble.StackWriter | None = None  # a window request's stack, written as products come
+        self._stack_rows: dict[str, int] = {}  # product key -> its time step in the stack
 
     # -- public
 
@@ -245,6 +247,7 @@ class Engine:
         for h in hits:
             progress.product(h.key, h.name, "pending" if h in missing else "cached")
         held: dict[str, filelock.FileLock] = {}
+        self._stacker = self._stack_writer(hits)
         try:
             progress.stage("order")
             for h in missing:  # orders go out one by one before any wait: a quota stop costs no time
@@ -254,12 +257,20 @@ class Engine:
                     progress.product(h.key, h.name, "queued")
             progress.stage("download")
             self._fetch_all(service, missing, held, progress, cancel)
+            fetched = {h.key for h in missing}
+            for h in hits:  # what was stored before: its rows after the fetched ones (no network, no wait)
+                if h.key not in fetched:
+                    self._stack(h)
+            progress.stage("publish")
+            view = self._publish(service.name, hits)
         finally:
             for lock in list(held.values()):
                 lock.release()
             held.clear()
-        progress.stage("publish")
-        view = self._publish(service.name, hits)
+            stacker, self._stacker = self._stacker, None
+            if stacker is not None:  # not published (a failure): its file goes with its staging folder
+                stacker.abandon("the request was not published")
+                shutil.rmtree(stacker.target.parent, ignore_errors=True)
         progress.stage("open")
         ds = open_view(self.store, self.request, self.options.chunks, self.options)
         if ds is None:
@@ -378,9 +389,10 @@ class Engine:
     def _fetch_all(self, service: Service, hits: list[Hit], held: dict[str, filelock.FileLock],
                    progress: Progress, cancel: threading.Event) -> None:
         failures: dict[str, BaseException] = {}
-        # window reads are short and many: twice the threads, so that one product's local work (writing,
-        # hashing, storing) overlaps the others' requests; the service's connection budget bounds the requests
-        threads = self.options.workers * (2 if any(h.access == WINDOW for h in hits) else 1)
+        # window reads are short and many: four times the threads, so that every connection of the service's
+        # budget (which bounds the requests) always has a request waiting for it, while threads write, hash and
+        # store products (fewer left the last products' reads to the last rounds, with connections idle)
+        threads = self.options.workers * (4 if any(h.access == WINDOW for h in hits) else 1)
         pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="intake-clms-dl")
         try:
             # products this request holds the lock of go first: a worker waits for another process's (or
@@ -413,7 +425,7 @@ class Engine:
         """wait -> download -> verify -> unpack -> store, for one product (under its lock, released at the end)."""
         self._lock(hit, held, cancel, progress)
         try:
-            self._fetch_one(service, hit, progress, cancel)
+            self._stack(hit, self._fetch_one(service, hit, progress, cancel))
         except OSError as exc:  # a disk-side fault anywhere in the product's steps is the user's to fix
             if is_local_fault(exc):
                 raise storage_error(exc, self.store.root) from None
@@ -423,18 +435,20 @@ class Engine:
             if lock is not None:
                 lock.release()
 
-    def _fetch_one(self, service: Service, hit: Hit, progress: Progress, cancel: threading.Event) -> None:
+    def _fetch_one(self, service: Service, hit: Hit, progress: Progress,
+                   cancel: threading.Event) -> list[tuple[str, Any]] | None:
+        """Fetch and store one product; a window product's kept files' names with the windows read (else None)."""
         if self._stored(hit.key):  # another process (or request) stored it meanwhile
             progress.product(hit.key, hit.name, "cached")
             self.store.jobs.remove(service.name, hit.key)
-            return
+            return None
         if hit.access == WINDOW:
             progress.product(hit.key, hit.name, "reading")
-            windows.fetch(self.store, service, hit, hit.extra.get("product_key", hit.key), self.request.bbox,
-                          self.request.overview_level, lambda done, total: progress.bytes(hit.key, done, total),
-                          cancel, self.clock.time())
+            _, read = windows.fetch(self.store, service, hit, hit.extra.get("product_key", hit.key),
+                                    self.request.bbox, self.request.overview_level,
+                                    lambda done, total: progress.bytes(hit.key, done, total), cancel, self.clock.time())
             progress.product(hit.key, hit.name, "ready")
-            return
+            return read
         folder = self.store.download_dir(service.name, hit.key)
         order_id: str | None = None
         kept = self._kept_payload(folder, hit)
@@ -638,9 +652,39 @@ class Engine:
 
     # -- the request's view
 
+    def _stack_writer(self, hits: list[Hit]) -> assemble.StackWriter | None:
+        """For a request of kept windows: the stack of its view, written as the products are stored (see
+        :mod:`intake_clms.assemble.stack`), in a staging folder that the view is then published from."""
+        if not hits or any(h.access != WINDOW for h in hits):
+            return None
+        ordered = _in_view_order(hits)
+        self._stack_rows = {h.key: i for i, h in enumerate(ordered)}
+        staging = self.store.views.new_staging(self.request.key())
+        return assemble.StackWriter(staging / STACK, [h.start for h in ordered], on_damage=damaged_on_read)
+
+    def _stack(self, hit: Hit, read: list[tuple[str, Any]] | None = None) -> None:
+        """Product ``hit`` is stored: its windows become its time step of the stack (when there is one), from
+        ``read`` (the windows just read, by kept file name) or else from its kept files.  A stack that cannot
+        be written this way is left to the publish; a product read error is the publish's to report, so it
+        never fails the fetch here."""
+        writer = self._stacker
+        if writer is None or writer.broken is not None:
+            return
+        try:
+            if read is not None:
+                writer.add_windows(self._stack_rows[hit.key], read)
+                return
+            rec = self.store.products.check(hit.key)
+            if rec is None:
+                writer.abandon(f"{hit.name} is not in the store")
+                return
+            writer.add(self._stack_rows[hit.key], [self.store.products.path(hit.key) / f.path for f in rec.data()])
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            writer.abandon(str(exc))
+
     def _publish(self, service: str, hits: list[Hit]) -> View:
         """The view of this request: its products in time order, the data kind they share, its indexes."""
-        ordered = sorted(hits, key=lambda h: (h.start or "", h.key))
+        ordered = _in_view_order(hits)
         kinds: set[str] = set()
         files: list[Path] = []
         times: list[str | None] = []
@@ -669,12 +713,17 @@ class Engine:
             products=tuple(ViewProduct(h.key, h.name, h.start, h.end, access=h.access) for h in ordered),
         )
 
+        writer = self._stacker if stacked else None
+
         def index(staging: Path) -> None:
             if stacked:  # kept windows: stacked into one file of the view, so a reopen is one open
                 from dataclasses import replace
 
-                size, found = assemble.write_stack(files, times, [h.start for h in ordered], staging / STACK,
-                                                   on_damage=damaged_on_read)
+                done = writer.finish() if writer is not None else None  # written while the reads ran
+                if done is None:
+                    done = assemble.write_stack(files, times, [h.start for h in ordered], staging / STACK,
+                                                on_damage=damaged_on_read)
+                size, found = done
                 holder["view"] = replace(view, stack={"file": STACK, "size": size}, names=tuple(found))
             elif kind == "geotiff":  # written once, before the view is published
                 from ..assemble.tiles import index as index_tiles
@@ -682,7 +731,10 @@ class Engine:
                 index_tiles(files, times, names, staging)
 
         holder = {"view": view}
-        return self.store.views.publish(view, prepare=index, final=lambda: holder["view"])
+        staging = writer.target.parent if writer is not None else None
+        published = self.store.views.publish(view, prepare=index, final=lambda: holder["view"], staging=staging)
+        self._stacker = None  # its folder is the view's version now
+        return published
 
 
 def _transfer_fault(exc: BaseException) -> bool:
@@ -704,6 +756,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
         if is_local_fault(exc) and exc.errno not in (errno.EPERM, errno.EACCES):
             raise
         shutil.copyfile(source, target)
+
+
+def _in_view_order(hits: list[Hit]) -> list[Hit]:
+    """A view's products in time order (the order of its time steps)."""
+    return sorted(hits, key=lambda h: (h.start or "", h.key))
 
 
 def _unique(hits: list[Hit]) -> list[Hit]:

@@ -37,15 +37,17 @@ def window_key(key: str, bbox: Sequence[float], level: int | None = None) -> str
 
 
 def fetch(store: Store, service: Any, hit: Hit, product: str, bbox: Sequence[float], level: int | None,
-          progress: Callable[[int, int | None], None], cancel: threading.Event, now: float) -> ProductRecord:
-    """Read the product's window from every file the service lists, keep it in the store (one rename)."""
+          progress: Callable[[int, int | None], None], cancel: threading.Event,
+          now: float) -> tuple[ProductRecord, list[tuple[str, raster.Window]]]:
+    """Read the product's window from every file the service lists, keep it in the store (one rename); the
+    record and each kept file's name with the window read (what the view's stack is written from)."""
     sources = service.sources(hit)
     if not sources:
         raise IntegrityError(f"{hit.name}: the service lists no raster file to read by window")
     staging = store.products.new_staging(hit.key)
     try:
         (staging / "data").mkdir()
-        files, done, windows = [], 0, []
+        files, done, windows, read = [], 0, [], []
         for index in range(len(sources)):
             if cancel.is_set():
                 raise CancelledError("cancelled while reading windows")
@@ -63,6 +65,7 @@ def fetch(store: Store, service: Any, hit: Hit, product: str, bbox: Sequence[flo
             target = staging / "data" / name
             with local_faults(staging):
                 raster.write_window(target, win)
+            read.append((name, win))
             files.append(FileRecord(path=f"data/{name}", size=target.stat().st_size, hashes=hash_file(target),
                                     role="data", kind="geotiff"))
             row, col, h, w = win.window
@@ -73,7 +76,7 @@ def fetch(store: Store, service: Any, hit: Hit, product: str, bbox: Sequence[flo
                                payload={"product": product, "product_size": hit.size, "window": windows,
                                         "bytes_read": done})
         progress(done, done)
-        return store.products.put(staging, record)
+        return store.products.put(staging, record), read
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -13,10 +13,14 @@ number of times (:func:`retrying`), with GDAL's cache of that file bypassed so t
 short bytes are not served again.  With ``CPL_DEBUG=ON`` GDAL logs every URL it
 fetches, presigned ones (``X-Amz-Signature``) included, through rasterio's loggers:
 :func:`install_scrubber` filters them (query strings and signatures replaced by ``...``).
+After a read that failed for good, :func:`forget` drops what GDAL's process-wide cache kept of the file (its
+size, say the error body's): otherwise every later read of it in the process, a rerun after the fault, fails.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -153,3 +157,35 @@ def install_scrubber() -> None:
 
 
 __all__ = ["http_status", "install_scrubber", "message", "retrying", "scrub", "transient"]
+
+
+def forget(path: str) -> bool:
+    """Drop what GDAL's network file systems keep of ``path`` (and names it prefixes): sizes, existence and
+    bytes read.  ``CPL_VSIL_CURL_NON_CACHED`` alone does not: a file whose first read got an error body kept
+    that body's size, and read as "not a supported format" until the process ended.  rasterio does not
+    expose GDAL's ``VSICurlPartialClearCache``; it is called in the GDAL library rasterio loaded (found in
+    ``/proc/self/maps``).  False where it cannot be found (then only a new process reads the file again)."""
+    clear = _partial_clear()
+    if clear is None or not path:
+        return False
+    clear(path.encode())
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _partial_clear() -> Callable[[bytes], None] | None:
+    import rasterio  # noqa: F401 - loads its GDAL library
+
+    try:
+        with open("/proc/self/maps") as fh:
+            libs = sorted({line.split()[-1] for line in fh if "libgdal" in line.rsplit("/", 1)[-1]})
+    except OSError:
+        return None
+    for lib in libs:
+        try:
+            fn = ctypes.CDLL(lib).VSICurlPartialClearCache  # the library already loaded: the same cache
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_char_p], None
+        return fn
+    return None

@@ -23,14 +23,16 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .activity import in_use
-from .fsutil import fsync_dir, local_faults, owned, read_json, write_json_atomic
+from .fsutil import fsync_dir, local_faults, owned, read_json, shallow, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,10 @@ VIEW_VERSION = 2  # 2: data kind and access apart, the GeoTIFF files' variable n
 #: that resolved the pointer just before the switch has registered its use by then
 GRACE = 60.0
 _VERSION = re.compile(r"^\.(?P<key>.+)@[0-9a-f]{16}$")
+#: Parsed view records kept per process (by version path: a version never changes once published).
+PARSED_KEPT = 64
+_PARSED: OrderedDict[str, View] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
 
 
 def in_use_name(version: Path) -> str:
@@ -72,8 +78,8 @@ class View:
     version: int = VIEW_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["products"] = [asdict(p) for p in self.products]
+        out = shallow(self)  # json copies nothing: asdict's deep copy cost more than the dump
+        out["products"] = [shallow(x) for x in self.products]
         return out
 
     @classmethod
@@ -124,14 +130,30 @@ class ViewStore:
         return out
 
     def get(self, key: str) -> View | None:
-        """The published view, or None (an unreadable one is treated as absent, with a warning)."""
-        data, problem = read_json(self.path(key) / VIEW)
+        """The published view, or None (an unreadable one is treated as absent, with a warning).
+
+        A version is never written again once published (a new one gets a new name), so its parsed record
+        is kept per process by the version's path: reopening a long series does not parse its products again."""
+        version = self.path(key)
+        fixed = _VERSION.match(version.name) is not None
+        with _PARSED_LOCK:
+            view = _PARSED.get(str(version)) if fixed else None
+            if view is not None:
+                _PARSED.move_to_end(str(version))
+                return view
+        data, problem = read_json(version / VIEW)
         if data is None and problem is None:
             return None
         try:
             if problem:
                 raise ValueError(problem)
-            return View.from_json(data)
+            view = View.from_json(data)
+            if fixed:
+                with _PARSED_LOCK:
+                    _PARSED[str(version)] = view
+                    while len(_PARSED) > PARSED_KEPT:
+                        _PARSED.popitem(last=False)
+            return view
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("the request view %s is unreadable (%s); building it again", self.path(key), exc)
             return None
@@ -152,15 +174,23 @@ class ViewStore:
         except OSError:  # a read-only cache still opens
             pass
 
-    def publish(self, view: View, prepare: Callable[[Path], None] | None = None,
-                final: Callable[[], View] | None = None) -> View:
-        """Write the view in a staging folder, let ``prepare`` add indexes (``final`` then gives the view as
-        they completed it), rename it to a fresh version, then switch the pointer to it in one step.  Never
-        fails because another process published it meanwhile."""
+    def new_staging(self, key: str) -> Path:
+        """A staging folder for view ``key``, to fill before :meth:`publish` (removed by the caller on failure;
+        a killed process's is a leftover that the next sweep removes)."""
         with local_faults(self.staging_root):
             self.staging_root.mkdir(parents=True, exist_ok=True)
-            staging = self.staging_root / owned("view-" + view.key)
+            staging = self.staging_root / owned("view-" + key)
             staging.mkdir()
+        return staging
+
+    def publish(self, view: View, prepare: Callable[[Path], None] | None = None,
+                final: Callable[[], View] | None = None, staging: Path | None = None) -> View:
+        """Write the view in a staging folder (``staging``, from :meth:`new_staging`, else a new one), let
+        ``prepare`` add indexes (``final`` then gives the view as they completed it), rename it to a fresh
+        version, then switch the pointer to it in one step.  Never fails because another process published
+        it meanwhile."""
+        with local_faults(self.staging_root):
+            staging = staging if staging is not None else self.new_staging(view.key)
             try:
                 if prepare is not None:
                     prepare(staging)

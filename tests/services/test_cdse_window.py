@@ -349,3 +349,48 @@ def test_a_local_cluster_with_processes_computes_the_same_values(cdse_env):
     np.testing.assert_array_equal(there, here)
     assert os.getpid() not in pids
     assert sb.log.entries(service="cdse") == []  # the workers read the kept windows: no network, no credential
+
+
+# --------------------------------------------------------------------------- the stack, written as products come
+
+
+def test_the_stack_is_written_while_the_reads_run(cdse_env, monkeypatch, tmp_path):
+    """Issue 16: a window view's stack is written as its products are stored (the fetched ones from the windows
+    just read, those stored before from their kept files), so the publish only closes it; the Dataset is the
+    one the publish-time path gives, and no staging folder is left behind."""
+    from intake_clms import assemble
+    from intake_clms.engine.core import Engine
+
+    at_publish = []
+    real = assemble.write_stack
+    monkeypatch.setattr(assemble, "write_stack", lambda *a, **k: at_publish.append(a) or real(*a, **k))
+    source(end="2020-01-15").to_dask()  # two of the month's three products, stored
+    ds = source().to_dask().load()  # two stored before, one fetched: every row by the writer
+    assert at_publish == []
+    staging = Path(os.environ["INTAKE_CLMS_CACHE"])
+    assert not [p for p in staging.rglob("*") if p.name.startswith(".view-") or "view-" in p.parent.name]
+
+    monkeypatch.setenv("INTAKE_CLMS_CACHE", str(tmp_path / "publish-time"))
+    monkeypatch.setattr(Engine, "_stack_writer", lambda self, hits: None)  # the publish stacks it all
+    slow = source().to_dask().load()
+    assert len(at_publish) == 1
+    import xarray as xr
+
+    xr.testing.assert_identical(ds, slow)
+    for name in ds.variables:
+        assert ds[name].encoding.get("dtype") == slow[name].encoding.get("dtype"), name
+
+
+def test_a_failed_series_leaves_no_stack_behind(cdse_env, monkeypatch):
+    """A product failing mid-series: nothing published, the stack being written removed with its staging
+    folder (never a partial stack), and the next run, with the fault gone, completes the view."""
+    sb = cdse_env
+    sb.faults.add("status", service="cdse", endpoint="s3", status=400, times=1)  # one product's read refused
+    with pytest.raises(ClmsError):
+        source().to_dask()
+    cache = Path(os.environ["INTAKE_CLMS_CACHE"])
+    assert not list(cache.rglob("windows.nc")), "a partial stack was left"
+    assert not [p for p in (cache.rglob("*view-*"))], "a staging folder was left"
+    sb.faults.clear()
+    ds = source().to_dask()
+    assert ds.sizes["time"] == 3

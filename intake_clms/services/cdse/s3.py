@@ -58,6 +58,7 @@ TUNING: dict[str, str] = {
 READS = 3
 
 
+
 def keys_at_hand(env: Mapping[str, str] | None = None) -> bool:
     """Both S3 keys are set (then window reads go through S3, else through HTTPS with the bearer token)."""
     env = os.environ if env is None else env
@@ -141,11 +142,11 @@ class CdseAccess:
     def __reduce__(self) -> Any:  # never pickled with its secrets: a read runs where the service runs
         raise TypeError("a CDSE raster access holds credentials and is not pickled")
 
-    def slot(self) -> contextlib.AbstractContextManager[None]:
-        return self._budget.slot(self._cancel)
+    def slot(self, opening: bool = False) -> contextlib.AbstractContextManager[None]:
+        return self._budget.slot(self._cancel, opening)
 
     @contextlib.contextmanager
-    def env(self) -> Iterator[None]:
+    def env(self, path: str = "") -> Iterator[None]:
         import rasterio
 
         from ...config import endpoints
@@ -154,6 +155,7 @@ class CdseAccess:
 
         gdalio.install_scrubber()  # CPL_DEBUG output reaches the log without capability URLs
         options = {k: v for k, v in TUNING.items() if not _user_has(k)}
+        self._again.path = path  # the file read in this block (what a final failure makes GDAL forget)
         if getattr(self._again, "fresh", False):  # a read again: GDAL's cache of what failed is not served
             options["CPL_VSIL_CURL_NON_CACHED"] = "/vsis3/:/vsicurl/"
             self._again.fresh = False
@@ -188,6 +190,7 @@ class CdseAccess:
             SYSTEM.sleep(0.5 * attempt, self._cancel)
             return True
         where = "CDSE S3" if self.mode == S3 else "CDSE HTTPS"
+        gdalio.forget(getattr(self._again, "path", ""))  # a rerun reads the file, not what the failure left cached
         raise ServiceError("cdse", status, f"{where} read of {shown} failed: {gdalio.message(exc)[:300]}") from None
 
 
