@@ -233,9 +233,13 @@ class Request:
         return out
 
     def key(self) -> str:
-        """Stable hash of the canonical request (the cache key)."""
-        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+        """Stable hash of the canonical request (the cache key); worked out once (the request is frozen)."""
+        known = self.__dict__.get("_key")
+        if known is None:
+            blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+            known = hashlib.sha256(blob.encode()).hexdigest()[:24]
+            object.__setattr__(self, "_key", known)  # not a field: equality, repr and pickles ignore it
+        return known
 
 
 def _overview(value: object) -> int | None:

@@ -66,8 +66,10 @@ class Budget:
         self._limit = int(limit)
         self._used = 0
         self.peak = 0  # most slots held at once since the last reset_peak (tests and benchmarks read it)
-        self._cond = threading.Condition()
-        self._waiting: list[tuple[int, int]] = []  # (0 for an opening else 1, arrival): sorted, the head goes next
+        self._lock = threading.Lock()
+        # waiting callers, sorted: (0 for an opening else 1, arrival, the caller's own condition); only the
+        # head is woken when a slot frees (waking every waiter cost each release a burst of thread switches)
+        self._waiting: list[tuple[int, int, threading.Condition]] = []
         self._arrivals = itertools.count()
 
     @property
@@ -76,45 +78,49 @@ class Budget:
 
     @property
     def in_use(self) -> int:
-        with self._cond:
+        with self._lock:
             return self._used
 
     def resize(self, limit: int) -> None:
-        with self._cond:
+        with self._lock:
             self._limit = int(limit)
-            self._cond.notify_all()
+            self._wake()
 
     def reset_peak(self) -> None:
-        with self._cond:
+        with self._lock:
             self.peak = self._used
 
     def acquire(self, cancel: threading.Event | None = None, opening: bool = False) -> None:
         """Take a slot, waiting for one (after the openings, then the others, that asked before); raises
         CancelledError as soon as ``cancel`` is set."""
-        with self._cond:
-            me = (0 if opening else 1, next(self._arrivals))
+        with self._lock:
+            me = (0 if opening else 1, next(self._arrivals), threading.Condition(self._lock))
             bisect.insort(self._waiting, me)
             try:
-                while self._waiting[0] != me or self._used >= self._limit:
+                while self._waiting[0] is not me or self._used >= self._limit:
                     if cancel is not None and cancel.is_set():
                         raise CancelledError("cancelled while waiting for a CDSE connection")
-                    self._cond.wait(_POLL)
+                    me[2].wait(_POLL)
             except BaseException:
                 self._waiting.remove(me)
-                self._cond.notify_all()  # the next in line may be free to go now
+                self._wake()  # the next in line may be free to go now
                 raise
             self._waiting.pop(0)
             self._used += 1
             self.peak = max(self.peak, self._used)
-            if self._waiting and self._used < self._limit:
-                self._cond.notify_all()  # a slot is still free: the next in line goes too
+            self._wake()  # a slot is still free: the next in line goes too
 
     def release(self) -> None:
-        with self._cond:
+        with self._lock:
             if self._used <= 0:
                 raise RuntimeError("CDSE connection budget released more often than acquired")
             self._used -= 1
-            self._cond.notify_all()  # only the first in line may take it; each waiter checks whether it is
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake the first in line if a slot is free (called with the lock held)."""
+        if self._waiting and self._used < self._limit:
+            self._waiting[0][2].notify()
 
     @contextlib.contextmanager
     def slot(self, cancel: threading.Event | None = None, opening: bool = False) -> Iterator[None]:
