@@ -44,7 +44,7 @@ def _windows_of(files):
         # the remote file's grid is larger: the window lies at row 3, col 5 of it
         from affine import Affine
 
-        remote = head.__class__(**{**head.__dict__, "transform": tuple(head.affine * Affine.translation(-5, -3))[:6],
+        remote = head.__class__(**{**head.__dict__, "transform": tuple(head.affine @ Affine.translation(-5, -3))[:6],
                                    "width": head.width + 20, "height": head.height + 10})
         out.append((path.name, raster.Window(data, remote, (3, 5, head.height, head.width), 0)))
     return out

@@ -3,7 +3,7 @@
 Readers (:mod:`.netcdf`, :mod:`.tiles` through the one raster reader :mod:`.raster`,
 :mod:`.vector`) hand stored integers to :func:`.contract.normalise`, the one function every
 raster path ends in.  Assembly reads files; it imports no service and writes nothing
-but, at publish time, a view's mosaic indexes.
+but a view's own files: its mosaic indexes and a window view's stack (:mod:`.stack`).
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ class Window:
         from affine import Affine
 
         row, col, h, w = self.window
-        return replace(self.header, transform=tuple(self.header.affine * Affine.translation(col, row))[:6],
+        return replace(self.header, transform=tuple(self.header.affine @ Affine.translation(col, row))[:6],
                        width=w, height=h, overviews=())
 
 

@@ -5,7 +5,9 @@ for every hit not in the store, by access: ``download`` (order -> wait -> fetch 
 hit is ``ordered``, else fetch -> verify -> unpack) or ``window`` (read the pixels under
 the bbox from the product's COGs, :mod:`.windows`) -> store (one rename) -> publish the
 request's view -> open lazily through assembly, which ends every path in the contract
-(:mod:`intake_clms.assemble.contract`).
+(:mod:`intake_clms.assemble.contract`).  A window request's stack is written as each
+product is stored, while the others are read (:mod:`intake_clms.assemble.stack`): its
+publish only closes the file.
 
 Exactly-once ordering: a job's state is written before every step it guards
 (``ordering`` before the POST, the order id before any poll).  An order whose answer
