@@ -114,6 +114,10 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
     try:
         raw = open_files("geotiff", files, times, None, index_dir=scratch, names=names, decode=False,
                          steps=list(steps), on_damage=on_damage)
+        from .stack import stack_chunks
+
+        for var in raw.data_vars.values():  # checksummed chunks, as the writer's
+            var.encoding.update(fletcher32=True, chunksizes=stack_chunks(var.shape, var.dtype.itemsize))
         with dask.config.set(scheduler="synchronous"):
             raw.to_netcdf(target, engine="netcdf4")
     finally:

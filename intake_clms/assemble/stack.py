@@ -13,7 +13,8 @@ product (a point's or a bbox's time series: the common case).  Anything else (wi
 several tiles, two products of one date, a product whose files differ) leaves the
 writer :attr:`~StackWriter.broken` with the reason, and the view is stacked at publish
 time through the mosaic path (:func:`intake_clms.assemble.write_stack`).  The file holds
-the contract's stored form (integers, packing, coordinates, CRS), so a reopen is one open.
+the contract's stored form (integers, packing, coordinates, CRS), so a reopen is one open, in
+checksummed chunks (:func:`stack_chunks`), so damage in place reads as an error, never as values.
 """
 
 from __future__ import annotations
@@ -135,8 +136,10 @@ class StackWriter:
                 for name, var in encoded.items():
                     meta = dict(var.attrs)
                     fill = meta.pop("_FillValue", None)
+                    checked = {"fletcher32": True, "chunksizes": stack_chunks(var.shape, var.dtype.itemsize)} \
+                        if name in form.data_vars else {}
                     out = nc.createVariable(str(name), var.dtype, tuple(str(d) for d in var.dims),
-                                            fill_value=False if fill is None else fill)
+                                            fill_value=False if fill is None else fill, **checked)
                     out.set_auto_maskandscale(False)  # the stored integers as they are: no packing on write
                     out.setncatts(meta)
                     if name in form.data_vars:
@@ -167,6 +170,23 @@ class StackWriter:
         self._nc = None
 
 
+#: Bytes of stored integers per HDF5 chunk of a stack (time steps grouped up to it).
+CHUNK_BYTES = 2**20
+
+
+def stack_chunks(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    """HDF5 chunks of a stack's variable (time, y, x): whole steps, as many as fit :data:`CHUNK_BYTES`.
+
+    Each chunk carries a Fletcher-32 checksum (``fletcher32``): the stack is derived data with no record of
+    its own hashes, and a flipped byte would otherwise read as a wrong value; with it the read fails, the
+    damage hook removes the file, and the next open stacks the kept windows again."""
+    steps, *grid = shape
+    step = itemsize
+    for n in grid:
+        step *= max(1, n)
+    return (max(1, min(steps, CHUNK_BYTES // step)), *(max(1, n) for n in grid))
+
+
 def stored_form(bands: Sequence[tuple[str, Any]], head: Any, steps: Sequence[str | None]) -> Any:
     """The stored form of a stack (its data variables lazy placeholders, never computed): one variable per
     ``(name, band)`` on ``head``'s grid, a time step per date of ``steps``, through the contract."""
@@ -191,4 +211,4 @@ def stored_form(bands: Sequence[tuple[str, Any]], head: Any, steps: Sequence[str
     return normalise(xr.Dataset(variables), crs=head.crs, times=None, decode=False)
 
 
-__all__ = ["StackWriter", "stored_form"]
+__all__ = ["CHUNK_BYTES", "StackWriter", "stack_chunks", "stored_form"]

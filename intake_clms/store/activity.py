@@ -65,7 +65,7 @@ class ProcessActivity:
             self._written = now
             snapshot = {**self._data, "updated": time.time()}
         try:
-            write_json_atomic(self.path, snapshot)
+            write_json_atomic(self.path, snapshot, durable=False)  # a status of live processes: no fsync
         except Exception:  # noqa: BLE001 - status display must never fail a preload
             pass
 

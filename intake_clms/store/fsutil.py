@@ -115,7 +115,7 @@ def shallow(record: Any) -> dict[str, Any]:
     return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
     """Write JSON to an owner-tagged temp file beside ``path``, fsync, rename: the old or the new, never half.
 
     Compact (no indent): only then does :mod:`json` use its C encoder, and records, views and the activity
@@ -127,8 +127,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
             text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
             with open(tmp, "w") as fh:
                 fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:  # records survive a crash; a status file (``durable=False``) need not
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)

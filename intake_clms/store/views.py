@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import IntegrityError
 from .activity import in_use
 from .fsutil import fsync_dir, local_faults, owned, read_json, shallow, write_json_atomic
 
@@ -271,3 +272,22 @@ def _remove_dir(path: Path) -> None:
     except FileNotFoundError:
         return
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def damaged_stack_on_read(path: str | os.PathLike[str], exc: BaseException) -> IntegrityError | None:
+    """A read error in a window view's stack (``<store>/views/<version>/<file>``): the file is derived data
+    (the kept windows, stacked), so it is removed and the next open stacks the kept windows again, offline;
+    the error names the file.  None when ``path`` is not in a view version.  The engine hands it to assembly
+    as the stack's ``on_damage`` hook (:mod:`intake_clms.assemble.damage`): module-level, so dask workers run
+    it too."""
+    p = Path(os.path.normpath(os.fspath(path)))
+    version = p.parent
+    found = _VERSION.match(version.name)
+    if found is None or version.parent.name != "views":
+        return None
+    try:
+        p.unlink()
+    except OSError:  # gone already, or a read-only cache: the open checks it all the same
+        pass
+    return IntegrityError(f"cannot read {p.name}, the stacked windows of request {found.group('key')} "
+                          f"({type(exc).__name__}: {str(exc)[:200]}); the next open stacks the kept windows again")

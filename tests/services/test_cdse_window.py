@@ -394,3 +394,40 @@ def test_a_failed_series_leaves_no_stack_behind(cdse_env, monkeypatch):
     sb.faults.clear()
     ds = source().to_dask()
     assert ds.sizes["time"] == 3
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_stack_damaged_in_place_reads_as_an_error_then_is_stacked_again_offline(sandbox_factory, tmp_path,
+                                                                                  monkeypatch):
+    """The stack is derived data with no hashes in any record: its chunks carry checksums, so a flipped pixel
+    byte (same size) fails the read naming the file, never reads as another value; the file is then removed
+    and the next open stacks the kept windows again without the network.  A header the library cannot read
+    is stacked again at the open itself.  (On 4a0edb1 the flipped byte read as a wrong value.)"""
+    import xarray as xr
+
+    sb = use_cdse(sandbox_factory(), tmp_path, monkeypatch)
+    values = source().to_dask().NDVI.values
+    sb.stop()  # from here on, any HTTP call fails
+    cache = Path(os.environ["INTAKE_CLMS_CACHE"])
+    stack = next(cache.rglob("windows.nc"))
+    with xr.open_dataset(stack, mask_and_scale=False) as raw:
+        stored = raw.NDVI.values
+        assert raw.NDVI.encoding.get("fletcher32") is True
+    blob = stack.read_bytes()
+    row = stored[1].tobytes()  # the second step's stored integers, somewhere in the file as they are
+    at = blob.find(row)
+    assert at > 0 and blob.count(row) == 1
+    _flip(stack, at + len(row) // 2)
+    with pytest.raises(ClmsError, match="windows.nc"):
+        source().to_dask().NDVI.values
+    assert not stack.exists()  # removed: derived data, stacked again from the kept windows
+    np.testing.assert_array_equal(source().to_dask().NDVI.values, values)
+
+    stack = next(p for p in cache.rglob("windows.nc"))
+    _flip(stack, 2)  # the HDF5 signature: the file no longer opens
+    np.testing.assert_array_equal(source().to_dask().NDVI.values, values)
