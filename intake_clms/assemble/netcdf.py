@@ -81,14 +81,11 @@ def open_netcdf(files: Sequence[Path], bbox: Sequence[float] | None, chunks: Any
                 on_damage: damage.OnDamage | None = None) -> tuple[xr.Dataset, Any]:
     """(raw Dataset stacked along ``time`` and cropped, its CRS); nothing read but coordinates.
     ``on_damage``: what a read error of a file means (:mod:`.damage`)."""
-    with _OPEN_LOCK:
-        first = xr.open_dataset(files[0], engine="netcdf4", mask_and_scale=False, decode_coords=False)
-        try:
-            crs = grid_crs(first)
-        finally:
-            first.close()
+    found: dict[str, Any] = {}
 
-        def cut(ds: xr.Dataset) -> xr.Dataset:
+    with _OPEN_LOCK:
+        def cut(ds: xr.Dataset) -> xr.Dataset:  # called file by file, in order (parallel=False)
+            crs = found.setdefault("crs", grid_crs(ds))  # the first file's grid mapping: no open of its own
             if "time" not in ds.dims:
                 ds = ds.expand_dims("time")
             return contract.crop(ds, crs, bbox)
@@ -101,4 +98,4 @@ def open_netcdf(files: Sequence[Path], bbox: Sequence[float] | None, chunks: Any
                 mask_and_scale=False, decode_coords=False, engine=Guarded, on_damage=on_damage)
         except ValueError as exc:
             raise IntegrityError(f"cannot stack the NetCDF products: {exc}") from exc
-    return ds, crs
+    return ds, found["crs"]
