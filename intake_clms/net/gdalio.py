@@ -13,8 +13,8 @@ number of times (:func:`retrying`), with GDAL's cache of that file bypassed so t
 short bytes are not served again.  With ``CPL_DEBUG=ON`` GDAL logs every URL it
 fetches, presigned ones (``X-Amz-Signature``) included, through rasterio's loggers:
 :func:`install_scrubber` filters them (query strings and signatures replaced by ``...``).
-After a read that failed for good, :func:`forget` drops what GDAL's process-wide cache kept of the file (its
-size, say the error body's): otherwise every later read of it in the process, a rerun after the fault, fails.
+After a read that failed for good, :func:`forget` drops what GDAL's process-wide cache learnt from it:
+otherwise every later read of the file in the process, a rerun after the fault, fails.
 """
 
 from __future__ import annotations
@@ -159,21 +159,24 @@ def install_scrubber() -> None:
 __all__ = ["http_status", "install_scrubber", "message", "retrying", "scrub", "transient"]
 
 
-def forget(path: str) -> bool:
-    """Drop what GDAL's network file systems keep of ``path`` (and names it prefixes): sizes, existence and
-    bytes read.  ``CPL_VSIL_CURL_NON_CACHED`` alone does not: a file whose first read got an error body kept
-    that body's size, and read as "not a supported format" until the process ended.  rasterio does not
-    expose GDAL's ``VSICurlPartialClearCache``; it is called in the GDAL library rasterio loaded (found in
-    ``/proc/self/maps``).  False where it cannot be found (then only a new process reads the file again)."""
-    clear = _partial_clear()
-    if clear is None or not path:
+def forget() -> bool:
+    """Drop everything GDAL's network file systems keep (sizes, existence, directory listings, bytes read).
+
+    Called after a read that failed for good: ``CPL_VSIL_CURL_NON_CACHED`` alone does not reach what GDAL
+    learnt from an error answer (after one, GDAL lists the bucket and takes the file for absent, and a rerun in
+    the same process failed with "not a supported format" without asking the server), nor does clearing the
+    file's own entries.  rasterio does not expose GDAL's ``VSICurlClearCache``; it is called in the GDAL
+    library rasterio loaded (found in ``/proc/self/maps``).  False where it cannot be found (then only a new
+    process reads the file again)."""
+    clear = _clear()
+    if clear is None:
         return False
-    clear(path.encode())
+    clear()
     return True
 
 
 @functools.lru_cache(maxsize=1)
-def _partial_clear() -> Callable[[bytes], None] | None:
+def _clear() -> Callable[[], None] | None:
     import rasterio  # noqa: F401 - loads its GDAL library
 
     try:
@@ -183,9 +186,9 @@ def _partial_clear() -> Callable[[bytes], None] | None:
         return None
     for lib in libs:
         try:
-            fn = ctypes.CDLL(lib).VSICurlPartialClearCache  # the library already loaded: the same cache
+            fn = ctypes.CDLL(lib).VSICurlClearCache  # the library already loaded: the same cache
         except (OSError, AttributeError):
             continue
-        fn.argtypes, fn.restype = [ctypes.c_char_p], None
+        fn.argtypes, fn.restype = [], None
         return fn
     return None

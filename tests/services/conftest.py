@@ -14,8 +14,12 @@ from sandbox.conftest import sandbox, sandbox_factory  # noqa: F401  (the shared
 
 def use_cdse(sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
     """Point every CDSE_* (and HDA_*) variable at ``sb``, the cache at an empty folder, hide any ~/.netrc or
-    .hdarc, and drop the token managers and connection budget other tests left in this process."""
+    .hdarc, and drop the token managers, connection budget and GDAL's cache of remote files other tests left
+    in this process (another sandbox may have served other bytes under the same URL: a port is reused)."""
+    from intake_clms.net import gdalio
     from intake_clms.services.cdse import auth, budget
+
+    gdalio.forget()
 
     for name, value in sb.env().items():
         monkeypatch.setenv(name, value)

@@ -383,7 +383,7 @@ def test_the_stack_is_written_while_the_reads_run(cdse_env, monkeypatch, tmp_pat
 
 def test_a_failed_series_leaves_no_stack_behind(cdse_env, monkeypatch):
     """A product failing mid-series: nothing published, the stack being written removed with its staging
-    folder (never a partial stack), and the next run, with the fault gone, completes the view."""
+    folder (never a partial stack)."""
     sb = cdse_env
     sb.faults.add("status", service="cdse", endpoint="s3", status=400, times=1)  # one product's read refused
     with pytest.raises(ClmsError):
@@ -391,9 +391,36 @@ def test_a_failed_series_leaves_no_stack_behind(cdse_env, monkeypatch):
     cache = Path(os.environ["INTAKE_CLMS_CACHE"])
     assert not list(cache.rglob("windows.nc")), "a partial stack was left"
     assert not [p for p in (cache.rglob("*view-*"))], "a staging folder was left"
-    sb.faults.clear()
-    ds = source().to_dask()
-    assert ds.sizes["time"] == 3
+
+
+RERUN = """
+import sys
+from intake_clms.errors import ClmsError
+from intake_clms.source import ClmsSource
+args = dict(dataset_id="EO:JRC:DAT:CLMS", dataset_identifier=sys.argv[1], bbox=[float(v) for v in sys.argv[2:6]],
+            start="2020-01-01", end="2020-01-31", service="cdse", access="window")
+try:
+    ClmsSource(**args).to_dask()
+    print("first: ok")
+except ClmsError as exc:
+    print("first: failed")
+print("again:", ClmsSource(**args).to_dask().sizes["time"])
+"""
+
+
+def test_a_rerun_in_the_same_process_reads_the_file_again(cdse_env, tmp_path):
+    """A notebook's rerun after a read error: GDAL keeps what it learnt from the error answer in its
+    process-wide cache, and the rerun failed ("not recognized as being in a supported file format") without
+    asking the server again, until the process ended; the failure now makes GDAL forget
+    (:func:`intake_clms.net.gdalio.forget`).  A fresh process of its own: GDAL's cache is this test's alone."""
+    import subprocess
+    import sys
+
+    cdse_env.faults.add("status", service="cdse", endpoint="s3", status=400, times=1)
+    out = subprocess.run([sys.executable, "-c", RERUN, NDVI, *map(str, BBOX)], env=dict(os.environ),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "first: failed" in out.stdout and "again: 3" in out.stdout, out.stdout
 
 
 def _flip(path: Path, at: int) -> None:
@@ -431,3 +458,22 @@ def test_a_stack_damaged_in_place_reads_as_an_error_then_is_stacked_again_offlin
     stack = next(p for p in cache.rglob("windows.nc"))
     _flip(stack, 2)  # the HDF5 signature: the file no longer opens
     np.testing.assert_array_equal(source().to_dask().NDVI.values, values)
+
+
+def test_gdal_block_cache_is_capped_during_window_reads(cdse_env, monkeypatch):
+    """Window reads cap GDAL's block cache at 64 MB unless the user set GDAL_CACHEMAX.  rasterio reports GDAL's
+    cache size whether or not anyone set it, so the cap was taken for the user's own and never applied (a
+    window preload held up to 5% of RAM in decoded tiles; fails on 4a0edb1)."""
+    import threading
+
+    from rasterio.env import get_gdal_config
+
+    from intake_clms.services.cdse.budget import Budget
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    access = s3.CdseAccess(s3.S3, None, Budget(1), threading.Event(), s3_keys=("key", "secret"))
+    with access.env("/vsis3/eodata/x.tif"):
+        assert get_gdal_config("GDAL_CACHEMAX") in (64, 64 * 2**20)
+    assert not s3._user_has("GDAL_CACHEMAX")
+    monkeypatch.setenv("GDAL_CACHEMAX", "200")
+    assert s3._user_has("GDAL_CACHEMAX")  # the user's own wins (GDAL reads the variable itself)

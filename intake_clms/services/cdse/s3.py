@@ -38,7 +38,7 @@ ACCESS_KEY, SECRET_KEY = "CDSE_S3_ACCESS_KEY", "CDSE_S3_SECRET_KEY"
 BUCKET = "eodata"
 
 #: GDAL's network settings for our reads (each can be overridden by the user's own GDAL config or env).
-TUNING: dict[str, str] = {
+TUNING: dict[str, str | int] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing, no side-car probes (.aux.xml, .ovr)
     "GDAL_PAM_ENABLED": "NO",  # never write .aux.xml beside a remote file
     "GDAL_HTTP_MULTIRANGE": "SERIAL",  # one request at a time: a read holds exactly one connection of the budget
@@ -48,7 +48,7 @@ TUNING: dict[str, str] = {
     "GDAL_HTTP_TIMEOUT": "120",
     "GDAL_HTTP_CONNECTTIMEOUT": "30",
     "CPL_VSIL_CURL_USE_HEAD": "NO",  # no HEAD before the first read: a window costs one header and one tile read
-    "GDAL_CACHEMAX": "64",  # MB of GDAL block cache: a window is read once, so a large cache only holds memory
+    "GDAL_CACHEMAX": 64,  # MB of GDAL block cache (an int: rasterio refuses a string): a window is read once
     # Read granularity of /vsicurl/ and /vsis3/ (16 KiB by default): a COG's header fits in 4 KiB and
     # every tile is read rounded to this size, so 4 KiB cuts the overhead.
     "CPL_VSIL_CURL_CHUNK_SIZE": "4096",
@@ -86,6 +86,8 @@ def _user_has(name: str) -> bool:
     """The user set this GDAL option (environment or GDAL config): theirs wins over our tuning."""
     if os.environ.get(name):
         return True
+    if name == "GDAL_CACHEMAX":  # rasterio reports GDAL's cache size whether or not anyone set it: only the
+        return False  # environment says the user did (else our cap was never applied: 5% of RAM held instead)
     try:
         from rasterio.env import get_gdal_config
 
@@ -155,7 +157,6 @@ class CdseAccess:
 
         gdalio.install_scrubber()  # CPL_DEBUG output reaches the log without capability URLs
         options = {k: v for k, v in TUNING.items() if not _user_has(k)}
-        self._again.path = path  # the file read in this block (what a final failure makes GDAL forget)
         if getattr(self._again, "fresh", False):  # a read again: GDAL's cache of what failed is not served
             options["CPL_VSIL_CURL_NON_CACHED"] = "/vsis3/:/vsicurl/"
             self._again.fresh = False
@@ -190,7 +191,7 @@ class CdseAccess:
             SYSTEM.sleep(0.5 * attempt, self._cancel)
             return True
         where = "CDSE S3" if self.mode == S3 else "CDSE HTTPS"
-        gdalio.forget(getattr(self._again, "path", ""))  # a rerun reads the file, not what the failure left cached
+        gdalio.forget()  # a rerun reads the file, not what GDAL learnt from the failure
         raise ServiceError("cdse", status, f"{where} read of {shown} failed: {gdalio.message(exc)[:300]}") from None
 
 
