@@ -84,8 +84,11 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
     :class:`.stack.StackWriter` (memory: one product's windows, however long the series), which the engine
     also feeds while the reads run; windows of several tiles are mosaicked first, as stored tiles are."""
     import dask
+    import rasterio
 
-    from .stack import StackWriter
+    from . import damage, raster
+    from .contract import variable_name
+    from .stack import stack_chunks
 
     writer = StackWriter(target, steps, on_damage)
     groups = [[p for p, t in zip(files, times) if t == s] for s in steps]
@@ -96,10 +99,6 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
     done = writer.finish()
     if done is not None:
         return done
-    from . import damage, raster
-    from .contract import variable_name
-    import rasterio
-
     names = []
     with rasterio.Env(**raster.LOCAL_ENV):  # one GDAL environment for every header (entering one costs)
         for path in files:
@@ -114,8 +113,6 @@ def write_stack(files: Sequence[Path], times: Sequence[str | None], steps: Seque
     try:
         raw = open_files("geotiff", files, times, None, index_dir=scratch, names=names, decode=False,
                          steps=list(steps), on_damage=on_damage)
-        from .stack import stack_chunks
-
         for var in raw.data_vars.values():  # checksummed chunks, as the writer's
             var.encoding.update(fletcher32=True, chunksizes=stack_chunks(var.shape, var.dtype.itemsize))
         with dask.config.set(scheduler="synchronous"):

@@ -51,8 +51,8 @@ OPEN_PER_THREAD = 32
 class RasterAccess(Protocol):
     """How a remote raster is reached; a service implements it (no secret in its repr or pickle)."""
 
-    def env(self, path: str = "") -> contextlib.AbstractContextManager[Any]:
-        """GDAL settings and credentials for reads of ``path``, scoped to the block."""
+    def env(self) -> contextlib.AbstractContextManager[Any]:
+        """GDAL settings and credentials for reads, scoped to the block."""
 
     def slot(self, opening: bool = False) -> contextlib.AbstractContextManager[Any]:
         """One connection of the service's budget, held for the read; ``opening``: the request opens a file
@@ -202,7 +202,7 @@ def using(src: RasterSource, work: Callable[[Any], T], level: int | None = None,
     while True:
         attempt += 1
         try:
-            with src.access.env(src.path):
+            with src.access.env():
                 kwargs = {} if level is None else {"overview_level": level}
                 with src.access.slot(opening=True):
                     ds = rasterio.open(src.path, **kwargs)

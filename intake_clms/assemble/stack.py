@@ -15,6 +15,9 @@ writer :attr:`~StackWriter.broken` with the reason, and the view is stacked at p
 time through the mosaic path (:func:`intake_clms.assemble.write_stack`).  The file holds
 the contract's stored form (integers, packing, coordinates, CRS), so a reopen is one open, in
 checksummed chunks (:func:`stack_chunks`), so damage in place reads as an error, never as values.
+It is written with netCDF4 directly, through xarray's own CF encoder: ``to_netcdf`` would ask dask
+for its scheduler, which imports dask.distributed (a third of a second, more than a short series'
+whole publish).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def _user_has(name: str) -> bool:
     if os.environ.get(name):
         return True
     if name == "GDAL_CACHEMAX":  # rasterio reports GDAL's cache size whether or not anyone set it: only the
-        return False  # environment says the user did (else our cap was never applied: 5% of RAM held instead)
+        return False  # environment says the user did (else our cap was never applied: GDAL's 5% of RAM was)
     try:
         from rasterio.env import get_gdal_config
 
@@ -148,7 +148,7 @@ class CdseAccess:
         return self._budget.slot(self._cancel, opening)
 
     @contextlib.contextmanager
-    def env(self, path: str = "") -> Iterator[None]:
+    def env(self) -> Iterator[None]:
         import rasterio
 
         from ...config import endpoints
