@@ -46,7 +46,6 @@ from ..store.activity import holder as lock_holder
 from ..store.fsutil import is_local_fault, local_faults, read_json, safe_name, storage_error, write_json_atomic
 from ..store.jobs import SPENT
 from ..store.products import damaged_on_read, hash_file
-from ..store.views import damaged_stack_on_read
 from .. import assemble
 from ..assemble import Provenance
 from . import windows
@@ -68,7 +67,6 @@ FETCH_TRIES = 3  # fetches of one order's file (short body, dropped transfer, ex
 PAYLOAD = "payload.json"  # beside a complete, verified payload: its name, size and hashes (reused by a rerun)
 WAIT_NOTICES = (0.0, 5.0, 15.0, 35.0, 75.0, 155.0, 315.0, 600.0)  # seconds of a lock wait at which it is logged
 CANCEL_JOIN = 2.0  # seconds a server-side cancel may take before the local cancel returns
-STACK = "windows.nc"  # a window view's stacked pixels (stored integers, packing, CRS), in the view's folder
 
 
 @dataclass
@@ -99,7 +97,7 @@ def open_view(store: Store, request: Request, chunks: Any = None, options: Optio
                             dataset_identifier=request.dataset_identifier or "", service=view.service,
                             access=view.access, products=tuple(vp.name for vp in view.products))
     if view.stack:  # window views: the request's pixels in one file of the view (one open, however long the series)
-        return _open_stack(store, view, chunks, options, provenance)
+        return windows.open_stacked(store, view, chunks, options.decode, provenance)
     files: list[Path] = []
     times: list[str | None] = []
     for vp in view.products:
@@ -127,63 +125,6 @@ def open_view(store: Store, request: Request, chunks: Any = None, options: Optio
             except Exception as one:  # noqa: BLE001
                 raise IntegrityError(f"cannot read {path}: {one}; `intake-clms cache verify` checks every file") from exc
         raise IntegrityError(f"cannot open the request's files ({exc}); `intake-clms cache verify` checks them") from exc
-
-
-def _open_stack(store: Store, view: View, chunks: Any, options: Options, provenance: Provenance) -> Any:
-    """A window view's stack, opened; one that is missing, of another size, or unreadable (derived data: the
-    kept windows stacked) is stacked again from the kept windows, offline, as a new version of the view.
-    None when that cannot be done here (a kept window removed, a read-only cache): the caller fetches."""
-    for attempt in (1, 2):
-        stack = store.views.path(view.key) / view.stack["file"]
-        try:
-            size = stack.stat().st_size
-        except OSError:
-            size = -1
-        if size == view.stack["size"]:
-            store.views.touch(view.key)
-            store.activity().use([vp.key for vp in view.products])
-            try:
-                return assemble.open_stack(stack, chunks=chunks, decode=options.decode, provenance=provenance,
-                                           on_damage=damaged_stack_on_read)
-            except Exception as exc:  # noqa: BLE001 - a header the library cannot read: damaged in place
-                if attempt == 2:
-                    raise IntegrityError(f"cannot open {stack.name} of request {view.key} ({exc}), even stacked "
-                                         "again; `intake-clms cache verify` checks the kept windows") from exc
-                damaged_stack_on_read(stack, exc)
-        log.warning("the stacked windows of request %s are missing or damaged; stacking the kept windows again",
-                    view.key)
-        view = _restack(store, view)
-        if view is None:
-            return None
-    return None
-
-
-def _restack(store: Store, view: View) -> View | None:
-    """Publish ``view`` again with its stack written anew from its kept windows (None: a window is gone, or
-    the cache cannot be written)."""
-    from dataclasses import replace
-
-    files: list[Path] = []
-    times: list[str | None] = []
-    for vp in view.products:
-        rec = store.products.check(vp.key)
-        if rec is None:
-            return None
-        for f in rec.data():
-            files.append(store.products.path(vp.key) / f.path)
-            times.append(vp.start)
-    holder = {"view": view}
-
-    def index(staging: Path) -> None:
-        size, names = assemble.write_stack(files, times, [vp.start for vp in view.products], staging / STACK,
-                                           on_damage=damaged_on_read)
-        holder["view"] = replace(view, stack={"file": STACK, "size": size}, names=tuple(names))
-
-    try:
-        return store.views.publish(view, prepare=index, final=lambda: holder["view"])
-    except LocalStorageError as exc:
-        log.warning("cannot stack the kept windows of request %s again (%s)", view.key, exc)
-        return None
 
 
 class Engine:
@@ -709,7 +650,7 @@ class Engine:
         ordered = _in_view_order(hits)
         self._stack_rows = {h.key: i for i, h in enumerate(ordered)}
         staging = self.store.views.new_staging(self.request.key())
-        return assemble.StackWriter(staging / STACK, [h.start for h in ordered], on_damage=damaged_on_read)
+        return assemble.StackWriter(staging / windows.STACK, [h.start for h in ordered], on_damage=damaged_on_read)
 
     def _stack(self, hit: Hit, read: list[tuple[str, Any]] | None = None) -> None:
         """Product ``hit`` is stored: its windows become its time step of the stack (when there is one), from
@@ -770,10 +711,10 @@ class Engine:
 
                 done = writer.finish() if writer is not None else None  # written while the reads ran
                 if done is None:
-                    done = assemble.write_stack(files, times, [h.start for h in ordered], staging / STACK,
+                    done = assemble.write_stack(files, times, [h.start for h in ordered], staging / windows.STACK,
                                                 on_damage=damaged_on_read)
                 size, found = done
-                holder["view"] = replace(view, stack={"file": STACK, "size": size}, names=tuple(found))
+                holder["view"] = replace(view, stack={"file": windows.STACK, "size": size}, names=tuple(found))
             elif kind == "geotiff":  # written once, before the view is published
                 from ..assemble.tiles import index as index_tiles
 

@@ -11,23 +11,35 @@ A kept window's key is the product key plus a digest of the bbox and overview le
 request finds it stored.  Each file of the product is opened once (header and pixels in
 one open) through the service's :class:`~intake_clms.assemble.raster.RasterSource`; its
 record keeps the pixel window, the source's name and the compressed bytes read.
+
+A window view's stack (:data:`STACK`, :mod:`intake_clms.assemble.stack`) is derived data: one
+missing, of another size, or unreadable is stacked again from the kept windows, offline
+(:func:`open_stacked`, :func:`restack`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from .. import assemble
 from ..assemble import raster
-from ..errors import CancelledError, IntegrityError, ServiceError
-from ..store import FileRecord, ProductRecord, Store
+from ..errors import CancelledError, IntegrityError, LocalStorageError, ServiceError
+from ..store import FileRecord, ProductRecord, Store, View
 from ..store.fsutil import local_faults, safe_name
-from ..store.products import hash_file
+from ..store.products import damaged_on_read, hash_file
+from ..store.views import damaged_stack_on_read
 from ..services.base import Hit
+
+log = logging.getLogger(__name__)
+
+STACK = "windows.nc"  # a window view's stacked pixels (stored integers, packing, CRS), in the view's folder
 
 
 def window_key(key: str, bbox: Sequence[float], level: int | None = None) -> str:
@@ -80,6 +92,63 @@ def fetch(store: Store, service: Any, hit: Hit, product: str, bbox: Sequence[flo
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def open_stacked(store: Store, view: View, chunks: Any, decode: bool, provenance: Any) -> Any:
+    """A window view's stack, opened; one that is missing, of another size, or unreadable (derived data: the
+    kept windows stacked) is stacked again from the kept windows, offline, as a new version of the view.
+    None when that cannot be done here (a kept window removed, a read-only cache): the caller fetches."""
+    for attempt in (1, 2):
+        stack = store.views.path(view.key) / view.stack["file"]
+        try:
+            size = stack.stat().st_size
+        except OSError:
+            size = -1
+        if size == view.stack["size"]:
+            store.views.touch(view.key)
+            store.activity().use([vp.key for vp in view.products])
+            try:
+                return assemble.open_stack(stack, chunks=chunks, decode=decode, provenance=provenance,
+                                           on_damage=damaged_stack_on_read)
+            except Exception as exc:  # noqa: BLE001 - a header the library cannot read: damaged in place
+                if attempt == 2:
+                    raise IntegrityError(f"cannot open {stack.name} of request {view.key} ({exc}), even stacked "
+                                         "again; `intake-clms cache verify` checks the kept windows") from exc
+                damaged_stack_on_read(stack, exc)
+        log.warning("the stacked windows of request %s are missing or damaged; stacking the kept windows again",
+                    view.key)
+        view = restack(store, view)
+        if view is None:
+            return None
+    return None
+
+
+def restack(store: Store, view: View) -> View | None:
+    """Publish ``view`` again with its stack written anew from its kept windows (None: a window is gone, or
+    the cache cannot be written)."""
+    from dataclasses import replace
+
+    files: list[Path] = []
+    times: list[str | None] = []
+    for vp in view.products:
+        rec = store.products.check(vp.key)
+        if rec is None:
+            return None
+        for f in rec.data():
+            files.append(store.products.path(vp.key) / f.path)
+            times.append(vp.start)
+    holder = {"view": view}
+
+    def index(staging: Path) -> None:
+        size, names = assemble.write_stack(files, times, [vp.start for vp in view.products], staging / STACK,
+                                           on_damage=damaged_on_read)
+        holder["view"] = replace(view, stack={"file": STACK, "size": size}, names=tuple(names))
+
+    try:
+        return store.views.publish(view, prepare=index, final=lambda: holder["view"])
+    except LocalStorageError as exc:
+        log.warning("cannot stack the kept windows of request %s again (%s)", view.key, exc)
+        return None
 
 
 def reads(store: Store, keys: Sequence[str]) -> dict[str, int]:
