@@ -98,15 +98,10 @@ def open_view(store: Store, request: Request, chunks: Any = None, options: Optio
                             access=view.access, products=tuple(vp.name for vp in view.products))
     if view.stack:  # window views: the request's pixels in one file of the view (one open, however long the series)
         return windows.open_stacked(store, view, chunks, options.decode, provenance)
-    files: list[Path] = []
-    times: list[str | None] = []
-    for vp in view.products:
-        rec = store.products.check(vp.key)
-        if rec is None:
-            return None  # a product was removed (cache clean): fetch it again
-        for f in rec.data():
-            files.append(store.products.path(vp.key) / f.path)
-            times.append(vp.start)
+    found = store.data_files(view)
+    if found is None:
+        return None  # a product was removed (cache clean): fetch it again
+    files, times = found
     store.views.touch(view.key)
     store.activity().use([vp.key for vp in view.products])
     try:

@@ -128,15 +128,10 @@ def restack(store: Store, view: View) -> View | None:
     the cache cannot be written)."""
     from dataclasses import replace
 
-    files: list[Path] = []
-    times: list[str | None] = []
-    for vp in view.products:
-        rec = store.products.check(vp.key)
-        if rec is None:
-            return None
-        for f in rec.data():
-            files.append(store.products.path(vp.key) / f.path)
-            times.append(vp.start)
+    found = store.data_files(view)
+    if found is None:
+        return None
+    files, times = found
     holder = {"view": view}
 
     def index(staging: Path) -> None:

@@ -54,6 +54,20 @@ class Store:
         self.downloads = self.root / "downloads"
         self.locks = self.root / "locks"
 
+    def data_files(self, view: View) -> tuple[list[Path], list[str | None]] | None:
+        """A view's stored data files in its products' order, each with its product's date (no hashing: the
+        record's sizes are checked); None when a product is no longer stored (removed, or damaged)."""
+        files: list[Path] = []
+        times: list[str | None] = []
+        for vp in view.products:
+            rec = self.products.check(vp.key)
+            if rec is None:
+                return None
+            for f in rec.data():
+                files.append(self.products.path(vp.key) / f.path)
+                times.append(vp.start)
+        return files, times
+
     def ensure_writable(self) -> None:
         """Create the layout; a cache path that is a file, read-only or full raises LocalStorageError."""
         with local_faults(self.root):
